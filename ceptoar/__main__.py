@@ -1,0 +1,5 @@
+"""`python -m ceptoar` runs the command line."""
+
+from ceptoar.cli.main import main
+
+main()

@@ -1,0 +1,279 @@
+"""The RabbitMQ topology and the only code that talks AMQP.
+
+    {p}.feed (topic) ──► {p}.notices ──(dispatcher)
+    {p}.deliveries (direct, key "job") ──► {p}.deliveries ──(mailer)
+    {p}.deliveries.retry.<ms>ms  TTL queues that dead-letter back as "job"
+    {p}.dead (fanout) ──► {p}.dead   rejected notices and jobs, with the reason
+
+All queues are durable quorum queues. Publishing waits for the broker's
+confirm and raises on an unroutable message, so a caller only acks its own
+input after what it published is safe. `x-delivery-limit` dead-letters a
+message that keeps crashing its consumer instead of looping for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+
+__all__ = ["JOB_KEY", "Bus", "Inbox", "Names", "job_delivery_id"]
+
+JOB_KEY = "job"
+DELIVERY_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class Names:
+    """Exchange and queue names under one prefix, so instances and tests don't collide."""
+
+    prefix: str
+
+    @property
+    def feed_exchange(self) -> str:
+        return f"{self.prefix}.feed"
+
+    @property
+    def notices(self) -> str:
+        return f"{self.prefix}.notices"
+
+    @property
+    def deliveries_exchange(self) -> str:
+        return f"{self.prefix}.deliveries"
+
+    @property
+    def deliveries(self) -> str:
+        return f"{self.prefix}.deliveries"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.prefix}.dead"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}.dead"
+
+    def retry(self, delay_seconds: float) -> str:
+        return f"{self.prefix}.deliveries.retry.{round(delay_seconds * 1000)}ms"
+
+
+def _quorum(**extra: Any) -> dict[str, Any]:
+    return {"x-queue-type": "quorum", **extra}
+
+
+def _dead_lettering(exchange: str, **extra: Any) -> dict[str, Any]:
+    # at-least-once: the broker keeps a message until the dead-letter target
+    # confirmed it (quorum queues need reject-publish overflow for that).
+    return _quorum(
+        **{
+            "x-dead-letter-exchange": exchange,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        },
+        **extra,
+    )
+
+
+def job_body(delivery_id: int) -> bytes:
+    return json.dumps({"delivery_id": delivery_id}).encode()
+
+
+def job_delivery_id(body: bytes) -> int:
+    """The delivery id a job names; ValueError if the body is not a job."""
+    doc = json.loads(body)
+    value = doc.get("delivery_id") if isinstance(doc, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError("delivery_id: missing or not a positive integer")
+    return value
+
+
+class Inbox:
+    """Messages a consumer received and has not yet acked."""
+
+    def __init__(self, queue: asyncio.Queue[AbstractIncomingMessage]) -> None:
+        self._queue = queue
+
+    async def next(self, stop: asyncio.Event) -> AbstractIncomingMessage | None:
+        """The next message, or None once `stop` is set."""
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        getter = asyncio.ensure_future(self._queue.get())
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        return None
+
+    async def batch(self, size: int, stop: asyncio.Event) -> list[AbstractIncomingMessage]:
+        """Wait for one message, then take what else is already here, up to `size`."""
+        first = await self.next(stop)
+        if first is None:
+            return []
+        taken = [first]
+        while len(taken) < size and not self._queue.empty():
+            taken.append(self._queue.get_nowait())
+        return taken
+
+
+class Bus:
+    """A robust connection, a confirming publisher channel, and the topology."""
+
+    def __init__(self, url: str, *, prefix: str, retry_delays: Sequence[float]) -> None:
+        self.url = url
+        self.names = Names(prefix)
+        self.retry_delays = tuple(retry_delays)
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    async def connect(self, *, name: str = "ceptoar") -> None:
+        """Connect, open the publisher channel and declare the whole topology."""
+        self._connection = await aio_pika.connect_robust(
+            self.url, client_properties={"connection_name": name}
+        )
+        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        await self.declare()
+
+    @property
+    def channel(self) -> AbstractChannel:
+        if self._channel is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        return self._channel
+
+    async def declare(self) -> None:
+        """Declare exchanges, queues and bindings (idempotent)."""
+        n, ch = self.names, self.channel
+        direct, topic, fanout = (
+            aio_pika.ExchangeType.DIRECT,
+            aio_pika.ExchangeType.TOPIC,
+            aio_pika.ExchangeType.FANOUT,
+        )
+        dead_x = await ch.declare_exchange(n.dead_exchange, fanout, durable=True)
+        dead_q = await ch.declare_queue(n.dead, durable=True, arguments=_quorum())
+        await dead_q.bind(dead_x)
+        feed_x = await ch.declare_exchange(n.feed_exchange, topic, durable=True)
+        notices_q = await ch.declare_queue(
+            n.notices,
+            durable=True,
+            arguments=_dead_lettering(n.dead_exchange, **{"x-delivery-limit": DELIVERY_LIMIT}),
+        )
+        await notices_q.bind(feed_x, routing_key="#")
+        jobs_x = await ch.declare_exchange(n.deliveries_exchange, direct, durable=True)
+        jobs_q = await ch.declare_queue(
+            n.deliveries,
+            durable=True,
+            arguments=_dead_lettering(n.dead_exchange, **{"x-delivery-limit": DELIVERY_LIMIT}),
+        )
+        await jobs_q.bind(jobs_x, routing_key=JOB_KEY)
+        for delay in sorted(set(self.retry_delays)):
+            await ch.declare_queue(
+                n.retry(delay),
+                durable=True,
+                arguments=_dead_lettering(
+                    n.deliveries_exchange,
+                    **{"x-message-ttl": round(delay * 1000), "x-dead-letter-routing-key": JOB_KEY},
+                ),
+            )
+        self._exchanges = {"feed": feed_x, "jobs": jobs_x, "dead": dead_x}
+
+    async def publish_notice(
+        self,
+        body: bytes,
+        *,
+        content_type: str,
+        message_id: str | None = None,
+        routing_key: str = "notice.json",
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Publish a notice to the feed exchange; returns once the broker confirmed it."""
+        message = aio_pika.Message(
+            body,
+            content_type=content_type,
+            message_id=message_id,
+            headers=dict(headers or {}),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=datetime.now(UTC),
+        )
+        await self._exchanges["feed"].publish(message, routing_key=routing_key)
+
+    async def publish_jobs(self, delivery_ids: Sequence[int], *, batch: int = 500) -> None:
+        """Publish one job per delivery; returns once every one is confirmed."""
+        jobs = self._exchanges["jobs"]
+        for start in range(0, len(delivery_ids), batch):
+            await asyncio.gather(
+                *(jobs.publish(_job(i), routing_key=JOB_KEY) for i in delivery_ids[start : start + batch])
+            )
+
+    def retry_delay(self, attempt: int) -> float:
+        """The wait before the attempt after `attempt` (the last delay repeats)."""
+        return self.retry_delays[min(attempt, len(self.retry_delays)) - 1]
+
+    async def publish_retry(self, delivery_id: int, *, attempt: int) -> float:
+        """Park a job in the retry queue for its attempt's delay; return the delay."""
+        delay = self.retry_delay(attempt)
+        await self.channel.default_exchange.publish(_job(delivery_id), routing_key=self.names.retry(delay))
+        return delay
+
+    async def dead_letter(
+        self,
+        message: AbstractIncomingMessage,
+        *,
+        reason: str,
+        field: str | None = None,
+    ) -> None:
+        """Keep a refused message, with why, in the dead-letter queue."""
+        headers = dict(message.headers or {})
+        headers.update(
+            {
+                "x-ceptoar-reason": reason,
+                "x-ceptoar-field": field or "",
+                "x-ceptoar-origin": message.routing_key or "",
+                "x-ceptoar-dead-at": datetime.now(UTC).isoformat(),
+            }
+        )
+        await self._exchanges["dead"].publish(
+            aio_pika.Message(
+                message.body,
+                headers=headers,
+                content_type=message.content_type,
+                message_id=message.message_id,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key="",
+        )
+
+    async def consume(self, queue_name: str, *, prefetch: int) -> Inbox:
+        """Start consuming `queue_name` on its own channel."""
+        if self._connection is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(queue_name, ensure=True)
+        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        await queue.consume(inbox.put)
+        return Inbox(inbox)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+            self._channel = None
+
+
+def _job(delivery_id: int) -> aio_pika.Message:
+    return aio_pika.Message(
+        job_body(delivery_id), content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+    )

@@ -1,0 +1,1 @@
+"""The `ceptoar` command line."""

@@ -1,0 +1,72 @@
+"""What every command shares: settings, logging, running a coroutine, exit codes.
+
+Exit codes: 0 done; 1 not found or not finished in time; 2 bad input (the
+message names what is wrong); 3 a service (broker, database, relay) could
+not be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import aio_pika.exceptions
+import click
+import sqlalchemy.exc
+
+from ceptoar.config import Settings, get_settings
+from ceptoar.errors import CeptoarError, InvalidNotice, RegistryError, UnknownAlert
+from ceptoar.log import configure_logging
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_NOT_FOUND",
+    "EXIT_UNREACHABLE",
+    "fail",
+    "install_stop_signals",
+    "run",
+    "settings",
+]
+
+EXIT_NOT_FOUND = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+
+T = TypeVar("T")
+
+
+def settings() -> Settings:
+    s = get_settings()
+    configure_logging(fmt=s.log_format, level=s.log_level)
+    return s
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """Set `stop` on SIGINT or SIGTERM, so a service finishes its batch and exits cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"ceptoar: {message}", err=True)
+    sys.exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, turning known failures into a message and an exit code."""
+    try:
+        return asyncio.run(coro)
+    except (InvalidNotice, RegistryError) as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    except UnknownAlert as exc:
+        fail(str(exc), EXIT_NOT_FOUND)
+    except CeptoarError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    except (aio_pika.exceptions.AMQPConnectionError, ConnectionError) as exc:
+        fail(f"cannot reach the broker or relay: {exc}", EXIT_UNREACHABLE)
+    except sqlalchemy.exc.OperationalError as exc:
+        fail(f"cannot use the database: {exc.orig}", EXIT_UNREACHABLE)

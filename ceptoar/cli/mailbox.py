@@ -1,0 +1,91 @@
+"""`ceptoar mailbox`: run the built-in subscriber mailbox and read what it holds."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from ceptoar.cli.common import EXIT_NOT_FOUND, fail, install_stop_signals, run, settings
+from ceptoar.mailbox import MaildirHandler, count, list_messages, read_message, start_mailbox
+
+__all__ = ["mailbox"]
+
+_dir_option = click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Mailbox root (default: var/mailbox under CEPTOAR_VAR_DIR).",
+)
+
+
+def _root(root: Path | None) -> Path:
+    return root if root is not None else settings().mailbox_dir
+
+
+@click.group()
+def mailbox() -> None:
+    """The built-in mailbox: an SMTP server filing mail in a Maildir per recipient."""
+
+
+@mailbox.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=2525, show_default=True, type=int)
+@_dir_option
+def serve(host: str, port: int, root: Path | None) -> None:
+    """Accept mail over SMTP until SIGINT or SIGTERM."""
+    directory = _root(root)
+
+    async def _serve() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        server = await start_mailbox(MaildirHandler(directory), host=host, port=port)
+        click.echo(f"mailbox listening on {host}:{port}, storing in {directory}", err=True)
+        async with server:
+            await stop.wait()
+
+    run(_serve())
+
+
+@mailbox.command("count")
+@click.argument("address", required=False)
+@_dir_option
+def count_(address: str | None, root: Path | None) -> None:
+    """Messages held for ADDRESS, or for every address."""
+    click.echo(count(_root(root), address))
+
+
+@mailbox.command("ls")
+@click.argument("address")
+@_dir_option
+def ls(address: str, root: Path | None) -> None:
+    """List the messages of ADDRESS, oldest first."""
+    entries = list_messages(_root(root), address)
+    if not entries:
+        fail(f"no messages for {address}", EXIT_NOT_FOUND)
+    for e in entries:
+        click.echo(f"{e.number:>4}  {e.date}  {e.message_id}  {e.subject}")
+
+
+@mailbox.command()
+@click.argument("address")
+@click.argument("number", type=int)
+@click.option("--html", is_flag=True, help="Show the HTML part instead of the text part.")
+@click.option("--raw", is_flag=True, help="Show the message as stored.")
+@_dir_option
+def show(address: str, number: int, html: bool, raw: bool, root: Path | None) -> None:
+    """Show message NUMBER (from 1) of ADDRESS: headers, then the text part."""
+    try:
+        msg = read_message(_root(root), address, number)
+    except IndexError as exc:
+        fail(str(exc), EXIT_NOT_FOUND)
+    if raw:
+        click.echo(msg.as_string())
+        return
+    for name in ("From", "To", "Subject", "Date", "Message-ID"):
+        click.echo(f"{name}: {msg.get(name, '')}")
+    click.echo()
+    part = msg.get_body(preferencelist=("html",) if html else ("plain",))
+    click.echo(part.get_content() if part is not None else "")

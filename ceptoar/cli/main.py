@@ -1,0 +1,148 @@
+"""`ceptoar`: serve, publish, status, and the subscribers and mailbox groups."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ceptoar import __version__
+from ceptoar.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_FOUND,
+    fail,
+    install_stop_signals,
+    run,
+    settings,
+)
+from ceptoar.cli.mailbox import mailbox
+from ceptoar.cli.subscribers import subscribers
+from ceptoar.errors import InvalidNotice, UnknownAlert
+from ceptoar.feed import parse_notice
+from ceptoar.render import SEVERITY_LABELS
+from ceptoar.service import open_components, run_service
+from ceptoar.store import OPEN, DeliveryState, Store
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="ceptoar")
+def main() -> None:
+    """ceptoar: security notices from the national feed to every local government."""
+
+
+main.add_command(subscribers)
+main.add_command(mailbox)
+
+
+@main.command()
+def serve() -> None:
+    """Run the dispatcher and the mailer until SIGINT or SIGTERM."""
+    s = settings()
+
+    async def _serve() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        await run_service(s, stop)
+
+    run(_serve())
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def publish(file: Path) -> None:
+    """Publish a notice to the feed exchange (waits for the broker's confirm); print its id."""
+    s = settings()
+    body = file.read_bytes()
+    try:
+        notice = parse_notice(body)
+    except InvalidNotice as exc:
+        fail(f"{file}: {exc}", EXIT_BAD_INPUT)
+
+    async def _publish() -> None:
+        async with AsyncExitStack() as stack:
+            c = await open_components(s, stack, name="ceptoar-publish")
+            await c.bus.publish_notice(
+                body, content_type="application/json", message_id=f"{notice.source}:{notice.id}"
+            )
+
+    run(_publish())
+    click.echo(notice.id)
+
+
+def _status_doc(alert: Any, counts: dict[str, int]) -> dict[str, Any]:
+    full = {state.value: counts.get(state.value, 0) for state in DeliveryState}
+    return {
+        "alert_id": alert.id,
+        "notice_id": alert.source_id,
+        "source": alert.source,
+        "title": alert.title,
+        "severity": alert.severity,
+        "rules": alert.severity_rules,
+        "tlp": alert.tlp,
+        "created_at": alert.created_at.isoformat(),
+        "total": sum(full.values()),
+        "counts": full,
+    }
+
+
+async def _status(store: Store, ident: str, wait: float | None) -> dict[str, Any]:
+    deadline = time.monotonic() + (wait or 0)
+    while True:
+        try:
+            alert = await store.alerts.resolve(ident)
+            counts = await store.alerts.counts(alert.id)
+            if wait is None or not any(counts.get(s.value) for s in OPEN):
+                return _status_doc(alert, counts)
+        except UnknownAlert:
+            if wait is None:
+                raise
+        if time.monotonic() >= deadline:
+            fail(f"{ident}: deliveries still open after {wait:g}s", EXIT_NOT_FOUND)
+        await asyncio.sleep(0.5)
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    label = SEVERITY_LABELS["ja"][doc["severity"]]
+    click.echo(f"alert    {doc['alert_id']}  ({doc['source']}:{doc['notice_id']})")
+    click.echo(f"title    {doc['title']}")
+    click.echo(f"severity {label} {doc['severity']}  rules: {', '.join(doc['rules'])}")
+    click.echo(f"tlp      TLP:{doc['tlp']}")
+    click.echo(f"total    {doc['total']}")
+    for state, n in doc["counts"].items():
+        if n:
+            click.echo(f"  {state:<13}{n:>7}")
+
+
+@main.command()
+@click.argument("ident", metavar="ALERT_OR_NOTICE_ID")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--wait",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Wait until no delivery is queued, sending or deferred.",
+)
+def status(ident: str, as_json: bool, wait: float | None) -> None:
+    """Delivery counts by state for an alert (by alert id, notice id or source:notice-id)."""
+    s = settings()
+
+    async def _run() -> dict[str, Any]:
+        store = await Store.open(s.db_url)
+        try:
+            return await _status(store, ident, wait)
+        finally:
+            await store.close()
+
+    doc = run(_run())
+    if as_json:
+        click.echo(json.dumps(doc, ensure_ascii=False))
+    else:
+        _print_status(doc)

@@ -1,0 +1,105 @@
+"""Settings, read once from `CEPTOAR_*` variables and an optional TOML file.
+
+With nothing set, ceptoar runs on its embedded defaults: SQLite under
+`./var/`, the built-in mailbox on localhost:2525 as relay, RabbitMQ on
+localhost. `CEPTOAR_CONFIG` names a TOML file whose keys are the field names
+below; environment variables win over the file.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ceptoar.errors import ConfigError
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Every knob of a ceptoar process."""
+
+    model_config = SettingsConfigDict(env_prefix="CEPTOAR_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    var_dir: Path = Path("var")
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    database_url: str | None = None
+    smtp_url: str = "smtp://127.0.0.1:2525"
+    prefix: str = Field("ceptoar", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+    mail_from: str = "alerts@ceptoar.example"
+    mail_from_name: str = "地方公共団体CEPTOAR"
+    message_id_domain: str = "ceptoar.example"
+    helo_name: str = "ceptoar.example"
+    templates_dir: Path | None = None
+
+    smtp_connections: int = Field(4, ge=1, le=64)
+    smtp_timeout: float = Field(30.0, gt=0)
+    # Delay before each retry of a deferred delivery; one more attempt than
+    # delays, then the delivery fails with the last reply kept.
+    retry_delays: list[float] = Field(default=[10, 60, 300, 900, 3600], min_length=1)
+    lease_seconds: float = Field(300.0, gt=0)
+    mailer_batch: int = Field(64, ge=1, le=1000)
+    publish_batch: int = Field(500, ge=1)
+    sweep_seconds: float = Field(30.0, gt=0)
+
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("CEPTOAR_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.environment == "production":
+            amqp = urlsplit(self.amqp_url)
+            if amqp.username in (None, "guest"):
+                raise ConfigError("amqp_url: production refuses the guest account")
+            if self.database_url is None:
+                raise ConfigError("database_url: production needs an explicit database")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, SQLite under var_dir unless one is named."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.var_dir / 'ceptoar.db'}"
+
+    @property
+    def mailbox_dir(self) -> Path:
+        return self.var_dir / "mailbox"
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_delays) + 1
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, built on first use (tests build their own `Settings`)."""
+    return Settings()

@@ -1,0 +1,210 @@
+"""The versioned JSON notice (`ceptoar.notice/1`) and its parser.
+
+A notice is keyed by (source, id): the id is the source's own, so two
+sources may reuse an id without colliding. `parse_notice` turns bytes into a
+`Notice` or raises `InvalidNotice` naming the first offending field, in the
+dotted form an operator can find in the document (`cvss.score`, `area[2]`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+import cvss
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from ceptoar.errors import InvalidNotice
+from ceptoar.registry.codes import validate_area_code
+
+__all__ = [
+    "NOTICE_SCHEMA",
+    "Category",
+    "Cvss",
+    "MsgType",
+    "Notice",
+    "Severity",
+    "Tlp",
+    "parse_notice",
+]
+
+NOTICE_SCHEMA: Final = "ceptoar.notice/1"
+
+
+class Severity(StrEnum):
+    """How urgent a notice is, most urgent first."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """Higher is more urgent."""
+        return {"critical": 3, "high": 2, "medium": 1, "low": 0}[self.value]
+
+
+class MsgType(StrEnum):
+    """A new alert, an update of an earlier one, or its cancellation."""
+
+    ALERT = "alert"
+    UPDATE = "update"
+    CANCEL = "cancel"
+
+
+class Tlp(StrEnum):
+    """Traffic Light Protocol 2.0 labels."""
+
+    CLEAR = "CLEAR"
+    GREEN = "GREEN"
+    AMBER = "AMBER"
+    AMBER_STRICT = "AMBER+STRICT"
+    RED = "RED"
+
+
+class Category(StrEnum):
+    """What kind of event a notice is about."""
+
+    ATTACK = "attack"
+    VULNERABILITY = "vulnerability"
+    MALWARE = "malware"
+    PHISHING = "phishing"
+    OUTAGE = "outage"
+    ADVISORY = "advisory"
+    OTHER = "other"
+
+
+_Ident = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s\x00-\x1f]+$")]
+_AreaCode = Annotated[str, AfterValidator(validate_area_code)]
+
+
+def _base_score(vector: str) -> Decimal:
+    kind = cvss.CVSS4 if vector.startswith("CVSS:4.") else cvss.CVSS3
+    if not vector.startswith("CVSS:"):
+        kind = cvss.CVSS2
+    try:
+        score: Decimal = kind(vector).base_score
+    except cvss.CVSSError as exc:
+        raise ValueError(f"not a CVSS vector: {exc}") from exc
+    return score
+
+
+class Cvss(BaseModel):
+    """A CVSS base score, given directly or computed from its vector."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vector: str | None = Field(None, max_length=200)
+    score: float | None = Field(None, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _score_matches_vector(self) -> Cvss:
+        if self.vector is None and self.score is None:
+            raise ValueError("needs a vector, a score, or both")
+        if self.vector is not None:
+            computed = float(_base_score(self.vector))
+            if self.score is None:
+                object.__setattr__(self, "score", computed)
+            elif abs(self.score - computed) > 0.05:
+                raise ValueError(f"score {self.score} does not match the vector's base score {computed}")
+        return self
+
+    @property
+    def base_score(self) -> float:
+        assert self.score is not None  # filled in by the validator
+        return self.score
+
+
+class Notice(BaseModel):
+    """One incident notice, whatever format it arrived in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["ceptoar.notice/1"] = Field(NOTICE_SCHEMA, alias="schema")
+    source: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    id: _Ident
+    sent: AwareDatetime
+    msg_type: MsgType = MsgType.ALERT
+    references: list[_Ident] = Field(default_factory=list, max_length=100, validate_default=True)
+    title: Annotated[str, Field(min_length=1, max_length=300)]
+    summary: Annotated[str, Field(min_length=1, max_length=4000)]
+    body: Annotated[str, Field(max_length=200_000)] = ""
+    category: Category
+    severity: Severity | None = None
+    cvss: Cvss | None = None
+    known_exploited: bool = False
+    tlp: Tlp
+    expires: AwareDatetime | None = None
+    links: list[HttpUrl] = Field(default_factory=list, max_length=50)
+    area: list[_AreaCode] = Field(default_factory=list, max_length=2000)
+    language: Literal["ja", "en"] = "ja"
+
+    @field_validator("references")
+    @classmethod
+    def _refers_when_update_or_cancel(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        msg_type = info.data.get("msg_type")
+        if msg_type in (MsgType.UPDATE, MsgType.CANCEL) and not value:
+            raise ValueError(f"msg_type {msg_type.value} must name the notice id(s) it refers to")
+        return value
+
+    @field_validator("expires")
+    @classmethod
+    def _expires_after_sent(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        sent = info.data.get("sent")
+        if value is not None and sent is not None and value <= sent:
+            raise ValueError("must be after sent")
+        return value
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The dedupe key: the source and its own id for the notice."""
+        return (self.source, self.id)
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires is not None and self.expires <= now
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def parse_notice(data: bytes | str) -> Notice:
+    """Parse a JSON notice, or raise InvalidNotice naming the first bad field."""
+    try:
+        doc: Any = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidNotice(f"not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidNotice(f"a notice is a JSON object, not {type(doc).__name__}")
+    if doc.get("schema") != NOTICE_SCHEMA:
+        raise InvalidNotice(
+            f"unsupported schema {doc.get('schema')!r}; accepted: {NOTICE_SCHEMA}", field="schema"
+        )
+    try:
+        return Notice.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = _loc(tuple(first["loc"])) or None
+        reason = first["msg"].removeprefix("Value error, ")
+        raise InvalidNotice(reason, field=field) from exc

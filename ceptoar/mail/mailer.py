@@ -1,0 +1,128 @@
+"""The mailer: claim → send → record, a batch of delivery jobs at a time.
+
+A job only names a delivery; the row is the truth. A job whose claim wins
+nothing (already sent, cancelled, or claimed by another worker) is a
+duplicate and is acked without sending. A temporary failure leaves the row
+`deferred` and parks a new job in the retry queue for the attempt's delay;
+once attempts run out, or on a permanent failure, the row is `failed` with
+the server's reply kept. A job's message is acked only after its outcome is
+stored and any retry job is confirmed by the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from aio_pika.abc import AbstractIncomingMessage
+from structlog.contextvars import bound_contextvars
+
+from ceptoar.bus import Bus, job_delivery_id
+from ceptoar.config import Settings
+from ceptoar.errors import PermanentDeliveryError, TemporaryDeliveryError
+from ceptoar.log import get_logger
+from ceptoar.mail.pool import SmtpPool
+from ceptoar.render import Renderer
+from ceptoar.store import AlertView, Claimed, DeliveryState, Outcome, Store
+
+__all__ = ["Mailer"]
+
+log = get_logger(__name__)
+
+
+class Mailer:
+    """Works the delivery queue until told to stop."""
+
+    def __init__(
+        self, *, store: Store, bus: Bus, pool: SmtpPool, renderer: Renderer, settings: Settings
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._pool = pool
+        self._renderer = renderer
+        self._settings = settings
+        self._alerts: dict[str, AlertView] = {}
+
+    async def run(self, stop: asyncio.Event, *, workers: int = 2) -> None:
+        """Consume jobs with `workers` batch loops, so one batch's I/O overlaps another's."""
+        size = self._settings.mailer_batch
+        inbox = await self._bus.consume(self._bus.names.deliveries, prefetch=size * workers)
+
+        async def loop() -> None:
+            while batch := await inbox.batch(size, stop):
+                await self.process(batch)
+
+        await asyncio.gather(*(loop() for _ in range(workers)))
+
+    async def process(self, messages: list[AbstractIncomingMessage]) -> None:
+        """Claim, send and record one batch; ack its messages once that is stored."""
+        jobs: dict[int, list[AbstractIncomingMessage]] = defaultdict(list)
+        for message in messages:
+            try:
+                jobs[job_delivery_id(message.body)].append(message)
+            except ValueError as exc:
+                log.error("job.malformed", reason=str(exc))
+                await self._bus.dead_letter(message, reason=str(exc), field="delivery_id")
+                await message.ack()
+        try:
+            await self._work(list(jobs))
+        except Exception:
+            # The store or the broker failed: leave the jobs to come back.
+            log.exception("mailer.batch_failed", jobs=len(jobs))
+            for waiting in jobs.values():
+                for message in waiting:
+                    await message.nack(requeue=True)
+            await asyncio.sleep(1)
+            return
+        for waiting in jobs.values():
+            for message in waiting:
+                await message.ack()
+
+    async def _work(self, ids: list[int]) -> None:
+        claimed = await self._store.deliveries.claim(ids, lease_seconds=self._settings.lease_seconds)
+        if len(claimed) < len(ids):
+            log.debug("job.duplicates", count=len(ids) - len(claimed))
+        outcomes = await asyncio.gather(*(self._attempt(c) for c in claimed))
+        applied = await self._store.deliveries.record(outcomes)
+        for outcome in applied:
+            if outcome.state is DeliveryState.DEFERRED:
+                delay = await self._bus.publish_retry(outcome.delivery_id, attempt=outcome.attempt)
+                log.info(
+                    "delivery.deferred",
+                    delivery_id=outcome.delivery_id,
+                    attempt=outcome.attempt,
+                    retry_in=delay,
+                    reply=outcome.reply,
+                )
+            elif outcome.state is DeliveryState.FAILED:
+                log.warning(
+                    "delivery.failed", delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply
+                )
+
+    async def _alert(self, alert_id: str) -> AlertView:
+        alert = self._alerts.get(alert_id)
+        if alert is None:
+            alert = await self._store.alerts.get(alert_id)
+            if alert is None:
+                raise PermanentDeliveryError(f"alert {alert_id} is not in the store")
+            if len(self._alerts) > 256:
+                self._alerts.clear()
+            self._alerts[alert_id] = alert
+        return alert
+
+    async def _attempt(self, c: Claimed) -> Outcome:
+        with bound_contextvars(alert_id=c.alert_id, delivery_id=c.id):
+            try:
+                alert = await self._alert(c.alert_id)
+                data = self._renderer.message(alert, language=c.language, to=c.email, message_id=c.message_id)
+                reply = await self._pool.send(
+                    sender=self._settings.mail_from, recipient=c.email, message=data
+                )
+            except TemporaryDeliveryError as exc:
+                exhausted = c.attempt >= self._settings.max_attempts
+                state = DeliveryState.FAILED if exhausted else DeliveryState.DEFERRED
+                said = f"{exc.reply} (attempts exhausted: {c.attempt})" if exhausted else exc.reply
+                return Outcome(c.id, state, c.attempt, exc.code, said)
+            except PermanentDeliveryError as exc:
+                return Outcome(c.id, DeliveryState.FAILED, c.attempt, exc.code, exc.reply)
+            return Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message)

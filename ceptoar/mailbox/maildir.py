@@ -1,0 +1,96 @@
+"""Reading and writing the per-recipient Maildirs under one root."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+__all__ = ["MailboxEntry", "count", "deliver", "list_messages", "mailbox_path", "read_message"]
+
+
+def mailbox_path(root: Path, address: str) -> Path:
+    """The Maildir of one address (lower-cased; anything unsafe in a file name is quoted)."""
+    return root / quote(address.lower(), safe="@._+-")
+
+
+def deliver(root: Path, address: str, data: bytes, *, envelope_from: str) -> str:
+    """File one message for one recipient; return its Maildir key."""
+    box = mailbox.Maildir(mailbox_path(root, address), create=True)
+    trace = f"Return-Path: <{envelope_from}>\r\nDelivered-To: {address.lower()}\r\n".encode()
+    return box.add(trace + data)
+
+
+def _boxes(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "new").is_dir())
+
+
+def _keys_in_order(box: Path) -> list[Path]:
+    files = [f for sub in ("new", "cur") for f in (box / sub).iterdir() if f.is_file()]
+    return sorted(files, key=lambda f: (f.stat().st_mtime_ns, f.name))
+
+
+def count(root: Path, address: str | None = None) -> int:
+    """Messages held for `address`, or for every address under `root`."""
+    boxes = [mailbox_path(root, address)] if address else _boxes(root)
+    return sum(len(_keys_in_order(b)) for b in boxes if (b / "new").is_dir())
+
+
+def addresses(root: Path) -> list[str]:
+    """Every address that has a mailbox."""
+    return [unquote(b.name) for b in _boxes(root)]
+
+
+@dataclass(frozen=True)
+class MailboxEntry:
+    """One stored message, numbered from 1 in arrival order."""
+
+    number: int
+    path: Path
+    subject: str
+    sender: str
+    date: str
+    message_id: str
+
+
+def _parse(path: Path) -> EmailMessage:
+    with path.open("rb") as f:
+        msg = email.message_from_binary_file(f, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def list_messages(root: Path, address: str) -> list[MailboxEntry]:
+    """The messages of one address, oldest first."""
+    box = mailbox_path(root, address)
+    if not (box / "new").is_dir():
+        return []
+    entries = []
+    for n, path in enumerate(_keys_in_order(box), start=1):
+        msg = _parse(path)
+        entries.append(
+            MailboxEntry(
+                n,
+                path,
+                str(msg.get("Subject", "")),
+                str(msg.get("From", "")),
+                str(msg.get("Date", "")),
+                str(msg.get("Message-ID", "")),
+            )
+        )
+    return entries
+
+
+def read_message(root: Path, address: str, number: int) -> EmailMessage:
+    """Message `number` (from 1) of one address; IndexError if there is none."""
+    box = mailbox_path(root, address)
+    paths = _keys_in_order(box) if (box / "new").is_dir() else []
+    if not 1 <= number <= len(paths):
+        raise IndexError(f"{address} has {len(paths)} message(s), not #{number}")
+    return _parse(paths[number - 1])

@@ -1,0 +1,133 @@
+"""Alert mail: rendered once per alert and language, addressed per recipient.
+
+Templates run in Jinja2's sandbox with StrictUndefined, so a template that
+names a missing value fails loudly instead of mailing a blank. The MIME
+body (text and HTML alternatives, UTF-8, base64) and the shared headers are
+built once per (alert, language); each recipient's mail is those bytes with
+its own To and Message-ID in front, which keeps a fan-out to thousands of
+addresses cheap.
+"""
+
+from __future__ import annotations
+
+import email.policy
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+from ceptoar.errors import PermanentDeliveryError
+from ceptoar.store.alerts import AlertView
+
+__all__ = ["SEVERITY_LABELS", "RenderedAlert", "Renderer", "default_templates_dir"]
+
+SEVERITY_LABELS: dict[str, dict[str, str]] = {
+    "ja": {"critical": "【緊急】", "high": "【重要】", "medium": "【注意】", "low": "【情報】"},
+    "en": {"critical": "[CRITICAL]", "high": "[HIGH]", "medium": "[MEDIUM]", "low": "[INFO]"},
+}
+LANGUAGES = ("ja", "en")
+JST = timezone(timedelta(hours=9), "JST")
+_CRLF = b"\r\n"
+
+
+def default_templates_dir() -> Path:
+    """`templates/` beside the package."""
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+@dataclass(frozen=True)
+class RenderedAlert:
+    """One alert in one language: the shared header block and the MIME body."""
+
+    subject: str
+    text: str
+    html: str
+    head_and_body: bytes
+
+    def for_recipient(self, *, to: str, message_id: str) -> bytes:
+        """The complete message for one address."""
+        return b"".join(
+            (
+                b"To: ",
+                to.encode("ascii"),
+                _CRLF,
+                b"Message-ID: ",
+                message_id.encode("ascii"),
+                _CRLF,
+                self.head_and_body,
+            )
+        )
+
+
+class Renderer:
+    """Renders alerts with the templates in one directory."""
+
+    def __init__(self, templates_dir: Path, *, sender: str, sender_name: str) -> None:
+        self._env = SandboxedEnvironment(
+            loader=FileSystemLoader(templates_dir),
+            autoescape=select_autoescape(["html", "html.j2"]),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._from = Address(display_name=sender_name, addr_spec=sender)
+        self._cache: dict[tuple[str, str], RenderedAlert] = {}
+
+    def render(self, alert: AlertView, language: str) -> RenderedAlert:
+        """The alert in `language` (cached; an unknown language falls back to Japanese)."""
+        lang = language if language in LANGUAGES else "ja"
+        key = (alert.id, lang)
+        cached = self._cache.get(key)
+        if cached is None:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            cached = self._cache[key] = self._render(alert, lang)
+        return cached
+
+    def message(self, alert: AlertView, *, language: str, to: str, message_id: str) -> bytes:
+        """The bytes to send to one recipient; PermanentDeliveryError if it cannot be built."""
+        try:
+            rendered = self.render(alert, language)
+            return rendered.for_recipient(to=to, message_id=message_id)
+        except (TemplateError, UnicodeError, ValueError) as exc:
+            raise PermanentDeliveryError(f"cannot render the alert mail: {exc}") from exc
+
+    def context(self, alert: AlertView, lang: str) -> dict[str, Any]:
+        notice = alert.notice
+        return {
+            "alert": alert,
+            "notice": notice,
+            "lang": lang,
+            "severity": alert.severity,
+            "severity_label": SEVERITY_LABELS[lang][alert.severity],
+            "rules": alert.severity_rules,
+            "tlp": alert.tlp,
+            "sent": datetime.fromisoformat(notice["sent"]).astimezone(JST),
+            "expires": (
+                datetime.fromisoformat(notice["expires"]).astimezone(JST) if notice.get("expires") else None
+            ),
+        }
+
+    def _render(self, alert: AlertView, lang: str) -> RenderedAlert:
+        ctx = self.context(alert, lang)
+        subject = " ".join(self._env.get_template(f"{lang}/alert.subject.j2").render(ctx).split())
+        text = self._env.get_template(f"{lang}/alert.txt.j2").render(ctx)
+        html = self._env.get_template(f"{lang}/alert.html.j2").render(ctx)
+        msg = EmailMessage(policy=email.policy.SMTP)
+        msg["From"] = self._from
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(alert.created_at.astimezone(JST))
+        msg["Auto-Submitted"] = "auto-generated"
+        msg["Content-Language"] = lang
+        msg["X-Ceptoar-Alert-Id"] = alert.id
+        msg["X-Ceptoar-Severity"] = alert.severity
+        msg["X-Ceptoar-TLP"] = alert.tlp
+        msg.set_content(text, subtype="plain", charset="utf-8", cte="base64")
+        msg.add_alternative(html, subtype="html", charset="utf-8", cte="base64")
+        return RenderedAlert(subject, text, html, msg.as_bytes())

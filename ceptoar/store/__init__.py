@@ -1,0 +1,50 @@
+"""The delivery store: subscribers, alerts, deliveries and their event log."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ceptoar.store.alerts import AlertRepo, AlertView, StoredAlert
+from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
+from ceptoar.store.engine import create_engine, create_schema
+from ceptoar.store.states import CLAIMABLE, OPEN, DeliveryState
+from ceptoar.store.subscribers import ImportResult, Recipient, RegistryCounts, SubscriberRepo
+
+__all__ = [
+    "CLAIMABLE",
+    "OPEN",
+    "AlertView",
+    "Claimed",
+    "DeliveryState",
+    "ImportResult",
+    "Outcome",
+    "Recipient",
+    "RegistryCounts",
+    "Store",
+    "StoredAlert",
+]
+
+
+class Store:
+    """One database, reached through three repositories."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.subscribers = SubscriberRepo(engine)
+        self.alerts = AlertRepo(engine)
+        self.deliveries = DeliveryRepo(engine)
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        """Connect and create any missing tables."""
+        engine = create_engine(url)
+        await create_schema(engine)
+        return cls(engine)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()

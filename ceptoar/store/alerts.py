@@ -1,0 +1,262 @@
+"""Notices and the alerts made from them, with one delivery row per address."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ceptoar.errors import UnknownAlert
+from ceptoar.feed.notice import Notice
+from ceptoar.store.states import DeliveryState
+from ceptoar.store.subscribers import Recipient
+from ceptoar.store.tables import alerts, deliveries, delivery_events, notices
+
+__all__ = ["AlertRepo", "AlertView", "StoredAlert"]
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    """The outcome of storing a notice: a new alert, or the one it duplicates."""
+
+    alert_id: str
+    delivery_ids: list[int]
+    duplicate: bool
+    jobs_published: bool
+
+
+@dataclass(frozen=True)
+class AlertView:
+    """An alert as rendering and reporting need it."""
+
+    id: str
+    source: str
+    source_id: str
+    msg_type: str
+    severity: str
+    severity_rules: list[str]
+    tlp: str
+    title: str
+    notice: dict[str, Any]
+    created_at: datetime
+    jobs_published_at: datetime | None
+
+
+def new_alert_id(now: datetime) -> str:
+    """A short, day-sortable alert id such as 20261128-3fa9c2b1."""
+    return f"{now:%Y%m%d}-{secrets.token_hex(4)}"
+
+
+def message_id_for(alert_id: str, address_id: int, domain: str) -> str:
+    """The Message-ID every attempt of one delivery carries, so receivers can spot a resend."""
+    return f"<{alert_id}.{address_id}@{domain}>"
+
+
+class AlertRepo:
+    """Stores notices and alerts; answers what became of them."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create(
+        self,
+        *,
+        notice: Notice,
+        payload: str,
+        fmt: str,
+        severity: str,
+        rules: Sequence[str],
+        recipients: Sequence[Recipient],
+        message_id_domain: str,
+    ) -> StoredAlert:
+        """Store notice, alert, deliveries and their `queued` events in one transaction.
+
+        A notice already received (same source and id) stores nothing and
+        returns the existing alert marked as a duplicate.
+        """
+        now = datetime.now(UTC)
+        try:
+            async with self._engine.begin() as conn:
+                notice_pk = (
+                    await conn.execute(
+                        insert(notices)
+                        .values(
+                            source=notice.source,
+                            source_id=notice.id,
+                            format=fmt,
+                            sent_at=notice.sent,
+                            received_at=now,
+                            payload=payload,
+                        )
+                        .returning(notices.c.id)
+                    )
+                ).scalar_one()
+                alert_id = new_alert_id(now)
+                await conn.execute(
+                    insert(alerts).values(
+                        id=alert_id,
+                        notice_id=notice_pk,
+                        source=notice.source,
+                        source_id=notice.id,
+                        msg_type=notice.msg_type.value,
+                        severity=severity,
+                        severity_rules=list(rules),
+                        tlp=notice.tlp.value,
+                        title=notice.title,
+                        notice=notice.model_dump(mode="json", by_alias=True),
+                        created_at=now,
+                    )
+                )
+                ids = await _insert_deliveries(conn, alert_id, recipients, message_id_domain, now)
+        except IntegrityError:
+            existing = await self.existing(notice.source, notice.id)
+            if existing is None:
+                raise
+            return existing
+        return StoredAlert(alert_id, ids, duplicate=False, jobs_published=False)
+
+    async def existing(self, source: str, source_id: str) -> StoredAlert | None:
+        """The alert already made from this notice, with its still-queued deliveries."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(alerts.c.id, alerts.c.jobs_published_at).where(
+                        alerts.c.source == source, alerts.c.source_id == source_id
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        queued = await self.queued_delivery_ids(row.id)
+        return StoredAlert(row.id, queued, duplicate=True, jobs_published=row.jobs_published_at is not None)
+
+    async def queued_delivery_ids(self, alert_id: str) -> list[int]:
+        async with self._engine.connect() as conn:
+            return list(
+                (
+                    await conn.execute(
+                        select(deliveries.c.id)
+                        .where(deliveries.c.alert_id == alert_id, deliveries.c.state == DeliveryState.QUEUED)
+                        .order_by(deliveries.c.id)
+                    )
+                ).scalars()
+            )
+
+    async def mark_published(self, alert_id: str) -> None:
+        """Record that every delivery job of the alert is confirmed by the broker."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(alerts).where(alerts.c.id == alert_id).values(jobs_published_at=datetime.now(UTC))
+            )
+
+    async def unpublished(self, *, older_than: datetime) -> list[str]:
+        """Alerts whose jobs were never confirmed (the dispatcher died in between)."""
+        async with self._engine.connect() as conn:
+            return list(
+                (
+                    await conn.execute(
+                        select(alerts.c.id).where(
+                            alerts.c.jobs_published_at.is_(None), alerts.c.created_at < older_than
+                        )
+                    )
+                ).scalars()
+            )
+
+    async def get(self, alert_id: str) -> AlertView | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(alerts).where(alerts.c.id == alert_id))).mappings().first()
+        return None if row is None else _view(row)
+
+    async def resolve(self, ident: str) -> AlertView:
+        """Find an alert by its id, by the notice id, or by `source:notice-id`."""
+        found = await self.get(ident)
+        if found is not None:
+            return found
+        query = select(alerts).where(alerts.c.source_id == ident)
+        source, sep, source_id = ident.partition(":")
+        if sep:
+            query = select(alerts).where(
+                (alerts.c.source_id == ident)
+                | ((alerts.c.source == source) & (alerts.c.source_id == source_id))
+            )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        if len(rows) == 1:
+            return _view(rows[0])
+        if not rows:
+            raise UnknownAlert(ident)
+        sources = ", ".join(f"{r['source']}:{r['source_id']}" for r in rows)
+        raise UnknownAlert(f"{ident} (ambiguous: {sources})")
+
+    async def counts(self, alert_id: str) -> dict[str, int]:
+        """Deliveries of the alert by state."""
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(deliveries.c.state, func.count())
+                    .where(deliveries.c.alert_id == alert_id)
+                    .group_by(deliveries.c.state)
+                )
+            ).all()
+        return {state: n for state, n in rows}
+
+
+async def _insert_deliveries(
+    conn: AsyncConnection,
+    alert_id: str,
+    recipients: Sequence[Recipient],
+    domain: str,
+    now: datetime,
+) -> list[int]:
+    if not recipients:
+        return []
+    await conn.execute(
+        insert(deliveries),
+        [
+            {
+                "alert_id": alert_id,
+                "address_id": r.address_id,
+                "email": r.email,
+                "state": DeliveryState.QUEUED.value,
+                "attempts": 0,
+                "message_id": message_id_for(alert_id, r.address_id, domain),
+                "created_at": now,
+                "updated_at": now,
+            }
+            for r in recipients
+        ],
+    )
+    ids = list(
+        (
+            await conn.execute(
+                select(deliveries.c.id).where(deliveries.c.alert_id == alert_id).order_by(deliveries.c.id)
+            )
+        ).scalars()
+    )
+    await conn.execute(
+        insert(delivery_events),
+        [{"delivery_id": i, "at": now, "state": DeliveryState.QUEUED.value, "attempt": 0} for i in ids],
+    )
+    return ids
+
+
+def _view(row: Any) -> AlertView:
+    return AlertView(
+        id=row["id"],
+        source=row["source"],
+        source_id=row["source_id"],
+        msg_type=row["msg_type"],
+        severity=row["severity"],
+        severity_rules=list(row["severity_rules"]),
+        tlp=row["tlp"],
+        title=row["title"],
+        notice=dict(row["notice"]),
+        created_at=row["created_at"],
+        jobs_published_at=row["jobs_published_at"],
+    )

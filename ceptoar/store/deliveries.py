@@ -1,0 +1,207 @@
+"""Delivery rows: claiming, recording outcomes, and the append-only event log.
+
+Every transition is one conditional UPDATE whose WHERE names the states it
+may leave, and only a row that actually changed gets an event. A job whose
+claim changes nothing is a duplicate and must not be sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ceptoar.store.states import CLAIMABLE, DeliveryState
+from ceptoar.store.tables import addresses, deliveries, delivery_events, subscribers
+
+__all__ = ["Claimed", "DeliveryRepo", "Outcome"]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this worker now owns until its lease runs out."""
+
+    id: int
+    alert_id: str
+    email: str
+    message_id: str
+    attempt: int
+    language: str
+    role: str
+    org_code: str
+    org_name: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to; `code` and `reply` are the server's words."""
+
+    delivery_id: int
+    state: DeliveryState
+    attempt: int
+    code: int | None
+    reply: str
+
+
+class DeliveryRepo:
+    """Claims deliveries and records what became of them."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def claim(self, ids: Sequence[int], *, lease_seconds: float) -> list[Claimed]:
+        """Move the claimable ones of `ids` to `sending`; return those this call won."""
+        if not ids:
+            return []
+        now = datetime.now(UTC)
+        lease_until = datetime.fromtimestamp(now.timestamp() + lease_seconds, UTC)
+        claimable = or_(
+            deliveries.c.state.in_([s.value for s in CLAIMABLE]),
+            and_(deliveries.c.state == DeliveryState.SENDING, deliveries.c.lease_until < now),
+        )
+        async with self._engine.begin() as conn:
+            won = (
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(ids), claimable)
+                    .values(
+                        state=DeliveryState.SENDING.value,
+                        attempts=deliveries.c.attempts + 1,
+                        lease_until=lease_until,
+                        updated_at=now,
+                    )
+                    .returning(deliveries.c.id, deliveries.c.attempts)
+                )
+            ).all()
+            if not won:
+                return []
+            await conn.execute(
+                insert(delivery_events),
+                [
+                    {"delivery_id": i, "at": now, "state": DeliveryState.SENDING.value, "attempt": n}
+                    for i, n in won
+                ],
+            )
+            rows = (
+                await conn.execute(
+                    select(
+                        deliveries.c.id,
+                        deliveries.c.alert_id,
+                        deliveries.c.email,
+                        deliveries.c.message_id,
+                        deliveries.c.attempts,
+                        addresses.c.language,
+                        addresses.c.role,
+                        subscribers.c.code,
+                        subscribers.c.name,
+                    )
+                    .join(addresses, deliveries.c.address_id == addresses.c.id)
+                    .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
+                    .where(deliveries.c.id.in_([i for i, _ in won]))
+                    .order_by(deliveries.c.id)
+                )
+            ).all()
+        return [Claimed(*row) for row in rows]
+
+    async def record(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """Apply outcomes to rows still `sending` for that attempt; return those applied."""
+        now = datetime.now(UTC)
+        applied: list[Outcome] = []
+        async with self._engine.begin() as conn:
+            for o in outcomes:
+                values: dict[str, Any] = {
+                    "state": o.state.value,
+                    "last_code": o.code,
+                    "last_reply": o.reply,
+                    "lease_until": None,
+                    "updated_at": now,
+                }
+                if o.state is DeliveryState.SENT:
+                    values["sent_at"] = now
+                result = await conn.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.id == o.delivery_id,
+                        deliveries.c.state == DeliveryState.SENDING,
+                        deliveries.c.attempts == o.attempt,
+                    )
+                    .values(values)
+                )
+                if result.rowcount == 1:
+                    applied.append(o)
+            if applied:
+                await conn.execute(
+                    insert(delivery_events),
+                    [
+                        {
+                            "delivery_id": o.delivery_id,
+                            "at": now,
+                            "state": o.state.value,
+                            "attempt": o.attempt,
+                            "smtp_code": o.code,
+                            "smtp_reply": o.reply,
+                        }
+                        for o in applied
+                    ],
+                )
+        return applied
+
+    async def expired_leases(self, *, limit: int = 10_000) -> list[int]:
+        """Deliveries left `sending` by a worker that died: they are to be sent again."""
+        now = datetime.now(UTC)
+        async with self._engine.connect() as conn:
+            return list(
+                (
+                    await conn.execute(
+                        select(deliveries.c.id)
+                        .where(deliveries.c.state == DeliveryState.SENDING, deliveries.c.lease_until < now)
+                        .order_by(deliveries.c.id)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+
+    async def get(self, delivery_id: int) -> dict[str, Any] | None:
+        async with self._engine.connect() as conn:
+            row = (
+                (await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)))
+                .mappings()
+                .first()
+            )
+        return None if row is None else dict(row)
+
+    async def find(self, alert_id: str, email: str) -> dict[str, Any] | None:
+        """The delivery of an alert to one address."""
+        async with self._engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(deliveries).where(
+                            deliveries.c.alert_id == alert_id, deliveries.c.email == email.lower()
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else dict(row)
+
+    async def events(self, delivery_id: int) -> list[dict[str, Any]]:
+        """The event log of one delivery, oldest first."""
+        async with self._engine.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(delivery_events)
+                        .where(delivery_events.c.delivery_id == delivery_id)
+                        .order_by(delivery_events.c.id)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]

@@ -1,0 +1,26 @@
+"""Delivery states and which transitions each step may make (DESIGN.md)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["CLAIMABLE", "OPEN", "DeliveryState"]
+
+
+class DeliveryState(StrEnum):
+    """Where one mail to one address stands."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    ACKNOWLEDGED = "acknowledged"
+    CANCELLED = "cancelled"
+
+
+# A mailer may claim these; `sending` too once its lease has run out.
+CLAIMABLE = (DeliveryState.QUEUED, DeliveryState.DEFERRED)
+# Not finished: somebody still owes this delivery an attempt.
+OPEN = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED)

@@ -1,0 +1,161 @@
+"""The tables: subscribers and their addresses, notices, alerts, deliveries and
+the append-only delivery event log.
+
+Times are stored in UTC; `UtcDateTime` refuses naive datetimes so a local
+time can never slip in.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "addresses",
+    "alerts",
+    "deliveries",
+    "delivery_events",
+    "metadata",
+    "notices",
+    "subscribers",
+]
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime, stored as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused; pass an aware one")
+        value = value.astimezone(UTC)
+        # SQLite keeps text: store naive UTC so comparisons order correctly.
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("code", String(6), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("prefecture", String(2), nullable=False, index=True),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+addresses = Table(
+    "addresses",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("subscriber_code", ForeignKey("subscribers.code"), nullable=False, index=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("language", String(2), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+notices = Table(
+    "notices",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("source", String(64), nullable=False),
+    Column("source_id", String(128), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("sent_at", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("payload", Text, nullable=False),
+    UniqueConstraint("source", "source_id"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("notice_id", ForeignKey("notices.id"), nullable=False, unique=True),
+    Column("source", String(64), nullable=False),
+    Column("source_id", String(128), nullable=False, index=True),
+    Column("msg_type", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("severity_rules", JSON, nullable=False),
+    Column("tlp", String(16), nullable=False),
+    Column("title", String(300), nullable=False),
+    Column("notice", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    # Set once every delivery job is confirmed by the broker; until then a
+    # redelivered notice or the sweeper publishes the jobs again.
+    Column("jobs_published_at", UtcDateTime, nullable=True),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("alert_id", ForeignKey("alerts.id"), nullable=False),
+    Column("address_id", ForeignKey("addresses.id"), nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("message_id", String(255), nullable=False, unique=True),
+    Column("last_code", Integer, nullable=True),
+    Column("last_reply", Text, nullable=True),
+    Column("lease_until", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True),
+    UniqueConstraint("alert_id", "address_id"),
+    Index(None, "alert_id", "state"),
+    Index(None, "state", "lease_until"),
+)
+
+# Append-only: rows are inserted, never updated or deleted.
+delivery_events = Table(
+    "delivery_events",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", ForeignKey("deliveries.id"), nullable=False, index=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("smtp_code", Integer, nullable=True),
+    Column("smtp_reply", Text, nullable=True),
+)
