@@ -1,0 +1,240 @@
+"""Helpers for tests that run the real stack: RabbitMQ, an SMTP server, a database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from ceptoar.bus import Bus, Names
+from ceptoar.config import Settings
+from ceptoar.mailbox import MaildirHandler
+from ceptoar.registry import RegistryRow
+from ceptoar.service import run_service
+from ceptoar.store import OPEN, Store
+
+REPO = Path(__file__).resolve().parents[1]
+AMQP_URL = os.environ.get("CEPTOAR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+PG_ADMIN_DSN = os.environ.get("CEPTOAR_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def notice_doc(**overrides: Any) -> dict[str, Any]:
+    """A valid JSON notice; keyword arguments replace fields."""
+    doc: dict[str, Any] = {
+        "schema": "ceptoar.notice/1",
+        "source": "nisc",
+        "id": f"T-{time.time_ns()}",
+        "sent": datetime.now(UTC).isoformat(),
+        "title": "試験用の注意喚起",
+        "summary": "試験のための通知です。",
+        "body": "本文",
+        "category": "advisory",
+        "severity": "medium",
+        "tlp": "CLEAR",
+    }
+    doc.update(overrides)
+    return doc
+
+
+async def delete_topology(prefix: str, retry_delays: Sequence[float]) -> None:
+    """Remove every queue and exchange a test declared under `prefix`."""
+    names = Names(prefix)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queues = [names.notices, names.deliveries, names.dead]
+        queues += [names.retry(d) for d in retry_delays]
+        for q in queues:
+            await channel.queue_delete(q)
+        for x in (names.feed_exchange, names.deliveries_exchange, names.dead_exchange):
+            await channel.exchange_delete(x)
+
+
+class FaultyMailbox(MaildirHandler):
+    """The built-in mailbox, but some recipients get scripted replies at RCPT.
+
+    `script[address]` is a list of replies used in turn, one per attempt;
+    when it runs out, the address is accepted.
+    """
+
+    def __init__(self, root: Path, script: dict[str, list[str]] | None = None) -> None:
+        super().__init__(root)
+        self.script = {k.lower(): list(v) for k, v in (script or {}).items()}
+        self.rcpt_seen: dict[str, int] = {}
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        key = address.lower()
+        self.rcpt_seen[key] = self.rcpt_seen.get(key, 0) + 1
+        replies = self.script.get(key)
+        if replies:
+            return replies.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+@dataclass
+class MailboxServer:
+    """A running SMTP server filing into `root`."""
+
+    root: Path
+    port: int
+    handler: MaildirHandler | None = None
+    stop: Callable[[], Any] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+
+def start_mailbox_process(root: Path) -> tuple[MailboxServer, subprocess.Popen[bytes]]:
+    """`ceptoar mailbox serve` in its own process, as an operator runs it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ceptoar", "mailbox", "serve", "--port", str(port), "--dir", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return MailboxServer(root, port), proc
+        except OSError:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"mailbox exited: {err}") from None
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("mailbox did not start listening")
+
+
+@dataclass
+class Stack:
+    """Settings, store and a publishing bus on a test's own prefix and database."""
+
+    settings: Settings
+    store: Store
+    bus: Bus
+    mailbox: MailboxServer
+
+    async def publish(self, doc: dict[str, Any] | bytes, *, content_type: str = "application/json") -> None:
+        body = doc if isinstance(doc, bytes) else json.dumps(doc, ensure_ascii=False).encode()
+        await self.bus.publish_notice(body, content_type=content_type)
+
+    async def wait_settled(self, ident: str, *, within: float = 120) -> dict[str, int]:
+        """Wait until the alert exists and none of its deliveries is open; return its counts."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                alert = await self.store.alerts.resolve(ident)
+            except LookupError:
+                await asyncio.sleep(0.1)
+                continue
+            counts = await self.store.alerts.counts(alert.id)
+            if not any(counts.get(s.value) for s in OPEN):
+                return counts
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{ident} did not settle in {within}s")
+
+    async def get_dead(self, *, within: float = 10) -> aio_pika.abc.AbstractIncomingMessage:
+        """The next message in the dead-letter queue."""
+        channel = await self.bus._connection.channel()  # type: ignore[union-attr]
+        queue = await channel.get_queue(self.bus.names.dead)
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            message = await queue.get(fail=False)
+            if message is not None:
+                await message.ack()
+                return message
+            await asyncio.sleep(0.1)
+        raise AssertionError("nothing was dead-lettered")
+
+
+def subset(rows: list[RegistryRow], organisations: int) -> list[RegistryRow]:
+    """The addresses of the first `organisations` organisations of the registry."""
+    codes = sorted({r.code for r in rows})[:organisations]
+    keep = set(codes)
+    return [r for r in rows if r.code in keep]
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real `ceptoar` command line in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "ceptoar", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment that points the CLI at a test's own prefix, database and relay."""
+    return {
+        "CEPTOAR_VAR_DIR": str(settings.var_dir),
+        "CEPTOAR_PREFIX": settings.prefix,
+        "CEPTOAR_DATABASE_URL": settings.db_url,
+        "CEPTOAR_AMQP_URL": settings.amqp_url,
+        "CEPTOAR_SMTP_URL": settings.smtp_url,
+        "CEPTOAR_RETRY_DELAYS": json.dumps(settings.retry_delays),
+        "CEPTOAR_LOG_FORMAT": "json",
+    }
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[None]:
+    """`ceptoar serve` (dispatcher, mailer, sweeper) on the test's loop, stopped on exit."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_service(settings, stop, ready=ready))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()  # raises what stopped the service
+        raise AssertionError("service stopped before it was ready")
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def run_cli_async(
+    *args: str, env: dict[str, str], within: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`run_cli` for tests whose event loop must keep running (the service is on it)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ceptoar",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), within)
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())

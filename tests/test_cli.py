@@ -1,0 +1,106 @@
+"""The `ceptoar` command line, run as a child process the way an operator runs it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from ceptoar.config import Settings
+from ceptoar.registry import RegistryRow, write_registry
+from tests.conftest import StackFactory
+from tests.harness import (
+    REPO,
+    MailboxServer,
+    cli_env,
+    notice_doc,
+    run_cli,
+    run_cli_async,
+    running,
+    subset,
+)
+
+
+def _env(make_settings: Callable[..., Settings], tmp_path: Path) -> dict[str, str]:
+    return cli_env(make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"))
+
+
+def test_import_count_export_round_trip(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    env = _env(make_settings, tmp_path)
+    imported = run_cli("subscribers", "import", str(REPO / "subscribers" / "registry.csv"), env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert "now 1788 organisations, 3576 addresses" in imported.stdout
+    counted = json.loads(run_cli("subscribers", "count", "--json", env=env).stdout)
+    assert counted == {
+        "organisations": 1788,
+        "prefectures": 47,
+        "municipalities": 1741,
+        "addresses": 3576,
+        "by_role": {"primary": 1788, "security": 1788},
+    }
+    out = tmp_path / "export.csv"
+    assert run_cli("subscribers", "export", str(out), env=env).returncode == 0
+    assert out.read_text(encoding="utf-8") == (REPO / "subscribers" / "registry.csv").read_text(
+        encoding="utf-8"
+    )
+
+
+def test_a_bad_row_refuses_the_whole_file_naming_its_line(
+    make_settings: Callable[..., Settings], tmp_path: Path, registry_rows: list[RegistryRow]
+) -> None:
+    env = _env(make_settings, tmp_path)
+    lines = write_registry(registry_rows[:100]).splitlines()
+    lines[57] = lines[57].replace(",primary,", ",chief,")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run_cli("subscribers", "import", str(bad), env=env)
+    assert result.returncode == 2
+    assert "line 58: role: 'chief' is not one of primary, security, backup" in result.stderr
+    assert "nothing imported" in result.stderr
+    counted = json.loads(run_cli("subscribers", "count", "--json", env=env).stdout)
+    assert counted["addresses"] == 0
+
+
+def test_publish_refuses_an_invalid_notice_and_publishes_nothing(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = _env(make_settings, tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(notice_doc(tlp="PINK")), encoding="utf-8")
+    result = run_cli("publish", str(bad), env=env)
+    assert result.returncode == 2
+    assert "tlp: Input should be" in result.stderr
+    assert result.stdout == ""
+
+
+def test_status_of_an_unknown_alert_exits_1(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    result = run_cli("status", "no-such-alert", env=_env(make_settings, tmp_path))
+    assert result.returncode == 1
+    assert "no alert or notice with id 'no-such-alert'" in result.stderr
+
+
+async def test_publish_then_status_and_mailbox_commands(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2))
+    env = cli_env(stack.settings)
+    sample = REPO / "examples" / "notice-tokyo-outage.json"
+    tokyo = [r for r in registry_rows if r.code in {"130001", "131016"}]
+    await stack.store.subscribers.import_rows(tokyo)
+    async with running(stack.settings):
+        published = await run_cli_async("publish", str(sample), env=env)
+        assert published.returncode == 0, published.stderr
+        assert published.stdout.strip() == "NISC-2026-1128-002"
+        waited = await run_cli_async("status", "NISC-2026-1128-002", "--wait", "60", env=env)
+    assert waited.returncode == 0, waited.stderr
+    assert "severity 【注意】 medium" in waited.stdout
+    assert "sent               4" in waited.stdout
+    root = str(mailbox.root)
+    assert run_cli("mailbox", "count", "--dir", root, env=env).stdout.strip() == "4"
+    listing = run_cli("mailbox", "ls", "primary@131016.lg.example", "--dir", root, env=env)
+    assert "【注意】[TLP:GREEN] LGWAN接続系の一部サービス停止について（東京都）" in listing.stdout
+    shown = run_cli("mailbox", "show", "primary@131016.lg.example", "1", "--dir", root, env=env)
+    assert "To: primary@131016.lg.example" in shown.stdout
+    assert "LGWAN-ASP経由のサービスに接続できない障害" in shown.stdout
+    missing = run_cli("mailbox", "show", "primary@131016.lg.example", "2", "--dir", root, env=env)
+    assert missing.returncode == 1 and "has 1 message(s)" in missing.stderr

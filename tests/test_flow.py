@@ -1,0 +1,298 @@
+"""The alert path end to end: RabbitMQ in, SMTP out, every delivery tracked.
+
+Nothing here is mocked: the notices go through the running RabbitMQ on the
+test's own prefix, mail goes to a real SMTP server, and the store is a real
+SQLite file (or PostgreSQL database) of the test's own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ceptoar.feed import parse_notice
+from ceptoar.mailbox import count, list_messages, read_message
+from ceptoar.mailbox.maildir import addresses
+from ceptoar.registry import RegistryRow
+from ceptoar.service import open_components, sweep
+from ceptoar.store import DeliveryState, Store
+from tests.conftest import StackFactory
+from tests.harness import (
+    REPO,
+    MailboxServer,
+    cli_env,
+    notice_doc,
+    run_cli,
+    running,
+    start_mailbox_process,
+    subset,
+)
+
+
+@pytest.fixture
+def mailbox_process(tmp_path: Path) -> Iterator[MailboxServer]:
+    """`ceptoar mailbox serve` as its own process."""
+    server, proc = start_mailbox_process(tmp_path / "mailbox-proc")
+    yield server
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+async def test_full_fanout_reaches_every_address_exactly_once(
+    make_stack: StackFactory, mailbox_process: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox_process, rows=registry_rows)
+    sample = json.loads((REPO / "examples" / "notice.json").read_text(encoding="utf-8"))
+    async with running(stack.settings):
+        await stack.publish(sample)
+        counts = await stack.wait_settled(sample["id"])
+    assert counts == {"sent": 3576}
+    per_address = {a: count(mailbox_process.root, a) for a in addresses(mailbox_process.root)}
+    assert len(per_address) == 3576
+    assert set(per_address.values()) == {1}
+    assert set(per_address) == {r.email for r in registry_rows}
+
+    # The operator's view agrees with the mailbox.
+    env = cli_env(stack.settings)
+    status = run_cli("status", sample["id"], "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert doc["total"] == 3576 and doc["counts"]["sent"] == 3576
+    assert doc["severity"] == "critical" and doc["rules"] == ["cvss-critical"]
+    box = run_cli("mailbox", "count", "--dir", str(mailbox_process.root), env=env)
+    assert int(box.stdout) == doc["counts"]["sent"]
+
+
+async def test_duplicate_notice_is_fanned_out_once(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 10))
+    doc = notice_doc(id="DUP-1")
+    async with running(stack.settings):
+        await stack.publish(doc)
+        await stack.wait_settled("DUP-1")
+        await stack.publish(doc)
+        await stack.publish(doc)
+        marker = notice_doc(id="AFTER-DUP")  # processed after the duplicates: the queue is in order
+        await stack.publish(marker)
+        await stack.wait_settled("AFTER-DUP")
+    alert = await stack.store.alerts.resolve("DUP-1")
+    assert await stack.store.alerts.counts(alert.id) == {"sent": 20}
+    subjects = Counter(e.subject for a in addresses(mailbox.root) for e in list_messages(mailbox.root, a))
+    assert subjects == {"【注意】[TLP:CLEAR] 試験用の注意喚起": 40}  # 20 for DUP-1, 20 for the marker
+
+
+async def test_malformed_notice_is_dead_lettered_and_the_next_one_goes_out(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 3))
+    bad = notice_doc(id="BAD-1", cvss={"score": 12.5})
+    async with running(stack.settings):
+        await stack.publish(bad)
+        await stack.publish(b"\x00 not json")
+        await stack.publish(notice_doc(id="GOOD-1"))
+        counts = await stack.wait_settled("GOOD-1")
+        dead = [await stack.get_dead(), await stack.get_dead()]
+    assert counts == {"sent": 6}
+    headers = dead[0].headers or {}
+    assert headers["x-ceptoar-field"] == "cvss.score"
+    assert "cvss.score" in str(headers["x-ceptoar-reason"])
+    assert "less than or equal to 10" in str(headers["x-ceptoar-reason"])
+    assert json.loads(dead[0].body) == bad  # kept as it came
+    assert "not valid JSON" in str((dead[1].headers or {})["x-ceptoar-reason"])
+    with pytest.raises(LookupError):
+        await stack.store.alerts.resolve("BAD-1")
+
+
+async def test_unknown_area_code_is_dead_lettered_naming_the_entry(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 3))
+    async with running(stack.settings):
+        await stack.publish(notice_doc(id="AREA-1", area=["010006", "131016"]))  # Tokyo not loaded
+        dead = await stack.get_dead()
+    assert (dead.headers or {})["x-ceptoar-field"] == "area[1]"
+    assert "131016 is not a subscribed local government" in str((dead.headers or {})["x-ceptoar-reason"])
+
+
+async def test_451_then_250_ends_sent_after_a_deferred_event(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 2)
+    busy = rows[0].email
+    mailbox.handler.script[busy] = ["451 4.7.1 Greylisted, try again later"]  # type: ignore[union-attr]
+    stack = await make_stack(mailbox=mailbox, rows=rows)
+    async with running(stack.settings):
+        await stack.publish(notice_doc(id="GREY-1"))
+        counts = await stack.wait_settled("GREY-1")
+    assert counts == {"sent": 4}
+    alert = await stack.store.alerts.resolve("GREY-1")
+    row = await stack.store.deliveries.find(alert.id, busy)
+    assert row is not None and row["attempts"] == 2
+    events = await stack.store.deliveries.events(row["id"])
+    assert [(e["state"], e["smtp_code"]) for e in events] == [
+        ("queued", None),
+        ("sending", None),
+        ("deferred", 451),
+        ("sending", None),
+        ("sent", 250),
+    ]
+    assert events[2]["smtp_reply"] == "4.7.1 Greylisted, try again later"
+    assert count(mailbox.root, busy) == 1
+
+
+async def test_550_ends_failed_with_the_reply_kept(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 2)
+    gone = rows[1].email
+    mailbox.handler.script[gone] = [f"550 5.1.1 <{gone}>: Recipient address rejected"]  # type: ignore[union-attr]
+    stack = await make_stack(mailbox=mailbox, rows=rows)
+    async with running(stack.settings):
+        await stack.publish(notice_doc(id="GONE-1"))
+        counts = await stack.wait_settled("GONE-1")
+    assert counts == {"sent": 3, "failed": 1}
+    alert = await stack.store.alerts.resolve("GONE-1")
+    row = await stack.store.deliveries.find(alert.id, gone)
+    assert row is not None
+    assert (row["state"], row["attempts"], row["last_code"]) == ("failed", 1, 550)
+    assert row["last_reply"] == f"5.1.1 <{gone}>: Recipient address rejected"
+    assert count(mailbox.root, gone) == 0
+
+
+async def test_temporary_failures_that_never_clear_end_failed(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 1)
+    stuck = rows[0].email
+    mailbox.handler.script[stuck] = ["452 4.2.2 Mailbox full"] * 10  # type: ignore[union-attr]
+    stack = await make_stack(mailbox=mailbox, rows=rows)
+    async with running(stack.settings):
+        await stack.publish(notice_doc(id="FULL-1"))
+        counts = await stack.wait_settled("FULL-1")
+    assert counts == {"sent": 1, "failed": 1}
+    alert = await stack.store.alerts.resolve("FULL-1")
+    row = await stack.store.deliveries.find(alert.id, stuck)
+    assert row is not None
+    assert row["attempts"] == stack.settings.max_attempts == 3
+    assert row["last_code"] == 452
+    assert row["last_reply"] == "4.2.2 Mailbox full (attempts exhausted: 3)"
+
+
+async def test_job_published_twice_sends_once(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 20))
+    notice = parse_notice(json.dumps(notice_doc(id="TWICE-1")))
+    stored = await stack.store.alerts.create(
+        notice=notice,
+        payload="{}",
+        fmt="json",
+        severity="medium",
+        rules=["sender-medium"],
+        recipients=await stack.store.subscribers.audience([]),
+        message_id_domain="ceptoar.example",
+    )
+    await stack.store.alerts.mark_published(stored.alert_id)
+    # Every job three times, interleaved, before any mailer runs.
+    await stack.bus.publish_jobs(stored.delivery_ids * 3)
+    async with running(stack.settings):
+        counts = await stack.wait_settled(stored.alert_id)
+    assert counts == {"sent": 40}
+    assert count(mailbox.root) == 40
+    assert {count(mailbox.root, a) for a in addresses(mailbox.root)} == {1}
+    for delivery_id in stored.delivery_ids[:5]:
+        states = [e["state"] for e in await stack.store.deliveries.events(delivery_id)]
+        assert states == ["queued", "sending", "sent"]
+
+
+async def test_redelivered_notice_publishes_jobs_that_were_never_confirmed(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    """A dispatcher that died between storing the alert and publishing its jobs loses nothing."""
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 4))
+    doc = notice_doc(id="CRASH-1")
+    await stack.store.alerts.create(
+        notice=parse_notice(json.dumps(doc)),
+        payload=json.dumps(doc),
+        fmt="json",
+        severity="medium",
+        rules=["sender-medium"],
+        recipients=await stack.store.subscribers.audience([]),
+        message_id_domain="ceptoar.example",
+    )
+    async with running(stack.settings):
+        await stack.publish(doc)  # the broker redelivers the unacked notice
+        counts = await stack.wait_settled("CRASH-1")
+    assert counts == {"sent": 8}
+    assert count(mailbox.root) == 8
+
+
+async def test_sweep_resends_a_delivery_whose_worker_died(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1), lease_seconds=0.2)
+    stored = await stack.store.alerts.create(
+        notice=parse_notice(json.dumps(notice_doc(id="LEASE-1"))),
+        payload="{}",
+        fmt="json",
+        severity="low",
+        rules=["default"],
+        recipients=await stack.store.subscribers.audience([]),
+        message_id_domain="ceptoar.example",
+    )
+    await stack.store.alerts.mark_published(stored.alert_id)
+    # A worker claimed both deliveries, then died: no job is left in the queue.
+    await stack.store.deliveries.claim(stored.delivery_ids, lease_seconds=0.2)
+    async with running(stack.settings):
+        counts = await stack.wait_settled("LEASE-1", within=30)
+    assert counts == {"sent": 2}
+    first = await stack.store.deliveries.get(stored.delivery_ids[0])
+    assert first is not None and first["attempts"] == 2
+    (mail,) = list_messages(mailbox.root, first["email"])
+    assert mail.message_id == first["message_id"]
+
+
+async def test_amber_goes_only_to_security_addresses(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 5))
+    async with running(stack.settings):
+        await stack.publish(notice_doc(id="AMBER-1", tlp="AMBER"))
+        counts = await stack.wait_settled("AMBER-1")
+    assert counts == {"sent": 5}
+    assert {a.split("@")[0] for a in addresses(mailbox.root)} == {"security"}
+    msg = read_message(mailbox.root, addresses(mailbox.root)[0], 1)
+    assert "[TLP:AMBER]" in msg["Subject"]
+
+
+@pytest.mark.postgres
+async def test_fanout_on_postgresql(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow], pg_url: str
+) -> None:
+    tokyo = [r for r in registry_rows if r.code.startswith("13")]
+    stack = await make_stack(mailbox=mailbox, rows=tokyo, database_url=pg_url)
+    async with running(stack.settings):
+        await stack.publish(notice_doc(id="PG-1", area=["13"]))
+        counts = await stack.wait_settled("PG-1")
+    assert counts == {"sent": 126}
+    assert count(mailbox.root) == 126
+    assert isinstance(stack.store, Store)
+    alert = await stack.store.alerts.resolve("PG-1")
+    assert alert.jobs_published_at is not None
+
+
+async def test_open_components_declares_the_topology(
+    make_settings: object, registry_rows: list[RegistryRow], tmp_path: Path
+) -> None:
+    from contextlib import AsyncExitStack
+
+    settings = make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 's.db'}")  # type: ignore[operator]
+    async with AsyncExitStack() as stack:
+        c = await open_components(settings, stack, name="t")
+        assert await sweep(c) == 0
+        assert DeliveryState.QUEUED.value == "queued"

@@ -1,0 +1,83 @@
+"""The JSON notice: what is accepted, and errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ceptoar.errors import InvalidNotice
+from ceptoar.feed import MsgType, Severity, Tlp, parse_notice
+from tests.harness import REPO, notice_doc
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.json")), ids=lambda p: p.name)
+def test_examples_parse(path: Path) -> None:
+    notice = parse_notice(path.read_bytes())
+    assert notice.source == "nisc"
+    assert notice.sent.tzinfo is not None
+
+
+def test_sample_notice_is_for_everyone_at_clear() -> None:
+    notice = parse_notice((REPO / "examples" / "notice.json").read_bytes())
+    assert notice.area == []
+    assert notice.tlp is Tlp.CLEAR
+    assert notice.msg_type is MsgType.ALERT
+    assert notice.cvss is not None and notice.cvss.base_score == 9.8
+
+
+def test_score_is_computed_from_a_v4_vector() -> None:
+    vector = "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"
+    notice = parse_notice(json.dumps(notice_doc(cvss={"vector": vector})))
+    assert notice.cvss is not None and notice.cvss.base_score == 9.3
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"schema": "ceptoar.notice/2"}, "schema", "accepted: ceptoar.notice/1"),
+        ({"sent": "2026-11-28T10:00:00"}, "sent", "timezone"),
+        ({"tlp": "PINK"}, "tlp", "AMBER+STRICT"),
+        ({"severity": "urgent"}, "severity", "critical"),
+        ({"area": ["13", "131017"]}, "area[1]", "expected 6"),
+        ({"cvss": {"score": 11}}, "cvss.score", "less than or equal to 10"),
+        ({"cvss": {"vector": "CVSS:3.1/AV:X"}}, "cvss", "not a CVSS vector"),
+        (
+            {"cvss": {"vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", "score": 5.0}},
+            "cvss",
+            "does not match",
+        ),
+        ({"msg_type": "update"}, "references", "must name"),
+        ({"expires": "2000-01-01T00:00:00+09:00"}, "expires", "after sent"),
+        ({"title": ""}, "title", "at least 1"),
+        ({"links": ["not a url"]}, "links[0]", "URL"),
+        ({"colour": "red"}, "colour", "Extra inputs"),
+        ({"source": "NISC Japan"}, "source", "pattern"),
+    ],
+)
+def test_bad_field_is_named(change: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(InvalidNotice) as info:
+        parse_notice(json.dumps(notice_doc(**change)))
+    assert info.value.field == field
+    assert words.lower() in info.value.reason.lower()
+
+
+def test_missing_field_is_named() -> None:
+    doc = notice_doc()
+    del doc["category"]
+    with pytest.raises(InvalidNotice) as info:
+        parse_notice(json.dumps(doc))
+    assert info.value.field == "category"
+
+
+@pytest.mark.parametrize("data", [b"{not json", b"[1, 2]", "\udcff".encode("utf-8", "surrogatepass")])
+def test_not_a_notice_at_all(data: bytes) -> None:
+    with pytest.raises(InvalidNotice):
+        parse_notice(data)
+
+
+def test_severity_ranks_order_urgency() -> None:
+    ranked = sorted(Severity, key=lambda s: s.rank, reverse=True)
+    assert ranked == [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW]

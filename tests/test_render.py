@@ -1,0 +1,130 @@
+"""Alert mail: labels, parts, headers, per-recipient addressing."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from ceptoar.errors import PermanentDeliveryError
+from ceptoar.feed import parse_notice
+from ceptoar.render import Renderer, default_templates_dir
+from ceptoar.store import AlertView
+from tests.harness import REPO, notice_doc
+
+
+def _alert(severity: str = "high", tlp: str = "CLEAR", **fields: Any) -> AlertView:
+    notice = parse_notice(__import__("json").dumps(notice_doc(tlp=tlp, **fields)))
+    return AlertView(
+        id="20261128-0000abcd",
+        source=notice.source,
+        source_id=notice.id,
+        msg_type=notice.msg_type.value,
+        severity=severity,
+        severity_rules=["sender-high"],
+        tlp=tlp,
+        title=notice.title,
+        notice=notice.model_dump(mode="json", by_alias=True),
+        created_at=datetime(2026, 11, 28, 12, 0, tzinfo=UTC),
+        jobs_published_at=None,
+    )
+
+
+@pytest.fixture
+def renderer() -> Renderer:
+    return Renderer(
+        default_templates_dir(), sender="alerts@ceptoar.example", sender_name="地方公共団体CEPTOAR"
+    )
+
+
+def _parse(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def test_templates_dir_is_the_one_beside_the_package() -> None:
+    assert default_templates_dir() == REPO / "templates"
+
+
+@pytest.mark.parametrize(
+    ("severity", "label"),
+    [("critical", "【緊急】"), ("high", "【重要】"), ("medium", "【注意】"), ("low", "【情報】")],
+)
+def test_subject_carries_the_severity_label_and_tlp(renderer: Renderer, severity: str, label: str) -> None:
+    data = renderer.message(
+        _alert(severity, tlp="GREEN"), language="ja", to="a@131016.lg.example", message_id="<m@x>"
+    )
+    subject = _parse(data)["Subject"]
+    assert subject.startswith(label)
+    assert "[TLP:GREEN]" in subject
+    assert "試験用の注意喚起" in subject
+
+
+def test_each_recipient_gets_its_own_to_and_message_id(renderer: Renderer) -> None:
+    alert = _alert()
+    one = _parse(renderer.message(alert, language="ja", to="a@x.example", message_id="<1@c.example>"))
+    two = _parse(renderer.message(alert, language="ja", to="b@x.example", message_id="<2@c.example>"))
+    assert (one["To"], one["Message-ID"]) == ("a@x.example", "<1@c.example>")
+    assert (two["To"], two["Message-ID"]) == ("b@x.example", "<2@c.example>")
+    assert one.get_body(("plain",)).get_content() == two.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_mail_has_text_and_html_parts_in_utf8(renderer: Renderer) -> None:
+    msg = _parse(renderer.message(_alert(), language="ja", to="a@x.example", message_id="<1@c>"))
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert text is not None and html is not None
+    assert text.get_content_charset() == "utf-8"
+    assert "試験のための通知です。" in text.get_content()
+    assert "<h1" in html.get_content()
+    assert msg["From"].addresses[0].display_name == "地方公共団体CEPTOAR"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["X-Ceptoar-Alert-Id"] == "20261128-0000abcd"
+    assert msg["Date"].endswith("+0900")
+    # Every line of what goes on the wire is 7-bit and within SMTP's limit.
+    raw = renderer.message(_alert(), language="ja", to="a@x.example", message_id="<1@c>")
+    assert all(len(line) <= 998 and line.isascii() for line in raw.split(b"\r\n"))
+
+
+def test_english_recipients_get_the_english_template(renderer: Renderer) -> None:
+    msg = _parse(renderer.message(_alert("critical"), language="en", to="a@x", message_id="<1@c>"))
+    assert msg["Subject"].startswith("[CRITICAL]")
+    body = msg.get_body(("plain",))
+    assert body is not None and "local-governments CEPTOAR" in body.get_content()
+
+
+def test_html_part_escapes_notice_text(renderer: Renderer) -> None:
+    alert = _alert(title="<script>alert(1)</script>", summary="a & b")
+    msg = _parse(renderer.message(alert, language="ja", to="a@x", message_id="<1@c>"))
+    html = msg.get_body(("html",))
+    assert html is not None
+    assert "<script>" not in html.get_content()
+    assert "&lt;script&gt;" in html.get_content()
+
+
+def test_a_broken_template_is_a_permanent_failure(tmp_path: Any) -> None:
+    for lang in ("ja", "en"):
+        (tmp_path / lang).mkdir()
+        (tmp_path / lang / "alert.subject.j2").write_text("{{ no_such_value }}")
+        (tmp_path / lang / "alert.txt.j2").write_text("x")
+        (tmp_path / lang / "alert.html.j2").write_text("x")
+    broken = Renderer(tmp_path, sender="a@ceptoar.example", sender_name="x")
+    with pytest.raises(PermanentDeliveryError, match="no_such_value"):
+        broken.message(_alert(), language="ja", to="a@x", message_id="<1@c>")
+
+
+def test_templates_run_sandboxed(tmp_path: Any) -> None:
+    for lang in ("ja", "en"):
+        (tmp_path / lang).mkdir()
+        (tmp_path / lang / "alert.subject.j2").write_text("{{ alert.__class__.__mro__ }}")
+        (tmp_path / lang / "alert.txt.j2").write_text("x")
+        (tmp_path / lang / "alert.html.j2").write_text("x")
+    sandboxed = Renderer(tmp_path, sender="a@ceptoar.example", sender_name="x")
+    with pytest.raises(PermanentDeliveryError, match="unsafe"):
+        sandboxed.message(_alert(), language="ja", to="a@x", message_id="<1@c>")

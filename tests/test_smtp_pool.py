@@ -1,0 +1,71 @@
+"""The SMTP pool against a real SMTP server: replies become outcomes of the right type."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ceptoar.errors import ConfigError, PermanentDeliveryError, TemporaryDeliveryError
+from ceptoar.mail import SmtpPool
+from ceptoar.mailbox import count, list_messages
+from tests.harness import MailboxServer, free_port
+
+MESSAGE = b"From: a@ceptoar.example\r\nSubject: t\r\nMessage-ID: <x@c>\r\n\r\nbody\r\n"
+
+
+def _pool(url: str, size: int = 2) -> SmtpPool:
+    return SmtpPool(url, size=size, timeout=5, helo_name="ceptoar.example")
+
+
+async def test_accepted_mail_is_stored_and_reply_returned(mailbox: MailboxServer) -> None:
+    pool = _pool(mailbox.url)
+    reply = await pool.send(sender="a@ceptoar.example", recipient="p@131016.lg.example", message=MESSAGE)
+    await pool.close()
+    assert reply.code == 250 and "stored as" in reply.message
+    assert count(mailbox.root, "p@131016.lg.example") == 1
+    assert list_messages(mailbox.root, "P@131016.lg.example")[0].message_id == "<x@c>"
+
+
+async def test_4xx_is_temporary_and_5xx_permanent_with_the_reply(mailbox: MailboxServer) -> None:
+    assert isinstance(mailbox.handler, object)
+    mailbox.handler.script.update(  # type: ignore[union-attr]
+        {"busy@x.example": ["451 4.3.0 Mailbox busy"], "gone@x.example": ["550 5.1.1 No such user"]}
+    )
+    pool = _pool(mailbox.url, size=1)
+    with pytest.raises(TemporaryDeliveryError) as temp:
+        await pool.send(sender="a@ceptoar.example", recipient="busy@x.example", message=MESSAGE)
+    with pytest.raises(PermanentDeliveryError) as perm:
+        await pool.send(sender="a@ceptoar.example", recipient="gone@x.example", message=MESSAGE)
+    # The session survives negative replies and is reused.
+    await pool.send(sender="a@ceptoar.example", recipient="busy@x.example", message=MESSAGE)
+    await pool.close()
+    assert (temp.value.code, temp.value.reply) == (451, "4.3.0 Mailbox busy")
+    assert (perm.value.code, perm.value.reply) == (550, "5.1.1 No such user")
+    assert count(mailbox.root, "busy@x.example") == 1
+    assert count(mailbox.root, "gone@x.example") == 0
+
+
+async def test_unreachable_relay_is_temporary() -> None:
+    pool = _pool(f"smtp://127.0.0.1:{free_port()}")
+    with pytest.raises(TemporaryDeliveryError, match=r"relay 127\.0\.0\.1"):
+        await pool.send(sender="a@ceptoar.example", recipient="p@x.example", message=MESSAGE)
+
+
+async def test_concurrent_sends_share_a_bounded_pool(mailbox: MailboxServer) -> None:
+    pool = _pool(mailbox.url, size=3)
+    await asyncio.gather(
+        *(
+            pool.send(sender="a@ceptoar.example", recipient=f"r{i}@x.example", message=MESSAGE)
+            for i in range(30)
+        )
+    )
+    idle = len(pool._idle)
+    await pool.close()
+    assert count(mailbox.root) == 30
+    assert idle <= 3
+
+
+def test_unknown_scheme_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="smtp_url"):
+        _pool("http://127.0.0.1:25")

@@ -1,0 +1,188 @@
+"""The delivery store, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from ceptoar.errors import UnknownAlert
+from ceptoar.feed import Notice, parse_notice
+from ceptoar.registry import RegistryRow
+from ceptoar.store import DeliveryState, Outcome, Store, StoredAlert
+from ceptoar.store.tables import deliveries
+from tests.harness import notice_doc, subset
+
+
+def _notice(**fields: object) -> Notice:
+    return parse_notice(json.dumps(notice_doc(**fields)))
+
+
+async def _create(store: Store, notice: Notice, *, area: list[str] | None = None) -> StoredAlert:
+    recipients = await store.subscribers.audience(area or [])
+    return await store.alerts.create(
+        notice=notice,
+        payload="{}",
+        fmt="json",
+        severity="high",
+        rules=["sender-high"],
+        recipients=recipients,
+        message_id_domain="ceptoar.example",
+    )
+
+
+async def test_registry_import_is_idempotent_and_counted(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    first = await store.subscribers.import_rows(registry_rows)
+    again = await store.subscribers.import_rows(registry_rows)
+    counts = await store.subscribers.counts()
+    assert (first.organisations_added, first.addresses_added) == (1788, 3576)
+    assert (again.organisations_added, again.addresses_added, again.addresses_updated) == (0, 0, 0)
+    assert (counts.prefectures, counts.municipalities, counts.addresses) == (47, 1741, 3576)
+    assert await store.subscribers.export_rows() == sorted(
+        registry_rows, key=lambda r: (r.code, r.role != "primary")
+    )
+
+
+async def test_replace_import_deactivates_what_the_file_lacks(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    await store.subscribers.import_rows(registry_rows)
+    tokyo = [r for r in registry_rows if r.code.startswith("13")]
+    result = await store.subscribers.import_rows(tokyo, replace=True)
+    counts = await store.subscribers.counts()
+    assert result.addresses_deactivated == 3576 - len(tokyo)
+    assert counts.addresses == len(tokyo)
+    assert len(await store.subscribers.audience([])) == len(tokyo)
+
+
+async def test_prefecture_area_takes_in_its_municipalities(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    await store.subscribers.import_rows(registry_rows)
+    tokyo_codes = {r.code for r in registry_rows if r.code.startswith("13")}
+    audience = await store.subscribers.audience(["13"])
+    assert {r.code for r in audience} == tokyo_codes
+    assert "130001" in tokyo_codes and len(tokyo_codes) == 63
+    chiyoda = await store.subscribers.audience(["131016", "01"])
+    assert {r.code for r in chiyoda} == {"131016"} | {r.code for r in registry_rows if r.code[:2] == "01"}
+    assert await store.subscribers.unknown_codes(["131016", "131008"]) == ["131008"]
+
+
+async def test_alert_stores_one_queued_delivery_per_address(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    await store.subscribers.import_rows(subset(registry_rows, 5))
+    stored = await _create(store, _notice(id="N-1"))
+    assert not stored.duplicate and len(stored.delivery_ids) == 10
+    assert await store.alerts.counts(stored.alert_id) == {"queued": 10}
+    events = await store.deliveries.events(stored.delivery_ids[0])
+    assert [(e["state"], e["attempt"]) for e in events] == [("queued", 0)]
+    row = await store.deliveries.get(stored.delivery_ids[0])
+    assert row is not None
+    assert row["message_id"].startswith(f"<{stored.alert_id}.") and row["message_id"].endswith(
+        "@ceptoar.example>"
+    )
+
+
+async def test_same_notice_twice_is_one_alert(store: Store, registry_rows: list[RegistryRow]) -> None:
+    await store.subscribers.import_rows(subset(registry_rows, 3))
+    notice = _notice(id="N-dup")
+    first, second = await asyncio.gather(_create(store, notice), _create(store, notice))
+    assert sorted([first.duplicate, second.duplicate]) == [False, True]
+    assert first.alert_id == second.alert_id
+    assert await store.alerts.counts(first.alert_id) == {"queued": 6}
+    # The same id from another source is another notice.
+    other = await _create(store, _notice(id="N-dup", source="jpcert"))
+    assert not other.duplicate and other.alert_id != first.alert_id
+
+
+async def test_claim_wins_once(store: Store, registry_rows: list[RegistryRow]) -> None:
+    await store.subscribers.import_rows(subset(registry_rows, 2))
+    stored = await _create(store, _notice())
+    ids = stored.delivery_ids
+    a, b = await asyncio.gather(
+        store.deliveries.claim(ids, lease_seconds=60), store.deliveries.claim(ids, lease_seconds=60)
+    )
+    assert sorted(c.id for c in a + b) == ids
+    assert await store.deliveries.claim(ids, lease_seconds=60) == []
+    claimed = (a + b)[0]
+    assert claimed.attempt == 1 and claimed.org_code in {r.code for r in registry_rows}
+
+
+async def test_outcome_applies_only_to_the_attempt_that_claimed(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    await store.subscribers.import_rows(subset(registry_rows, 1))
+    stored = await _create(store, _notice())
+    one = stored.delivery_ids[0]
+    await store.deliveries.claim([one], lease_seconds=60)
+    stale = Outcome(one, DeliveryState.SENT, 2, 250, "Ok")
+    assert await store.deliveries.record([stale]) == []
+    deferred = Outcome(one, DeliveryState.DEFERRED, 1, 451, "4.3.0 try later")
+    assert await store.deliveries.record([deferred]) == [deferred]
+    assert await store.deliveries.record([deferred]) == []  # no longer `sending`
+    (again,) = await store.deliveries.claim([one], lease_seconds=60)
+    assert again.attempt == 2
+    sent = Outcome(one, DeliveryState.SENT, 2, 250, "2.0.0 Ok")
+    assert await store.deliveries.record([sent]) == [sent]
+    row = await store.deliveries.get(one)
+    assert row is not None
+    assert (row["state"], row["attempts"], row["last_code"], row["last_reply"]) == (
+        "sent",
+        2,
+        250,
+        "2.0.0 Ok",
+    )
+    assert row["sent_at"] is not None and row["lease_until"] is None
+    events = await store.deliveries.events(one)
+    assert [(e["state"], e["attempt"], e["smtp_code"]) for e in events] == [
+        ("queued", 0, None),
+        ("sending", 1, None),
+        ("deferred", 1, 451),
+        ("sending", 2, None),
+        ("sent", 2, 250),
+    ]
+
+
+async def test_expired_lease_can_be_claimed_again(store: Store, registry_rows: list[RegistryRow]) -> None:
+    await store.subscribers.import_rows(subset(registry_rows, 1))
+    stored = await _create(store, _notice())
+    one = stored.delivery_ids[0]
+    await store.deliveries.claim([one], lease_seconds=60)
+    assert await store.deliveries.expired_leases() == []
+    assert await store.deliveries.claim([one], lease_seconds=60) == []
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == one)
+            .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert await store.deliveries.expired_leases() == [one]
+    (again,) = await store.deliveries.claim([one], lease_seconds=60)
+    assert again.attempt == 2
+
+
+async def test_alert_is_found_by_alert_id_notice_id_or_source_and_id(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    await store.subscribers.import_rows(subset(registry_rows, 1))
+    stored = await _create(store, _notice(id="NISC-9"))
+    for ident in (stored.alert_id, "NISC-9", "nisc:NISC-9"):
+        assert (await store.alerts.resolve(ident)).id == stored.alert_id
+    await _create(store, _notice(id="NISC-9", source="jpcert"))
+    with pytest.raises(UnknownAlert, match="ambiguous"):
+        await store.alerts.resolve("NISC-9")
+    with pytest.raises(UnknownAlert):
+        await store.alerts.resolve("nope")
+
+
+async def test_naive_datetimes_are_refused(store: Store) -> None:
+    from ceptoar.store.tables import UtcDateTime
+
+    with pytest.raises(ValueError, match="naive"):
+        UtcDateTime().process_bind_param(datetime(2026, 1, 1), store.engine.dialect)
