@@ -28,6 +28,8 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from ceptoar.retry import deferral_delay
+
 __all__ = ["JOB_KEY", "Bus", "Inbox", "Names", "job_delivery_id"]
 
 JOB_KEY = "job"
@@ -217,13 +219,9 @@ class Bus:
                 *(jobs.publish(_job(i), routing_key=JOB_KEY) for i in delivery_ids[start : start + batch])
             )
 
-    def retry_delay(self, attempt: int) -> float:
-        """The wait before the attempt after `attempt` (the last delay repeats)."""
-        return self.retry_delays[min(attempt, len(self.retry_delays)) - 1]
-
     async def publish_retry(self, delivery_id: int, *, attempt: int) -> float:
         """Park a job in the retry queue for its attempt's delay; return the delay."""
-        delay = self.retry_delay(attempt)
+        delay = deferral_delay(self.retry_delays, attempt)
         await self.channel.default_exchange.publish(_job(delivery_id), routing_key=self.names.retry(delay))
         return delay
 

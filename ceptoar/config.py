@@ -22,8 +22,6 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ceptoar.errors import ConfigError
-
 __all__ = ["Settings", "get_settings"]
 
 
@@ -78,9 +76,9 @@ class Settings(BaseSettings):
         if self.environment == "production":
             amqp = urlsplit(self.amqp_url)
             if amqp.username in (None, "guest"):
-                raise ConfigError("amqp_url: production refuses the guest account")
+                raise ValueError("amqp_url: production refuses the guest account")
             if self.database_url is None:
-                raise ConfigError("database_url: production needs an explicit database")
+                raise ValueError("database_url: production needs an explicit database")
         return self
 
     @property

@@ -8,7 +8,7 @@ published again; the claim decides whether anything is sent.
 from __future__ import annotations
 
 import asyncio
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +19,7 @@ from ceptoar.log import get_logger
 from ceptoar.mail.mailer import Mailer
 from ceptoar.mail.pool import SmtpPool
 from ceptoar.render import Renderer, default_templates_dir
+from ceptoar.retry import pause
 from ceptoar.store import Store
 
 __all__ = ["Components", "open_components", "run_service", "sweep"]
@@ -77,8 +78,7 @@ async def _sweeper(c: Components, stop: asyncio.Event) -> None:
             await sweep(c)
         except Exception:
             log.exception("sweep.failed")
-        with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=c.settings.sweep_seconds)
+        await pause(c.settings.sweep_seconds, stop=stop)
 
 
 async def run_service(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:

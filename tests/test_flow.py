@@ -7,11 +7,13 @@ SQLite file (or PostgreSQL database) of the test's own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from ceptoar.feed import parse_notice
@@ -22,6 +24,7 @@ from ceptoar.service import open_components, sweep
 from ceptoar.store import DeliveryState, Store
 from tests.conftest import StackFactory
 from tests.harness import (
+    PG_ADMIN_DSN,
     REPO,
     MailboxServer,
     cli_env,
@@ -296,3 +299,37 @@ async def test_open_components_declares_the_topology(
         c = await open_components(settings, stack, name="t")
         assert await sweep(c) == 0
         assert DeliveryState.QUEUED.value == "queued"
+
+
+async def _set_database_reachable(url: str, reachable: bool) -> None:
+    name = url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(reachable).lower()}')
+        if not reachable:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.postgres
+async def test_database_outage_is_waited_out_without_losing_or_doubling(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow], pg_url: str
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 30), database_url=pg_url)
+    try:
+        async with running(stack.settings):
+            await _set_database_reachable(pg_url, False)
+            await stack.publish(notice_doc(id="OUTAGE-1"))
+            await asyncio.sleep(3)
+            await _set_database_reachable(pg_url, True)
+            counts = await stack.wait_settled("OUTAGE-1", within=60)
+    finally:
+        await _set_database_reachable(pg_url, True)
+    assert counts == {"sent": 60}
+    assert {count(mailbox.root, a) for a in addresses(mailbox.root)} == {1}
+    assert len(addresses(mailbox.root)) == 60
+    with pytest.raises(AssertionError, match="nothing was dead-lettered"):
+        await stack.get_dead(within=1)

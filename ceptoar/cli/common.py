@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 import aio_pika.exceptions
 import click
 import sqlalchemy.exc
+from pydantic import ValidationError
 
 from ceptoar.config import Settings, get_settings
 from ceptoar.errors import CeptoarError, InvalidNotice, RegistryError, UnknownAlert
@@ -39,7 +40,11 @@ T = TypeVar("T")
 
 
 def settings() -> Settings:
-    s = get_settings()
+    """The process's settings, with logging configured; exit 2 naming the bad setting."""
+    try:
+        s = get_settings()
+    except ValidationError as exc:
+        fail(f"configuration: {exc}", EXIT_BAD_INPUT)
     configure_logging(fmt=s.log_format, level=s.log_level)
     return s
 

@@ -4,7 +4,8 @@ parse → validate against the registry → dedupe → classify → audience →
 store alert and deliveries → publish one job per delivery (confirmed) →
 mark published → ack. A notice refused for its content is dead-lettered
 with a reason naming the field and the consumer carries on; a store or
-broker outage is waited out with the notice held, never dead-lettered.
+broker outage is waited out with the notice held, never dead-lettered
+(`ceptoar.retry.persist`).
 A notice seen before is acked without a second fan-out, but if its jobs
 were never confirmed they are published again (claims make that safe).
 """
@@ -14,8 +15,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-import aio_pika.exceptions
-import sqlalchemy.exc
 from aio_pika.abc import AbstractIncomingMessage
 from structlog.contextvars import bound_contextvars
 
@@ -25,22 +24,12 @@ from ceptoar.dispatch.classify import classify
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.notice import Notice, Tlp, parse_notice
 from ceptoar.log import get_logger
+from ceptoar.retry import Stopping, persist
 from ceptoar.store import Recipient, Store, StoredAlert
 
 __all__ = ["Dispatcher"]
 
 log = get_logger(__name__)
-
-# Failures of the store or the broker, not of the notice: worth waiting out.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-    aio_pika.exceptions.AMQPError,
-    ConnectionError,
-    OSError,
-    asyncio.TimeoutError,
-)
 
 # Which address roles a TLP label lets a notice reach; RED reaches no one
 # automatically.
@@ -68,29 +57,19 @@ class Dispatcher:
 
     async def handle(self, message: AbstractIncomingMessage, stop: asyncio.Event) -> None:
         """Dispatch one notice; never raises for anything about the notice itself."""
-        delay = 0.5
         with bound_contextvars(amqp_message_id=message.message_id):
-            while True:
-                try:
-                    await self._dispatch(message)
-                    return
-                except InvalidNotice as exc:
-                    log.warning("notice.rejected", field=exc.field, reason=exc.reason)
-                    await self._bus.dead_letter(message, reason=str(exc), field=exc.field)
-                    await message.ack()
-                    return
-                except TRANSIENT as exc:
-                    if stop.is_set():
-                        await message.nack(requeue=True)
-                        return
-                    log.error("notice.transient_failure", error=repr(exc), retry_in=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-                except Exception as exc:
-                    log.exception("notice.internal_error")
-                    await self._bus.dead_letter(message, reason=f"internal error: {exc!r}")
-                    await message.ack()
-                    return
+            try:
+                await persist(lambda: self._dispatch(message), stop=stop, what="dispatch")
+            except InvalidNotice as exc:
+                log.warning("notice.rejected", field=exc.field, reason=exc.reason)
+                await self._bus.dead_letter(message, reason=str(exc), field=exc.field)
+                await message.ack()
+            except Stopping:
+                await message.nack(requeue=True)
+            except Exception as exc:
+                log.exception("notice.internal_error")
+                await self._bus.dead_letter(message, reason=f"internal error: {exc!r}")
+                await message.ack()
 
     async def _dispatch(self, message: AbstractIncomingMessage) -> None:
         payload = message.body.decode("utf-8", errors="replace")

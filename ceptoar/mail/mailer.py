@@ -23,6 +23,7 @@ from ceptoar.errors import PermanentDeliveryError, TemporaryDeliveryError
 from ceptoar.log import get_logger
 from ceptoar.mail.pool import SmtpPool
 from ceptoar.render import Renderer
+from ceptoar.retry import Stopping, persist
 from ceptoar.store import AlertView, Claimed, DeliveryState, Outcome, Store
 
 __all__ = ["Mailer"]
@@ -50,11 +51,11 @@ class Mailer:
 
         async def loop() -> None:
             while batch := await inbox.batch(size, stop):
-                await self.process(batch)
+                await self.process(batch, stop)
 
         await asyncio.gather(*(loop() for _ in range(workers)))
 
-    async def process(self, messages: list[AbstractIncomingMessage]) -> None:
+    async def process(self, messages: list[AbstractIncomingMessage], stop: asyncio.Event) -> None:
         """Claim, send and record one batch; ack its messages once that is stored."""
         jobs: dict[int, list[AbstractIncomingMessage]] = defaultdict(list)
         for message in messages:
@@ -64,40 +65,52 @@ class Mailer:
                 log.error("job.malformed", reason=str(exc))
                 await self._bus.dead_letter(message, reason=str(exc), field="delivery_id")
                 await message.ack()
+        waiting = [m for group in jobs.values() for m in group]
         try:
-            await self._work(list(jobs))
-        except Exception:
-            # The store or the broker failed: leave the jobs to come back.
-            log.exception("mailer.batch_failed", jobs=len(jobs))
-            for waiting in jobs.values():
-                for message in waiting:
-                    await message.nack(requeue=True)
-            await asyncio.sleep(1)
-            return
-        for waiting in jobs.values():
+            await self._work(list(jobs), stop)
+        except Stopping:
+            # Rows left `sending` are re-sent by the sweeper once their lease runs out.
             for message in waiting:
-                await message.ack()
+                await message.nack(requeue=True)
+            return
+        except Exception:
+            log.exception("mailer.batch_failed", jobs=len(jobs))
+            for message in waiting:
+                await message.nack(requeue=True)
+            return
+        for message in waiting:
+            await message.ack()
 
-    async def _work(self, ids: list[int]) -> None:
-        claimed = await self._store.deliveries.claim(ids, lease_seconds=self._settings.lease_seconds)
+    async def _work(self, ids: list[int], stop: asyncio.Event) -> None:
+        lease = self._settings.lease_seconds
+        claimed = await persist(
+            lambda: self._store.deliveries.claim(ids, lease_seconds=lease), stop=stop, what="claim"
+        )
         if len(claimed) < len(ids):
             log.debug("job.duplicates", count=len(ids) - len(claimed))
         outcomes = await asyncio.gather(*(self._attempt(c) for c in claimed))
-        applied = await self._store.deliveries.record(outcomes)
+        applied = await persist(lambda: self._store.deliveries.record(outcomes), stop=stop, what="record")
         for outcome in applied:
             if outcome.state is DeliveryState.DEFERRED:
-                delay = await self._bus.publish_retry(outcome.delivery_id, attempt=outcome.attempt)
-                log.info(
-                    "delivery.deferred",
-                    delivery_id=outcome.delivery_id,
-                    attempt=outcome.attempt,
-                    retry_in=delay,
-                    reply=outcome.reply,
-                )
+                await self._defer(outcome, stop)
             elif outcome.state is DeliveryState.FAILED:
                 log.warning(
                     "delivery.failed", delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply
                 )
+
+    async def _defer(self, outcome: Outcome, stop: asyncio.Event) -> None:
+        delay = await persist(
+            lambda: self._bus.publish_retry(outcome.delivery_id, attempt=outcome.attempt),
+            stop=stop,
+            what="defer",
+        )
+        log.info(
+            "delivery.deferred",
+            delivery_id=outcome.delivery_id,
+            attempt=outcome.attempt,
+            retry_in=delay,
+            reply=outcome.reply,
+        )
 
     async def _alert(self, alert_id: str) -> AlertView:
         alert = self._alerts.get(alert_id)

@@ -1,0 +1,49 @@
+"""Settings: embedded defaults, environment, TOML file, refusals in production."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ceptoar.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in [k for k in os.environ if k.startswith("CEPTOAR_")]:
+        monkeypatch.delenv(key)
+
+
+def test_embedded_defaults() -> None:
+    s = Settings()
+    assert s.db_url == "sqlite+aiosqlite:///var/ceptoar.db"
+    assert s.smtp_url == "smtp://127.0.0.1:2525"
+    assert s.amqp_url.startswith("amqp://guest:guest@127.0.0.1:5672")
+    assert s.mailbox_dir == Path("var/mailbox")
+    assert s.max_attempts == len(s.retry_delays) + 1
+
+
+def test_environment_wins_over_the_toml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "ceptoar.toml"
+    config.write_text('prefix = "from-file"\nsmtp_url = "smtp://relay.example:25"\nretry_delays = [1, 2]\n')
+    monkeypatch.setenv("CEPTOAR_CONFIG", str(config))
+    monkeypatch.setenv("CEPTOAR_PREFIX", "from-env")
+    s = Settings()
+    assert s.prefix == "from-env"
+    assert s.smtp_url == "smtp://relay.example:25"
+    assert s.retry_delays == [1, 2]
+
+
+def test_production_refuses_the_guest_account_and_an_implicit_database() -> None:
+    with pytest.raises(ValueError, match="amqp_url: production refuses the guest account"):
+        Settings(environment="production", database_url="postgresql+asyncpg://db.example/c")
+    with pytest.raises(ValueError, match="database_url: production needs an explicit database"):
+        Settings(environment="production", amqp_url="amqp://ceptoar:secret@mq.example/")
+
+
+def test_prefix_must_be_a_plain_name() -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        Settings(prefix="bad prefix")
