@@ -21,10 +21,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ceptoar.bus import Bus, Names
 from ceptoar.config import Settings
+from ceptoar.feed import parse_notice
 from ceptoar.mailbox import MaildirHandler
 from ceptoar.registry import RegistryRow
 from ceptoar.service import run_service
-from ceptoar.store import OPEN, Store
+from ceptoar.store import OPEN, Store, StoredAlert
 
 REPO = Path(__file__).resolve().parents[1]
 AMQP_URL = os.environ.get("CEPTOAR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -142,6 +143,21 @@ class Stack:
     async def publish(self, doc: dict[str, Any] | bytes, *, content_type: str = "application/json") -> None:
         body = doc if isinstance(doc, bytes) else json.dumps(doc, ensure_ascii=False).encode()
         await self.bus.publish_notice(body, content_type=content_type)
+
+    async def store_alert(self, doc: dict[str, Any], *, published: bool) -> StoredAlert:
+        """Store an alert for every address as the dispatcher would, without publishing jobs."""
+        stored = await self.store.alerts.create(
+            notice=parse_notice(json.dumps(doc)),
+            payload=json.dumps(doc),
+            fmt="json",
+            severity="medium",
+            rules=["sender-medium"],
+            recipients=await self.store.subscribers.audience([]),
+            message_id_domain=self.settings.message_id_domain,
+        )
+        if published:
+            await self.store.alerts.mark_published(stored.alert_id)
+        return stored
 
     async def wait_settled(self, ident: str, *, within: float = 120) -> dict[str, int]:
         """Wait until the alert exists and none of its deliveries is open; return its counts."""

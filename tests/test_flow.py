@@ -16,7 +16,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ceptoar.feed import parse_notice
 from ceptoar.mailbox import count, list_messages, read_message
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.registry import RegistryRow
@@ -190,17 +189,7 @@ async def test_job_published_twice_sends_once(
     make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
 ) -> None:
     stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 20))
-    notice = parse_notice(json.dumps(notice_doc(id="TWICE-1")))
-    stored = await stack.store.alerts.create(
-        notice=notice,
-        payload="{}",
-        fmt="json",
-        severity="medium",
-        rules=["sender-medium"],
-        recipients=await stack.store.subscribers.audience([]),
-        message_id_domain="ceptoar.example",
-    )
-    await stack.store.alerts.mark_published(stored.alert_id)
+    stored = await stack.store_alert(notice_doc(id="TWICE-1"), published=True)
     # Every job three times, interleaved, before any mailer runs.
     await stack.bus.publish_jobs(stored.delivery_ids * 3)
     async with running(stack.settings):
@@ -219,15 +208,7 @@ async def test_redelivered_notice_publishes_jobs_that_were_never_confirmed(
     """A dispatcher that died between storing the alert and publishing its jobs loses nothing."""
     stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 4))
     doc = notice_doc(id="CRASH-1")
-    await stack.store.alerts.create(
-        notice=parse_notice(json.dumps(doc)),
-        payload=json.dumps(doc),
-        fmt="json",
-        severity="medium",
-        rules=["sender-medium"],
-        recipients=await stack.store.subscribers.audience([]),
-        message_id_domain="ceptoar.example",
-    )
+    await stack.store_alert(doc, published=False)
     async with running(stack.settings):
         await stack.publish(doc)  # the broker redelivers the unacked notice
         counts = await stack.wait_settled("CRASH-1")
@@ -239,16 +220,7 @@ async def test_sweep_resends_a_delivery_whose_worker_died(
     make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
 ) -> None:
     stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1), lease_seconds=0.2)
-    stored = await stack.store.alerts.create(
-        notice=parse_notice(json.dumps(notice_doc(id="LEASE-1"))),
-        payload="{}",
-        fmt="json",
-        severity="low",
-        rules=["default"],
-        recipients=await stack.store.subscribers.audience([]),
-        message_id_domain="ceptoar.example",
-    )
-    await stack.store.alerts.mark_published(stored.alert_id)
+    stored = await stack.store_alert(notice_doc(id="LEASE-1"), published=True)
     # A worker claimed both deliveries, then died: no job is left in the queue.
     await stack.store.deliveries.claim(stored.delivery_ids, lease_seconds=0.2)
     async with running(stack.settings):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from tests.harness import REPO, notice_doc
 
 
 def _alert(severity: str = "high", tlp: str = "CLEAR", **fields: Any) -> AlertView:
-    notice = parse_notice(__import__("json").dumps(notice_doc(tlp=tlp, **fields)))
+    notice = parse_notice(json.dumps(notice_doc(tlp=tlp, **fields)))
     return AlertView(
         id="20261128-0000abcd",
         source=notice.source,
@@ -108,23 +110,23 @@ def test_html_part_escapes_notice_text(renderer: Renderer) -> None:
     assert "&lt;script&gt;" in html.get_content()
 
 
-def test_a_broken_template_is_a_permanent_failure(tmp_path: Any) -> None:
+def _renderer_with_subject(root: Path, subject: str) -> Renderer:
+    """A renderer over templates whose subject is `subject` and whose body is trivial."""
     for lang in ("ja", "en"):
-        (tmp_path / lang).mkdir()
-        (tmp_path / lang / "alert.subject.j2").write_text("{{ no_such_value }}")
-        (tmp_path / lang / "alert.txt.j2").write_text("x")
-        (tmp_path / lang / "alert.html.j2").write_text("x")
-    broken = Renderer(tmp_path, sender="a@ceptoar.example", sender_name="x")
+        (root / lang).mkdir()
+        (root / lang / "alert.subject.j2").write_text(subject)
+        (root / lang / "alert.txt.j2").write_text("x")
+        (root / lang / "alert.html.j2").write_text("x")
+    return Renderer(root, sender="a@ceptoar.example", sender_name="x")
+
+
+def test_a_broken_template_is_a_permanent_failure(tmp_path: Path) -> None:
+    broken = _renderer_with_subject(tmp_path, "{{ no_such_value }}")
     with pytest.raises(PermanentDeliveryError, match="no_such_value"):
         broken.message(_alert(), language="ja", to="a@x", message_id="<1@c>")
 
 
-def test_templates_run_sandboxed(tmp_path: Any) -> None:
-    for lang in ("ja", "en"):
-        (tmp_path / lang).mkdir()
-        (tmp_path / lang / "alert.subject.j2").write_text("{{ alert.__class__.__mro__ }}")
-        (tmp_path / lang / "alert.txt.j2").write_text("x")
-        (tmp_path / lang / "alert.html.j2").write_text("x")
-    sandboxed = Renderer(tmp_path, sender="a@ceptoar.example", sender_name="x")
+def test_templates_run_sandboxed(tmp_path: Path) -> None:
+    sandboxed = _renderer_with_subject(tmp_path, "{{ alert.__class__.__mro__ }}")
     with pytest.raises(PermanentDeliveryError, match="unsafe"):
         sandboxed.message(_alert(), language="ja", to="a@x", message_id="<1@c>")

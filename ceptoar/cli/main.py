@@ -135,11 +135,8 @@ def status(ident: str, as_json: bool, wait: float | None) -> None:
     s = settings()
 
     async def _run() -> dict[str, Any]:
-        store = await Store.open(s.db_url)
-        try:
+        async with await Store.open(s.db_url) as store:
             return await _status(store, ident, wait)
-        finally:
-            await store.close()
 
     doc = run(_run())
     if as_json:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ceptoar.cli.common import run, settings
-from ceptoar.registry import read_registry, write_registry
+from ceptoar.registry import RegistryRow, read_registry, write_registry
 from ceptoar.store import ImportResult, RegistryCounts, Store
 
 __all__ = ["subscribers"]
@@ -31,12 +31,9 @@ def import_(file: Path, replace: bool) -> None:
 
     async def _import() -> tuple[ImportResult, RegistryCounts]:
         rows = read_registry(file)
-        store = await Store.open(s.db_url)
-        try:
+        async with await Store.open(s.db_url) as store:
             result = await store.subscribers.import_rows(rows, replace=replace)
             return result, await store.subscribers.counts()
-        finally:
-            await store.close()
 
     result, counts = run(_import())
     click.echo(
@@ -53,12 +50,9 @@ def export(file: Path | None) -> None:
     """Write the active registry as CSV to FILE, or to standard output."""
     s = settings()
 
-    async def _export() -> list:  # type: ignore[type-arg]
-        store = await Store.open(s.db_url)
-        try:
+    async def _export() -> list[RegistryRow]:
+        async with await Store.open(s.db_url) as store:
             return await store.subscribers.export_rows()
-        finally:
-            await store.close()
 
     rows = run(_export())
     if file is None:
@@ -76,11 +70,8 @@ def count(as_json: bool) -> None:
     s = settings()
 
     async def _count() -> RegistryCounts:
-        store = await Store.open(s.db_url)
-        try:
+        async with await Store.open(s.db_url) as store:
             return await store.subscribers.counts()
-        finally:
-            await store.close()
 
     c = run(_count())
     if as_json:
