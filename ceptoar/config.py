@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     message_id_domain: str = "ceptoar.example"
     helo_name: str = "ceptoar.example"
     templates_dir: Path | None = None
+    # Severity rules (TOML); the shipped default_rules.toml when unset.
+    rules: Path | None = None
 
     smtp_connections: int = Field(4, ge=1, le=64)
     smtp_timeout: float = Field(30.0, gt=0)

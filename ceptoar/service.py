@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from ceptoar.bus import Bus
 from ceptoar.config import Settings
-from ceptoar.dispatch import Dispatcher
+from ceptoar.dispatch import Dispatcher, load_rules
 from ceptoar.log import get_logger
 from ceptoar.mail.mailer import Mailer
 from ceptoar.mail.pool import SmtpPool
@@ -95,7 +95,8 @@ async def run_service(settings: Settings, stop: asyncio.Event, *, ready: asyncio
         counts = await c.store.subscribers.counts()
         if counts.addresses == 0:
             log.warning("registry.empty", hint="ceptoar subscribers import subscribers/registry.csv")
-        dispatcher = Dispatcher(store=c.store, bus=c.bus, settings=settings)
+        rules = load_rules(settings.rules)
+        dispatcher = Dispatcher(store=c.store, bus=c.bus, settings=settings, rules=rules)
         mailer = Mailer(
             store=c.store, bus=c.bus, pool=pool, renderer=make_renderer(settings), settings=settings
         )

@@ -75,13 +75,20 @@ class FaultyMailbox(MaildirHandler):
     """The built-in mailbox, but some recipients get scripted replies at RCPT.
 
     `script[address]` is a list of replies used in turn, one per attempt;
-    when it runs out, the address is accepted.
+    when it runs out, the address is accepted. `delay` slows every message
+    down, like a busy relay, so a fan-out is still running while a test acts.
     """
 
     def __init__(self, root: Path, script: dict[str, list[str]] | None = None) -> None:
         super().__init__(root)
         self.script = {k.lower(): list(v) for k, v in (script or {}).items()}
         self.rcpt_seen: dict[str, int] = {}
+        self.delay = 0.0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -152,7 +159,7 @@ class Stack:
             fmt="json",
             severity="medium",
             rules=["sender-medium"],
-            recipients=await self.store.subscribers.audience([]),
+            recipients=await self.store.subscribers.candidates(),
             message_id_domain=self.settings.message_id_domain,
         )
         if published:

@@ -104,3 +104,30 @@ async def test_publish_then_status_and_mailbox_commands(
     assert "LGWAN-ASP経由のサービスに接続できない障害" in shown.stdout
     missing = run_cli("mailbox", "show", "primary@131016.lg.example", "2", "--dir", root, env=env)
     assert missing.returncode == 1 and "has 1 message(s)" in missing.stderr
+
+
+def test_classify_explains_the_level_and_the_rules(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = _env(make_settings, tmp_path)
+    shown = run_cli("classify", str(REPO / "examples" / "notice.json"), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0] == "【緊急】 critical"
+    assert "exploited-high-cvss: A vulnerability scored 7.0 or more that is being exploited" in shown.stdout
+    as_json = json.loads(
+        run_cli("classify", str(REPO / "examples" / "notice.json"), "--json", env=env).stdout
+    )
+    assert as_json == {"severity": "critical", "rules": ["exploited-high-cvss", "cvss-critical"]}
+
+
+def test_rules_check_names_what_is_wrong(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    env = _env(make_settings, tmp_path)
+    good = run_cli("rules", "check", env=env)
+    assert good.returncode == 0 and "rules, valid" in good.stdout
+    bad = tmp_path / "rules.toml"
+    bad.write_text("[[rule]]\nname='x'\ndescription='d'\nwhen={cvss_min='high'}\nseverity='high'\n")
+    result = run_cli("rules", "check", str(bad), env=env)
+    assert result.returncode == 2
+    assert "rule #1 (x): when.cvss_min: Input should be a valid number" in result.stderr
+    used = run_cli("classify", str(REPO / "examples" / "notice.json"), env={**env, "CEPTOAR_RULES": str(bad)})
+    assert used.returncode == 2 and "rule #1 (x)" in used.stderr

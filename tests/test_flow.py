@@ -64,7 +64,7 @@ async def test_full_fanout_reaches_every_address_exactly_once(
     assert status.returncode == 0, status.stderr
     doc = json.loads(status.stdout)
     assert doc["total"] == 3576 and doc["counts"]["sent"] == 3576
-    assert doc["severity"] == "critical" and doc["rules"] == ["cvss-critical"]
+    assert doc["severity"] == "critical" and doc["rules"] == ["exploited-high-cvss", "cvss-critical"]
     box = run_cli("mailbox", "count", "--dir", str(mailbox_process.root), env=env)
     assert int(box.stdout) == doc["counts"]["sent"]
 

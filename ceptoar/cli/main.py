@@ -21,6 +21,7 @@ from ceptoar.cli.common import (
     settings,
 )
 from ceptoar.cli.mailbox import mailbox
+from ceptoar.cli.rules import classify_command, rules
 from ceptoar.cli.subscribers import subscribers
 from ceptoar.errors import InvalidNotice, UnknownAlert
 from ceptoar.feed import parse_notice
@@ -39,6 +40,8 @@ def main() -> None:
 
 main.add_command(subscribers)
 main.add_command(mailbox)
+main.add_command(rules)
+main.add_command(classify_command)
 
 
 @main.command()
@@ -86,6 +89,9 @@ def _status_doc(alert: Any, counts: dict[str, int]) -> dict[str, Any]:
         "severity": alert.severity,
         "rules": alert.severity_rules,
         "tlp": alert.tlp,
+        "state": alert.state,
+        "held_reason": alert.held_reason,
+        "thread_id": alert.thread_id,
         "created_at": alert.created_at.isoformat(),
         "total": sum(full.values()),
         "counts": full,
@@ -98,7 +104,8 @@ async def _status(store: Store, ident: str, wait: float | None) -> dict[str, Any
         try:
             alert = await store.alerts.resolve(ident)
             counts = await store.alerts.counts(alert.id)
-            if wait is None or not any(counts.get(s.value) for s in OPEN):
+            settled = alert.state == "held" or not any(counts.get(s.value) for s in OPEN)
+            if wait is None or settled:
                 return _status_doc(alert, counts)
         except UnknownAlert:
             if wait is None:
@@ -114,6 +121,7 @@ def _print_status(doc: dict[str, Any]) -> None:
     click.echo(f"title    {doc['title']}")
     click.echo(f"severity {label} {doc['severity']}  rules: {', '.join(doc['rules'])}")
     click.echo(f"tlp      TLP:{doc['tlp']}")
+    click.echo(f"state    {doc['state']}" + (f": {doc['held_reason']}" if doc["held_reason"] else ""))
     click.echo(f"total    {doc['total']}")
     for state, n in doc["counts"].items():
         if n:

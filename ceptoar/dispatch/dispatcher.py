@@ -1,18 +1,26 @@
 """The dispatcher: one notice in, one alert and its delivery jobs out.
 
-parse → validate against the registry → dedupe → classify → audience →
-store alert and deliveries → publish one job per delivery (confirmed) →
-mark published → ack. A notice refused for its content is dead-lettered
-with a reason naming the field and the consumer carries on; a store or
-broker outage is waited out with the notice held, never dead-lettered
-(`ceptoar.retry.persist`).
-A notice seen before is acked without a second fan-out, but if its jobs
-were never confirmed they are published again (claims make that safe).
+parse → validate against the registry → dedupe → classify → lifecycle and
+audience → store alert and deliveries → publish one job per delivery
+(confirmed) → mark published → ack. A notice refused for its content is
+dead-lettered with a reason naming the field and the consumer carries on; a
+store or broker outage is waited out with the notice held, never
+dead-lettered (`ceptoar.retry.persist`). A notice seen before is acked
+without a second fan-out, but if its jobs were never confirmed they are
+published again (claims make that safe).
+
+Lifecycle: an update or cancel names earlier notices of the same source in
+`references`. One that names an unknown notice is held with the reason. An
+update goes to the original's audience plus new members of it, threaded
+under what each address got before. A cancel marks every unsent delivery
+of the thread `cancelled`, waits for mail in flight, and goes only to the
+addresses that were mailed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -20,35 +28,27 @@ from structlog.contextvars import bound_contextvars
 
 from ceptoar.bus import Bus
 from ceptoar.config import Settings
-from ceptoar.dispatch.classify import classify
+from ceptoar.dispatch.audience import Audience, choose_audience, hold_reason
+from ceptoar.dispatch.rules import Classification, RuleSet, classify
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed.notice import Notice, Tlp, parse_notice
+from ceptoar.feed.notice import MsgType, Notice, parse_notice
 from ceptoar.log import get_logger
 from ceptoar.retry import Stopping, persist
-from ceptoar.store import Recipient, Store, StoredAlert
+from ceptoar.store import AlertView, Lifecycle, Store, StoredAlert
 
 __all__ = ["Dispatcher"]
 
 log = get_logger(__name__)
 
-# Which address roles a TLP label lets a notice reach; RED reaches no one
-# automatically.
-TLP_ROLES: dict[Tlp, frozenset[str] | None] = {
-    Tlp.CLEAR: None,
-    Tlp.GREEN: None,
-    Tlp.AMBER: frozenset({"security"}),
-    Tlp.AMBER_STRICT: frozenset({"security"}),
-    Tlp.RED: frozenset(),
-}
-
 
 class Dispatcher:
     """Consumes the notices queue until told to stop."""
 
-    def __init__(self, *, store: Store, bus: Bus, settings: Settings) -> None:
+    def __init__(self, *, store: Store, bus: Bus, settings: Settings, rules: RuleSet) -> None:
         self._store = store
         self._bus = bus
         self._settings = settings
+        self._rules = rules
 
     async def run(self, stop: asyncio.Event) -> None:
         inbox = await self._bus.consume(self._bus.names.notices, prefetch=4)
@@ -102,21 +102,77 @@ class Dispatcher:
                 raise InvalidNotice(f"{code} is not a subscribed local government", field=f"area[{i}]")
 
     async def _store_alert(self, notice: Notice, payload: str) -> StoredAlert:
-        result = classify(notice)
-        recipients = _allowed(notice.tlp, await self._store.subscribers.audience(notice.area))
-        if not recipients:
-            log.error("alert.no_audience", tlp=notice.tlp.value, area=notice.area)
+        result = classify(notice, self._rules)
+        lifecycle, parent = await self._lifecycle(notice)
+        audience = Audience([])
+        history: dict[int, list[str]] = {}
+        if lifecycle.state == "held":
+            log.warning("alert.held", reason=lifecycle.held_reason)
+        else:
+            audience = await self._audience(notice, result, parent)
+            if lifecycle.thread_id is not None:
+                history = await self._store.alerts.thread_history(lifecycle.thread_id)
+            if not audience.recipients:
+                log.error("alert.no_audience", tlp=notice.tlp.value, removed=dict(audience.removed))
         return await self._store.alerts.create(
             notice=notice,
             payload=payload,
             fmt="json",
             severity=result.severity.value,
             rules=result.rules,
-            recipients=recipients,
+            recipients=audience.recipients,
             message_id_domain=self._settings.message_id_domain,
+            lifecycle=lifecycle,
+            history=history,
         )
 
+    async def _lifecycle(self, notice: Notice) -> tuple[Lifecycle, AlertView | None]:
+        """Which thread the notice joins, and whether it must be held for an operator."""
+        parent, missing = await self._parent(notice)
+        if missing is not None:
+            return Lifecycle(
+                state="held", held_reason=f"refers to unknown notice {notice.source}:{missing}"
+            ), None
+        thread_id = (parent.thread_id or parent.id) if parent else None
+        parent_id = parent.id if parent else None
+        held = hold_reason(notice)
+        state = "held" if held else "active"
+        return Lifecycle(state=state, held_reason=held, thread_id=thread_id, parent_id=parent_id), parent
 
-def _allowed(tlp: Tlp, recipients: list[Recipient]) -> list[Recipient]:
-    roles = TLP_ROLES[tlp]
-    return recipients if roles is None else [r for r in recipients if r.role in roles]
+    async def _parent(self, notice: Notice) -> tuple[AlertView | None, str | None]:
+        """The alert an update or cancel refers to (its latest reference), or the missing id."""
+        if notice.msg_type is MsgType.ALERT:
+            return None, None
+        parent = None
+        for ref in notice.references:
+            found = await self._store.alerts.find(notice.source, ref)
+            if found is None:
+                return None, ref
+            parent = found
+        return parent, None
+
+    async def _audience(self, notice: Notice, result: Classification, parent: AlertView | None) -> Audience:
+        candidates = await self._store.subscribers.candidates()
+        if parent is None:
+            return choose_audience(candidates, notice=notice, severity=result.severity)
+        thread = parent.thread_id or parent.id
+        if notice.msg_type is MsgType.CANCEL:
+            await self._cancel(thread)
+            mailed = set((await self._store.alerts.thread_history(thread)).keys())
+            return Audience([c for c in candidates if c.address_id in mailed])
+        already = await self._store.alerts.thread_addresses(thread)
+        return choose_audience(candidates, notice=notice, severity=result.severity, already=already)
+
+    async def _cancel(self, thread: str) -> None:
+        """Stop every unsent delivery of the thread; wait (bounded) for mail in flight."""
+        cancelled = await self._store.alerts.cancel_thread(thread)
+        patience = min(self._settings.lease_seconds, 2 * self._settings.smtp_timeout + 5)
+        deadline = time.monotonic() + patience
+        # Another process's mailer owns those rows: the store is the only way to see them finish.
+        sending = await self._store.alerts.in_flight(thread)
+        while sending and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            sending = await self._store.alerts.in_flight(thread)
+        if sending:
+            log.error("cancel.in_flight_remaining", thread_id=thread, sending=sending)
+        log.info("alert.cancelled", thread_id=thread, deliveries_cancelled=cancelled)

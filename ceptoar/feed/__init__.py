@@ -2,10 +2,13 @@
 
 from ceptoar.feed.notice import (
     NOTICE_SCHEMA,
+    OPERATOR_SOURCE,
+    CapRating,
     Category,
     Cvss,
     MsgType,
     Notice,
+    NoticeStatus,
     Severity,
     Tlp,
     parse_notice,
@@ -13,10 +16,13 @@ from ceptoar.feed.notice import (
 
 __all__ = [
     "NOTICE_SCHEMA",
+    "OPERATOR_SOURCE",
+    "CapRating",
     "Category",
     "Cvss",
     "MsgType",
     "Notice",
+    "NoticeStatus",
     "Severity",
     "Tlp",
     "parse_notice",

@@ -33,16 +33,25 @@ from ceptoar.registry.codes import validate_area_code
 
 __all__ = [
     "NOTICE_SCHEMA",
+    "OPERATOR_SOURCE",
+    "CapCertainty",
+    "CapRating",
+    "CapSeverity",
+    "CapUrgency",
     "Category",
     "Cvss",
     "MsgType",
     "Notice",
+    "NoticeStatus",
     "Severity",
     "Tlp",
     "parse_notice",
 ]
 
 NOTICE_SCHEMA: Final = "ceptoar.notice/1"
+# Notices composed by a CEPTOAR operator carry this source; only they may
+# override the classified severity.
+OPERATOR_SOURCE: Final = "operator"
 
 
 class Severity(StrEnum):
@@ -75,6 +84,49 @@ class Tlp(StrEnum):
     AMBER = "AMBER"
     AMBER_STRICT = "AMBER+STRICT"
     RED = "RED"
+
+
+class NoticeStatus(StrEnum):
+    """Whether a notice is real. Only `actual` notices are delivered as alerts."""
+
+    ACTUAL = "actual"
+    TEST = "test"
+    EXERCISE = "exercise"
+    DRAFT = "draft"
+
+
+class CapSeverity(StrEnum):
+    EXTREME = "Extreme"
+    SEVERE = "Severe"
+    MODERATE = "Moderate"
+    MINOR = "Minor"
+    UNKNOWN = "Unknown"
+
+
+class CapUrgency(StrEnum):
+    IMMEDIATE = "Immediate"
+    EXPECTED = "Expected"
+    FUTURE = "Future"
+    PAST = "Past"
+    UNKNOWN = "Unknown"
+
+
+class CapCertainty(StrEnum):
+    OBSERVED = "Observed"
+    LIKELY = "Likely"
+    POSSIBLE = "Possible"
+    UNLIKELY = "Unlikely"
+    UNKNOWN = "Unknown"
+
+
+class CapRating(BaseModel):
+    """OASIS CAP 1.2's severity, urgency and certainty of a notice, as its sender rated them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    severity: CapSeverity = CapSeverity.UNKNOWN
+    urgency: CapUrgency = CapUrgency.UNKNOWN
+    certainty: CapCertainty = CapCertainty.UNKNOWN
 
 
 class Category(StrEnum):
@@ -140,19 +192,29 @@ class Notice(BaseModel):
     id: _Ident
     sent: AwareDatetime
     msg_type: MsgType = MsgType.ALERT
+    status: NoticeStatus = NoticeStatus.ACTUAL
     references: list[_Ident] = Field(default_factory=list, max_length=100, validate_default=True)
     title: Annotated[str, Field(min_length=1, max_length=300)]
     summary: Annotated[str, Field(min_length=1, max_length=4000)]
     body: Annotated[str, Field(max_length=200_000)] = ""
     category: Category
     severity: Severity | None = None
+    severity_override: Severity | None = None
     cvss: Cvss | None = None
+    cap: CapRating | None = None
     known_exploited: bool = False
     tlp: Tlp
     expires: AwareDatetime | None = None
     links: list[HttpUrl] = Field(default_factory=list, max_length=50)
     area: list[_AreaCode] = Field(default_factory=list, max_length=2000)
     language: Literal["ja", "en"] = "ja"
+
+    @field_validator("severity_override")
+    @classmethod
+    def _override_is_the_operators(cls, value: Severity | None, info: ValidationInfo) -> Severity | None:
+        if value is not None and info.data.get("source") != OPERATOR_SOURCE:
+            raise ValueError(f"only source {OPERATOR_SOURCE!r} may override the severity")
+        return value
 
     @field_validator("references")
     @classmethod

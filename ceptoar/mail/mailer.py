@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
 from structlog.contextvars import bound_contextvars
@@ -127,7 +128,17 @@ class Mailer:
         with bound_contextvars(alert_id=c.alert_id, delivery_id=c.id):
             try:
                 alert = await self._alert(c.alert_id)
-                data = self._renderer.message(alert, language=c.language, to=c.email, message_id=c.message_id)
+                if alert.is_expired(datetime.now(UTC)):
+                    expired = f"not sent: the alert expired at {alert.expires_at:%Y-%m-%dT%H:%M:%S%z}"
+                    return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, expired)
+                data = self._renderer.message(
+                    alert,
+                    language=c.language,
+                    to=c.email,
+                    message_id=c.message_id,
+                    in_reply_to=c.in_reply_to,
+                    references=c.references,
+                )
                 reply = await self._pool.send(
                     sender=self._settings.mail_from, recipient=c.email, message=data
                 )

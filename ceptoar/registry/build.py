@@ -6,8 +6,8 @@ DATA_DIR holds `prefjp-utf8.csv` and `localgovjp-utf8.csv` (code4fukui/localgovj
 CC0). The wards of designated cities (行政区, listed as "札幌市 中央区") are
 part of their city and are left out; Tokyo's special wards are local
 governments and stay. Each organisation gets two placeholder addresses under
-the reserved `.example` domain, one primary and one security, until the real
-addresses are imported.
+the reserved `.example` domain, one primary and one security (the designated
+security contact), until the real addresses are imported.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ __all__ = ["build_registry"]
 def placeholder_rows(code: str, name: str) -> list[RegistryRow]:
     """The two placeholder addresses of one organisation."""
     return [
-        RegistryRow(code, name, f"primary@{code}.lg.example", "primary", "ja"),
-        RegistryRow(code, name, f"security@{code}.lg.example", "security", "ja"),
+        RegistryRow(code, name, f"primary@{code}.lg.example", "primary"),
+        RegistryRow(code, name, f"security@{code}.lg.example", "security", contact=True),
     ]
 
 

@@ -1,9 +1,14 @@
 """The registry CSV: one row per address, validated as a whole.
 
-Columns: code, name, email, role, language. An organisation appears once per
-address; its name must be the same on every row. A file with any bad row is
-refused entirely, with every problem listed by line number, so an import is
-never half-done.
+Columns: code, name, email, role, language, then the address's
+subscription: min_severity (critical/high/medium/low, default low),
+categories and prefectures (space-separated; empty means all and none
+extra), tests (yes/no: wants test and exercise alerts), contact (yes/no:
+the organisation's designated security contact, at most one). Only the
+first four are required. An organisation appears once per address; its
+name must be the same on every row. A file with any bad row is refused
+entirely, with every problem listed by line number, so an import is never
+half-done.
 """
 
 from __future__ import annotations
@@ -19,11 +24,45 @@ from typing import TextIO
 from ceptoar.errors import RegistryError, RegistryProblem
 from ceptoar.registry.codes import validate_lgcode
 
-__all__ = ["COLUMNS", "LANGUAGES", "ROLES", "RegistryRow", "read_registry", "write_registry"]
+__all__ = [
+    "CATEGORIES",
+    "COLUMNS",
+    "LANGUAGES",
+    "ROLES",
+    "SEVERITIES",
+    "RegistryRow",
+    "read_registry",
+    "write_registry",
+]
 
-COLUMNS = ("code", "name", "email", "role", "language")
+COLUMNS = (
+    "code",
+    "name",
+    "email",
+    "role",
+    "language",
+    "min_severity",
+    "categories",
+    "prefectures",
+    "tests",
+    "contact",
+)
+REQUIRED = ("code", "name", "email", "role")
 ROLES = ("primary", "security", "backup")
 LANGUAGES = ("ja", "en")
+SEVERITIES = ("critical", "high", "medium", "low")
+CATEGORIES = ("attack", "vulnerability", "malware", "phishing", "outage", "advisory", "other")
+_YES = {
+    "yes": True,
+    "y": True,
+    "true": True,
+    "1": True,
+    "no": False,
+    "n": False,
+    "false": False,
+    "0": False,
+    "": False,
+}
 # Deliberately plain: an ASCII local part and a dotted domain. Registry
 # addresses are typed by people; anything stranger is a typo until shown otherwise.
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
@@ -38,11 +77,15 @@ class RegistryRow:
     email: str
     role: str
     language: str = "ja"
+    min_severity: str = "low"
+    categories: tuple[str, ...] = ()
+    prefectures: tuple[str, ...] = ()
+    tests: bool = False
+    contact: bool = False
 
 
-def _check_row(line: int, raw: dict[str, str]) -> tuple[RegistryRow | None, list[RegistryProblem]]:
+def _check_identity(line: int, values: dict[str, str]) -> list[RegistryProblem]:
     problems: list[RegistryProblem] = []
-    values = {k: (raw.get(k) or "").strip() for k in COLUMNS}
     try:
         validate_lgcode(values["code"])
     except ValueError as exc:
@@ -51,30 +94,66 @@ def _check_row(line: int, raw: dict[str, str]) -> tuple[RegistryRow | None, list
         problems.append(RegistryProblem(line, "name", "is empty"))
     if not _EMAIL.match(values["email"]) or len(values["email"]) > 254:
         problems.append(RegistryProblem(line, "email", f"{values['email']!r} is not an address"))
-    if values["role"] not in ROLES:
-        problems.append(RegistryProblem(line, "role", f"{values['role']!r} is not one of {', '.join(ROLES)}"))
-    language = values["language"] or "ja"
-    if language not in LANGUAGES:
-        problems.append(
-            RegistryProblem(line, "language", f"{language!r} is not one of {', '.join(LANGUAGES)}")
-        )
+    for column, allowed, default in (
+        ("role", ROLES, None),
+        ("language", LANGUAGES, "ja"),
+        ("min_severity", SEVERITIES, "low"),
+    ):
+        value = values[column] or (default or "")
+        if value not in allowed:
+            problems.append(RegistryProblem(line, column, f"{value!r} is not one of {', '.join(allowed)}"))
+    return problems
+
+
+def _check_subscription(line: int, values: dict[str, str]) -> list[RegistryProblem]:
+    problems: list[RegistryProblem] = []
+    for category in values["categories"].split():
+        if category not in CATEGORIES:
+            problems.append(
+                RegistryProblem(line, "categories", f"{category!r} is not one of {', '.join(CATEGORIES)}")
+            )
+    for pref in values["prefectures"].split():
+        if not (len(pref) == 2 and pref.isdigit() and 1 <= int(pref) <= 47):
+            problems.append(
+                RegistryProblem(line, "prefectures", f"{pref!r} is not a prefecture number 01-47")
+            )
+    for column in ("tests", "contact"):
+        if values[column].lower() not in _YES:
+            problems.append(RegistryProblem(line, column, f"{values[column]!r} is not yes or no"))
+    return problems
+
+
+def _check_row(line: int, raw: dict[str, str]) -> tuple[RegistryRow | None, list[RegistryProblem]]:
+    values = {k: (raw.get(k) or "").strip() for k in COLUMNS}
+    problems = _check_identity(line, values) + _check_subscription(line, values)
     if problems:
         return None, problems
-    email = values["email"].lower()
-    return RegistryRow(values["code"], values["name"], email, values["role"], language), []
+    return RegistryRow(
+        code=values["code"],
+        name=values["name"],
+        email=values["email"].lower(),
+        role=values["role"],
+        language=values["language"] or "ja",
+        min_severity=values["min_severity"] or "low",
+        categories=tuple(values["categories"].split()),
+        prefectures=tuple(values["prefectures"].split()),
+        tests=_YES[values["tests"].lower()],
+        contact=_YES[values["contact"].lower()],
+    ), []
 
 
 def parse_registry(stream: TextIO) -> list[RegistryRow]:
     """Parse and validate a registry; raise RegistryError listing every bad row."""
     reader = csv.DictReader(stream)
     header = tuple(reader.fieldnames or ())
-    missing = [c for c in COLUMNS if c not in header and c != "language"]
+    missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise RegistryError([RegistryProblem(1, ",".join(missing), "column missing from header")])
     rows: list[RegistryRow] = []
     problems: list[RegistryProblem] = []
     seen_email: dict[str, int] = {}
     names: dict[str, tuple[str, int]] = {}
+    contacts: dict[str, int] = {}
     for raw in reader:
         line = reader.line_num
         row, row_problems = _check_row(line, raw)
@@ -93,6 +172,15 @@ def parse_registry(stream: TextIO) -> list[RegistryRow]:
                 RegistryProblem(line, "name", f"{row.name!r} differs from {first[0]!r} on line {first[1]}")
             )
             continue
+        if row.contact:
+            if row.code in contacts:
+                problems.append(
+                    RegistryProblem(
+                        line, "contact", f"{row.code} already has its contact on line {contacts[row.code]}"
+                    )
+                )
+                continue
+            contacts[row.code] = line
         rows.append(row)
     if problems:
         raise RegistryError(problems)
@@ -111,5 +199,18 @@ def write_registry(rows: Iterable[RegistryRow], stream: TextIO | None = None) ->
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow((row.code, row.name, row.email, row.role, row.language))
+        writer.writerow(
+            (
+                row.code,
+                row.name,
+                row.email,
+                row.role,
+                row.language,
+                row.min_severity,
+                " ".join(row.categories),
+                " ".join(row.prefectures),
+                "yes" if row.tests else "no",
+                "yes" if row.contact else "no",
+            )
+        )
     return out.getvalue() if isinstance(out, io.StringIO) else ""

@@ -50,19 +50,17 @@ class RenderedAlert:
     html: str
     head_and_body: bytes
 
-    def for_recipient(self, *, to: str, message_id: str) -> bytes:
-        """The complete message for one address."""
-        return b"".join(
-            (
-                b"To: ",
-                to.encode("ascii"),
-                _CRLF,
-                b"Message-ID: ",
-                message_id.encode("ascii"),
-                _CRLF,
-                self.head_and_body,
-            )
-        )
+    def for_recipient(
+        self, *, to: str, message_id: str, in_reply_to: str | None = None, references: str | None = None
+    ) -> bytes:
+        """The complete message for one address, threaded under what it got before."""
+        head = [b"To: ", to.encode("ascii"), _CRLF, b"Message-ID: ", message_id.encode("ascii"), _CRLF]
+        if in_reply_to:
+            head += [b"In-Reply-To: ", in_reply_to.encode("ascii"), _CRLF]
+        if references:
+            # Folded one id per line so a long thread stays within line limits.
+            head += [b"References: ", references.replace(" ", "\r\n ").encode("ascii"), _CRLF]
+        return b"".join((*head, self.head_and_body))
 
 
 class Renderer:
@@ -90,11 +88,22 @@ class Renderer:
             cached = self._cache[key] = self._render(alert, lang)
         return cached
 
-    def message(self, alert: AlertView, *, language: str, to: str, message_id: str) -> bytes:
+    def message(
+        self,
+        alert: AlertView,
+        *,
+        language: str,
+        to: str,
+        message_id: str,
+        in_reply_to: str | None = None,
+        references: str | None = None,
+    ) -> bytes:
         """The bytes to send to one recipient; PermanentDeliveryError if it cannot be built."""
         try:
             rendered = self.render(alert, language)
-            return rendered.for_recipient(to=to, message_id=message_id)
+            return rendered.for_recipient(
+                to=to, message_id=message_id, in_reply_to=in_reply_to, references=references
+            )
         except (TemplateError, UnicodeError, ValueError) as exc:
             raise PermanentDeliveryError(f"cannot render the alert mail: {exc}") from exc
 

@@ -5,21 +5,23 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ceptoar.store.alerts import AlertRepo, AlertView, StoredAlert
+from ceptoar.store.alerts import AlertRepo, AlertView, Lifecycle, StoredAlert
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
 from ceptoar.store.engine import create_engine, create_schema
-from ceptoar.store.states import CLAIMABLE, OPEN, DeliveryState
-from ceptoar.store.subscribers import ImportResult, Recipient, RegistryCounts, SubscriberRepo
+from ceptoar.store.states import CLAIMABLE, MAILED, OPEN, DeliveryState
+from ceptoar.store.subscribers import Candidate, ImportResult, RegistryCounts, SubscriberRepo
 
 __all__ = [
     "CLAIMABLE",
+    "MAILED",
     "OPEN",
     "AlertView",
+    "Candidate",
     "Claimed",
     "DeliveryState",
     "ImportResult",
+    "Lifecycle",
     "Outcome",
-    "Recipient",
     "RegistryCounts",
     "Store",
     "StoredAlert",

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.errors import UnknownAlert
 from ceptoar.feed.notice import Notice
-from ceptoar.store.states import DeliveryState
-from ceptoar.store.subscribers import Recipient
+from ceptoar.store.states import CLAIMABLE, MAILED, DeliveryState
 from ceptoar.store.tables import alerts, deliveries, delivery_events, notices
 
-__all__ = ["AlertRepo", "AlertView", "StoredAlert"]
+__all__ = ["Addressee", "AlertRepo", "AlertView", "Lifecycle", "StoredAlert"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,26 @@ class StoredAlert:
     delivery_ids: list[int]
     duplicate: bool
     jobs_published: bool
+
+
+class Addressee(Protocol):
+    """What a delivery row needs of its address."""
+
+    @property
+    def address_id(self) -> int: ...
+
+    @property
+    def email(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """Where a new alert stands: held or not, and which thread it belongs to."""
+
+    state: str = "active"
+    held_reason: str | None = None
+    thread_id: str | None = None
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,15 @@ class AlertView:
     notice: dict[str, Any]
     created_at: datetime
     jobs_published_at: datetime | None
+    state: str = "active"
+    held_reason: str | None = None
+    thread_id: str | None = None
+    parent_id: str | None = None
+    status: str = "actual"
+    expires_at: datetime | None = None
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 def new_alert_id(now: datetime) -> str:
@@ -72,8 +100,10 @@ class AlertRepo:
         fmt: str,
         severity: str,
         rules: Sequence[str],
-        recipients: Sequence[Recipient],
+        recipients: Sequence[Addressee],
         message_id_domain: str,
+        lifecycle: Lifecycle = Lifecycle(),
+        history: Mapping[int, Sequence[str]] | None = None,
     ) -> StoredAlert:
         """Store notice, alert, deliveries and their `queued` events in one transaction.
 
@@ -111,9 +141,17 @@ class AlertRepo:
                         title=notice.title,
                         notice=notice.model_dump(mode="json", by_alias=True),
                         created_at=now,
+                        state=lifecycle.state,
+                        held_reason=lifecycle.held_reason,
+                        thread_id=lifecycle.thread_id or alert_id,
+                        parent_id=lifecycle.parent_id,
+                        status=notice.status.value,
+                        expires_at=notice.expires,
                     )
                 )
-                ids = await _insert_deliveries(conn, alert_id, recipients, message_id_domain, now)
+                ids = await _insert_deliveries(
+                    conn, alert_id, recipients, message_id_domain, now, history or {}
+                )
         except IntegrityError:
             existing = await self.existing(notice.source, notice.id)
             if existing is None:
@@ -194,6 +232,94 @@ class AlertRepo:
         sources = ", ".join(f"{r['source']}:{r['source_id']}" for r in rows)
         raise UnknownAlert(f"{ident} (ambiguous: {sources})")
 
+    async def find(self, source: str, source_id: str) -> AlertView | None:
+        """The alert made from one source's notice."""
+        async with self._engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(alerts).where(alerts.c.source == source, alerts.c.source_id == source_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else _view(row)
+
+    async def thread_history(self, thread_id: str) -> dict[int, list[str]]:
+        """Per address, the Message-IDs it was sent (or is being sent) in a thread, oldest first."""
+        query = (
+            select(deliveries.c.address_id, deliveries.c.message_id)
+            .join(alerts, deliveries.c.alert_id == alerts.c.id)
+            .where(alerts.c.thread_id == thread_id, deliveries.c.state.in_([*MAILED, DeliveryState.SENDING]))
+            .order_by(alerts.c.created_at, deliveries.c.id)
+        )
+        history: dict[int, list[str]] = {}
+        async with self._engine.connect() as conn:
+            for address_id, message_id in (await conn.execute(query)).all():
+                history.setdefault(address_id, []).append(message_id)
+        return history
+
+    async def thread_addresses(self, thread_id: str) -> set[int]:
+        """Addresses with any delivery, sent or still to be sent, in a thread."""
+        query = (
+            select(deliveries.c.address_id)
+            .join(alerts, deliveries.c.alert_id == alerts.c.id)
+            .where(alerts.c.thread_id == thread_id, deliveries.c.state != DeliveryState.CANCELLED)
+        )
+        async with self._engine.connect() as conn:
+            return set((await conn.execute(query)).scalars())
+
+    async def cancel_thread(self, thread_id: str) -> int:
+        """Mark a thread's alerts cancelled and each of its unsent deliveries `cancelled`.
+
+        A `sending` delivery whose lease ran out is unsent too: its worker is
+        gone, and the sweeper must not send it after the cancel.
+        """
+        now = datetime.now(UTC)
+        unsent = or_(
+            deliveries.c.state.in_([s.value for s in CLAIMABLE]),
+            and_(deliveries.c.state == DeliveryState.SENDING, deliveries.c.lease_until < now),
+        )
+        async with self._engine.begin() as conn:
+            ids = list(
+                (await conn.execute(select(alerts.c.id).where(alerts.c.thread_id == thread_id))).scalars()
+            )
+            await conn.execute(update(alerts).where(alerts.c.id.in_(ids)).values(state="cancelled"))
+            cancelled = (
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.alert_id.in_(ids), unsent)
+                    .values(state=DeliveryState.CANCELLED.value, lease_until=None, updated_at=now)
+                    .returning(deliveries.c.id, deliveries.c.attempts)
+                )
+            ).all()
+            if cancelled:
+                await conn.execute(
+                    insert(delivery_events),
+                    [
+                        {
+                            "delivery_id": i,
+                            "at": now,
+                            "state": DeliveryState.CANCELLED.value,
+                            "attempt": n,
+                            "smtp_reply": "alert cancelled before this delivery was sent",
+                        }
+                        for i, n in cancelled
+                    ],
+                )
+        return len(cancelled)
+
+    async def in_flight(self, thread_id: str) -> int:
+        """Deliveries of a thread a worker is sending right now."""
+        query = (
+            select(func.count())
+            .select_from(deliveries.join(alerts, deliveries.c.alert_id == alerts.c.id))
+            .where(alerts.c.thread_id == thread_id, deliveries.c.state == DeliveryState.SENDING)
+        )
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
     async def counts(self, alert_id: str) -> dict[str, int]:
         """Deliveries of the alert by state."""
         async with self._engine.connect() as conn:
@@ -210,15 +336,17 @@ class AlertRepo:
 async def _insert_deliveries(
     conn: AsyncConnection,
     alert_id: str,
-    recipients: Sequence[Recipient],
+    recipients: Sequence[Addressee],
     domain: str,
     now: datetime,
+    history: Mapping[int, Sequence[str]],
 ) -> list[int]:
     if not recipients:
         return []
-    await conn.execute(
-        insert(deliveries),
-        [
+    rows = []
+    for r in recipients:
+        earlier = history.get(r.address_id) or ()
+        rows.append(
             {
                 "alert_id": alert_id,
                 "address_id": r.address_id,
@@ -226,12 +354,13 @@ async def _insert_deliveries(
                 "state": DeliveryState.QUEUED.value,
                 "attempts": 0,
                 "message_id": message_id_for(alert_id, r.address_id, domain),
+                "in_reply_to": earlier[-1] if earlier else None,
+                "references": " ".join(earlier) if earlier else None,
                 "created_at": now,
                 "updated_at": now,
             }
-            for r in recipients
-        ],
-    )
+        )
+    await conn.execute(insert(deliveries), rows)
     ids = list(
         (
             await conn.execute(
@@ -259,4 +388,10 @@ def _view(row: Any) -> AlertView:
         notice=dict(row["notice"]),
         created_at=row["created_at"],
         jobs_published_at=row["jobs_published_at"],
+        state=row["state"],
+        held_reason=row["held_reason"],
+        thread_id=row["thread_id"],
+        parent_id=row["parent_id"],
+        status=row["status"],
+        expires_at=row["expires_at"],
     )

@@ -34,6 +34,8 @@ class Claimed:
     role: str
     org_code: str
     org_name: str
+    in_reply_to: str | None = None
+    references: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class DeliveryRepo:
                         addresses.c.role,
                         subscribers.c.code,
                         subscribers.c.name,
+                        deliveries.c.in_reply_to,
+                        deliveries.c.references,
                     )
                     .join(addresses, deliveries.c.address_id == addresses.c.id)
                     .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)

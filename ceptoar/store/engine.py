@@ -9,7 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ceptoar.store.tables import metadata
+from ceptoar.store.migrations import migrate
 
 __all__ = ["create_engine", "create_schema"]
 
@@ -47,7 +47,6 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables (idempotent)."""
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+async def create_schema(engine: AsyncEngine) -> int:
+    """Create missing tables and apply pending migrations; return the schema version."""
+    return await migrate(engine)

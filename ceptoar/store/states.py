@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["CLAIMABLE", "OPEN", "DeliveryState"]
+__all__ = ["CLAIMABLE", "MAILED", "OPEN", "DeliveryState"]
 
 
 class DeliveryState(StrEnum):
@@ -24,3 +24,5 @@ class DeliveryState(StrEnum):
 CLAIMABLE = (DeliveryState.QUEUED, DeliveryState.DEFERRED)
 # Not finished: somebody still owes this delivery an attempt.
 OPEN = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED)
+# The address has the mail (a bounce may follow later).
+MAILED = (DeliveryState.SENT, DeliveryState.ACKNOWLEDGED)

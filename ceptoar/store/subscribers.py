@@ -7,23 +7,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.registry import RegistryRow, is_prefecture, prefecture_of
 from ceptoar.store.tables import addresses, subscribers
 
-__all__ = ["ImportResult", "Recipient", "RegistryCounts", "SubscriberRepo"]
+__all__ = ["Candidate", "ImportResult", "RegistryCounts", "SubscriberRepo"]
 
 
 @dataclass(frozen=True)
-class Recipient:
-    """One address an alert is to be mailed to."""
+class Candidate:
+    """An active address with what choosing an audience needs to know of it."""
 
     address_id: int
     email: str
     code: str
+    prefecture: str
     role: str
+    language: str
+    min_severity: str
+    categories: tuple[str, ...]
+    prefectures: tuple[str, ...]
+    wants_tests: bool
+    contact: bool
 
 
 @dataclass(frozen=True)
@@ -126,13 +133,22 @@ class SubscriberRepo:
                 addresses.c.email,
                 addresses.c.role,
                 addresses.c.language,
+                addresses.c.min_severity,
+                addresses.c.categories,
+                addresses.c.prefectures,
+                addresses.c.wants_tests,
+                addresses.c.contact,
             )
             .join(addresses, addresses.c.subscriber_code == subscribers.c.code)
             .where(subscribers.c.active, addresses.c.active)
             .order_by(subscribers.c.code, addresses.c.id)
         )
         async with self._engine.connect() as conn:
-            return [RegistryRow(*row) for row in (await conn.execute(query)).all()]
+            rows = (await conn.execute(query)).all()
+        return [
+            RegistryRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6]), tuple(r[7]), bool(r[8]), bool(r[9]))
+            for r in rows
+        ]
 
     async def counts(self) -> RegistryCounts:
         """Active organisations and addresses."""
@@ -167,24 +183,34 @@ class SubscriberRepo:
             )
         return [c for c in codes if c not in found]
 
-    async def audience(self, area: Sequence[str]) -> list[Recipient]:
-        """Active addresses of active subscribers in `area` (empty: everyone).
-
-        A two-digit entry is a prefecture number and takes in the prefecture
-        and all its municipalities; a six-digit entry is one organisation.
-        """
+    async def candidates(self) -> list[Candidate]:
+        """Every active address of an active subscriber, in address order."""
         query = (
-            select(addresses.c.id, addresses.c.email, subscribers.c.code, addresses.c.role)
+            select(
+                addresses.c.id,
+                addresses.c.email,
+                subscribers.c.code,
+                subscribers.c.prefecture,
+                addresses.c.role,
+                addresses.c.language,
+                addresses.c.min_severity,
+                addresses.c.categories,
+                addresses.c.prefectures,
+                addresses.c.wants_tests,
+                addresses.c.contact,
+            )
             .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
             .where(addresses.c.active, subscribers.c.active)
             .order_by(addresses.c.id)
         )
-        if area:
-            prefs = [c for c in area if len(c) == 2]
-            codes = [c for c in area if len(c) == 6]
-            query = query.where(or_(subscribers.c.prefecture.in_(prefs), subscribers.c.code.in_(codes)))
         async with self._engine.connect() as conn:
-            return [Recipient(*row) for row in (await conn.execute(query)).all()]
+            rows = (await conn.execute(query)).all()
+        return [
+            Candidate(
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7]), tuple(r[8]), bool(r[9]), bool(r[10])
+            )
+            for r in rows
+        ]
 
 
 def _address_values(row: RegistryRow, now: datetime) -> dict[str, object]:
@@ -193,16 +219,16 @@ def _address_values(row: RegistryRow, now: datetime) -> dict[str, object]:
         "email": row.email,
         "role": row.role,
         "language": row.language,
+        "min_severity": row.min_severity,
+        "categories": list(row.categories),
+        "prefectures": list(row.prefectures),
+        "wants_tests": row.tests,
+        "contact": row.contact,
         "active": True,
         "updated_at": now,
     }
 
 
-def _differs(row: RegistryRow, current: object) -> bool:
-    cur = dict(current)  # type: ignore[call-overload]
-    return (
-        cur["subscriber_code"] != row.code
-        or cur["role"] != row.role
-        or cur["language"] != row.language
-        or not cur["active"]
-    )
+def _differs(row: RegistryRow, current: RowMapping) -> bool:
+    wanted = _address_values(row, current["updated_at"])
+    return any(current[key] != value for key, value in wanted.items() if key != "updated_at")

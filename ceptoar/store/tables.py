@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -35,6 +36,7 @@ __all__ = [
     "delivery_events",
     "metadata",
     "notices",
+    "schema_version",
     "subscribers",
 ]
 
@@ -92,6 +94,12 @@ addresses = Table(
     Column("language", String(2), nullable=False),
     Column("active", Boolean, nullable=False, default=True),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The address's subscription (schema 2).
+    Column("min_severity", String(16), nullable=False, server_default="low"),
+    Column("categories", JSON, nullable=False, server_default="[]"),
+    Column("prefectures", JSON, nullable=False, server_default="[]"),
+    Column("wants_tests", Boolean, nullable=False, server_default=false()),
+    Column("contact", Boolean, nullable=False, server_default=false()),
 )
 
 notices = Table(
@@ -121,6 +129,15 @@ alerts = Table(
     Column("title", String(300), nullable=False),
     Column("notice", JSON, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # Lifecycle (schema 2): active, held (with the reason) or cancelled; the
+    # first alert of a thread is its own thread_id; an update or cancel
+    # names the alert it refers to in parent_id.
+    Column("state", String(16), nullable=False, server_default="active"),
+    Column("held_reason", Text, nullable=True),
+    Column("thread_id", String(32), nullable=True, index=True),
+    Column("parent_id", String(32), nullable=True),
+    Column("status", String(16), nullable=False, server_default="actual"),
+    Column("expires_at", UtcDateTime, nullable=True),
     # Set once every delivery job is confirmed by the broker; until then a
     # redelivered notice or the sweeper publishes the jobs again.
     Column("jobs_published_at", UtcDateTime, nullable=True),
@@ -142,9 +159,20 @@ deliveries = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime, nullable=True),
+    # Threading headers of this mail (schema 2): the Message-IDs this address
+    # already got in the alert's thread.
+    Column("in_reply_to", String(255), nullable=True),
+    Column("references", Text, nullable=True),
     UniqueConstraint("alert_id", "address_id"),
     Index(None, "alert_id", "state"),
     Index(None, "state", "lease_until"),
+)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", UtcDateTime, nullable=False),
 )
 
 # Append-only: rows are inserted, never updated or deleted.

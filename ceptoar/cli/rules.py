@@ -1,0 +1,72 @@
+"""`ceptoar rules check` and `ceptoar classify`: the severity rules, explained without sending."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ceptoar.cli.common import EXIT_BAD_INPUT, fail, settings
+from ceptoar.dispatch.rules import OVERRIDE_RULE, RulesError, classify, load_rules
+from ceptoar.errors import InvalidNotice
+from ceptoar.feed import parse_notice
+from ceptoar.render import SEVERITY_LABELS
+
+__all__ = ["classify_command", "rules"]
+
+
+@click.group()
+def rules() -> None:
+    """The severity rules file."""
+
+
+@rules.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
+def check(file: Path | None) -> None:
+    """Validate a rules file (default: CEPTOAR_RULES, else the shipped rules) and list its rules."""
+    path = file or settings().rules
+    try:
+        ruleset = load_rules(path)
+    except RulesError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    click.echo(f"{path or 'default rules'}: {len(ruleset.rule)} rules, valid")
+    for n, r in enumerate(ruleset.rule, start=1):
+        click.echo(f"{n:>3}. {r.name:<22} {r.severity.value:<9} {r.description}")
+
+
+@click.command("classify")
+@click.argument("notice_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Rules file (default: CEPTOAR_RULES, else the shipped rules).",
+)
+@click.option("--json", "as_json", is_flag=True, help='Print {"severity": ..., "rules": [...]}.')
+def classify_command(notice_file: Path, rules_file: Path | None, as_json: bool) -> None:
+    """Explain the severity a notice would get, and which rules decided it; sends nothing."""
+    try:
+        ruleset = load_rules(rules_file or settings().rules)
+        notice = parse_notice(notice_file.read_bytes())
+    except (RulesError, InvalidNotice) as exc:
+        fail(f"{notice_file}: {exc}" if isinstance(exc, InvalidNotice) else str(exc), EXIT_BAD_INPUT)
+    result = classify(notice, ruleset)
+    why = {r.name: r.description for r in ruleset.rule} | {
+        OVERRIDE_RULE: "the operator's override",
+        "default": "no rule matched",
+    }
+    if as_json:
+        doc: dict[str, object] = {"severity": result.severity.value, "rules": list(result.rules)}
+        if result.computed is not None:
+            doc["computed"] = {
+                "severity": result.computed.severity.value,
+                "rules": list(result.computed.rules),
+            }
+        click.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    click.echo(f"{SEVERITY_LABELS['ja'][result.severity.value]} {result.severity.value}")
+    for name in result.rules:
+        click.echo(f"  {name}: {why[name]}")
+    if (computed := result.computed) is not None:
+        click.echo(f"  (the rules alone: {computed.severity.value} by {', '.join(computed.rules)})")

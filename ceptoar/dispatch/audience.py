@@ -1,0 +1,106 @@
+"""Who an alert goes to: area, subscriptions, test status and TLP 2.0.
+
+A pure function of the registry's candidates and the notice, so it can be
+tested without servers and reused to preview an alert before it is sent.
+
+- Area: empty means every organisation; a prefecture number takes in the
+  prefecture and its municipalities; a six-digit code one organisation.
+  An address that subscribes to a prefecture also gets what targets it.
+- Test and exercise notices go only to addresses that asked for tests.
+- Subscriptions: an address's minimum severity and categories; a critical
+  alert reaches every primary and security address regardless.
+- TLP: CLEAR and GREEN reach every matching address; AMBER only the
+  security role; AMBER+STRICT only an organisation's designated security
+  contact; RED is held for an operator and reaches no one automatically.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+from ceptoar.feed.notice import Notice, NoticeStatus, Severity, Tlp
+from ceptoar.store.subscribers import Candidate
+
+__all__ = ["Audience", "choose_audience", "hold_reason", "in_area"]
+
+ALWAYS_GET_CRITICAL = frozenset({"primary", "security"})
+_RANK = {s.value: s.rank for s in Severity}
+
+
+@dataclass(frozen=True)
+class Audience:
+    """The chosen addresses and, by reason, how many matching ones were left out."""
+
+    recipients: list[Candidate]
+    removed: Counter[str] = field(default_factory=Counter)
+
+
+def hold_reason(notice: Notice) -> str | None:
+    """Why a notice must wait for an operator instead of being fanned out, if it must."""
+    if notice.tlp is Tlp.RED:
+        return "TLP:RED is never fanned out automatically; an operator must release it"
+    if notice.status is NoticeStatus.DRAFT:
+        return "status draft: a draft is never delivered"
+    return None
+
+
+def in_area(c: Candidate, area: Sequence[str]) -> bool:
+    """Whether an address belongs to a notice's area (empty area: everyone)."""
+    if not area:
+        return True
+    prefectures = {a for a in area if len(a) == 2} | {a[:2] for a in area if len(a) == 6}
+    return c.code in area or c.prefecture in area or any(p in prefectures for p in c.prefectures)
+
+
+def _tlp_excludes(c: Candidate, tlp: Tlp) -> str | None:
+    if tlp in (Tlp.CLEAR, Tlp.GREEN):
+        return None
+    if tlp is Tlp.AMBER:
+        return None if c.role == "security" else "tlp-amber-needs-security-role"
+    if tlp is Tlp.AMBER_STRICT:
+        return None if c.contact else "tlp-amber-strict-needs-contact"
+    return "tlp-red"
+
+
+def _subscription_excludes(c: Candidate, notice: Notice, severity: Severity) -> str | None:
+    if severity is Severity.CRITICAL and c.role in ALWAYS_GET_CRITICAL:
+        return None
+    if severity.rank < _RANK[c.min_severity]:
+        return "below-min-severity"
+    if c.categories and notice.category.value not in c.categories:
+        return "category-not-subscribed"
+    return None
+
+
+def choose_audience(
+    candidates: Sequence[Candidate],
+    *,
+    notice: Notice,
+    severity: Severity,
+    already: Collection[int] = (),
+) -> Audience:
+    """The addresses a notice goes to.
+
+    `already` holds address ids that got an earlier alert of the same thread;
+    they stay in the audience whatever the area and subscription say, but
+    TLP and test status still apply.
+    """
+    recipients: list[Candidate] = []
+    removed: Counter[str] = Counter()
+    testing = notice.status in (NoticeStatus.TEST, NoticeStatus.EXERCISE)
+    for c in candidates:
+        kept = c.address_id in already
+        if not kept and not in_area(c, notice.area):
+            continue
+        reason = _tlp_excludes(c, notice.tlp)
+        if reason is None and testing and not c.wants_tests:
+            reason = "not-a-test-subscriber"
+        if reason is None and not kept:
+            reason = _subscription_excludes(c, notice, severity)
+        if reason is None:
+            recipients.append(c)
+        else:
+            removed[reason] += 1
+    return Audience(recipients, removed)

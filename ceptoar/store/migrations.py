@@ -1,0 +1,96 @@
+"""Schema versions: a new database gets the latest tables, an older one is altered.
+
+Version 1 is the first cut (subscribers, addresses, notices, alerts,
+deliveries, delivery_events). Version 2 adds subscriptions to addresses,
+the lifecycle to alerts and threading headers to deliveries. Each step
+runs in the same transaction as the version row that records it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, func, insert, inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ceptoar.store.tables import metadata, schema_version
+
+__all__ = ["LATEST", "migrate"]
+
+
+def _add_columns(conn: Connection, table: str, columns: list[tuple[str, str, str | None]]) -> None:
+    """ALTER TABLE ADD COLUMN for each (name, type, default SQL) missing from `table`."""
+    present = {c["name"] for c in inspect(conn).get_columns(table)}
+    boolean_false = "false" if conn.dialect.name == "postgresql" else "0"
+    for name, sql_type, default in columns:
+        if name in present:
+            continue
+        if default == "FALSE":
+            default = boolean_false
+        tail = f" NOT NULL DEFAULT {default}" if default is not None else ""
+        quoted = conn.dialect.identifier_preparer.quote(name)
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {quoted} {sql_type}{tail}"))
+
+
+def _v2(conn: Connection) -> None:
+    _add_columns(
+        conn,
+        "addresses",
+        [
+            ("min_severity", "VARCHAR(16)", "'low'"),
+            ("categories", "JSON", "'[]'"),
+            ("prefectures", "JSON", "'[]'"),
+            ("wants_tests", "BOOLEAN", "FALSE"),
+            ("contact", "BOOLEAN", "FALSE"),
+        ],
+    )
+    _add_columns(
+        conn,
+        "alerts",
+        [
+            ("state", "VARCHAR(16)", "'active'"),
+            ("held_reason", "TEXT", None),
+            ("thread_id", "VARCHAR(32)", None),
+            ("parent_id", "VARCHAR(32)", None),
+            ("status", "VARCHAR(16)", "'actual'"),
+            (
+                "expires_at",
+                "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME",
+                None,
+            ),
+        ],
+    )
+    conn.execute(text("UPDATE alerts SET thread_id = id WHERE thread_id IS NULL"))
+    _add_columns(
+        conn,
+        "deliveries",
+        [
+            ("in_reply_to", "VARCHAR(255)", None),
+            ("references", "TEXT", None),
+        ],
+    )
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2}
+LATEST = max(MIGRATIONS)
+
+
+def _migrate(conn: Connection) -> int:
+    existing = inspect(conn).has_table("alerts")
+    metadata.create_all(conn)
+    version = conn.execute(select(func.max(schema_version.c.version))).scalar()
+    if version is None:
+        # Tables from before versioning are version 1; new ones are already the latest.
+        version = 1 if existing else LATEST
+        conn.execute(insert(schema_version).values(version=version, applied_at=datetime.now(UTC)))
+    for step in range(version + 1, LATEST + 1):
+        MIGRATIONS[step](conn)
+        conn.execute(insert(schema_version).values(version=step, applied_at=datetime.now(UTC)))
+    return max(version, LATEST)
+
+
+async def migrate(engine: AsyncEngine) -> int:
+    """Bring the database to the latest schema; return its version."""
+    async with engine.begin() as conn:
+        return await conn.run_sync(_migrate)
