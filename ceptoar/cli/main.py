@@ -13,18 +13,18 @@ import click
 
 from ceptoar import __version__
 from ceptoar.cli.common import (
-    EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
     fail,
     install_stop_signals,
     run,
     settings,
 )
+from ceptoar.cli.feed import read_notice, validate
 from ceptoar.cli.mailbox import mailbox
 from ceptoar.cli.rules import classify_command, rules
 from ceptoar.cli.subscribers import subscribers
-from ceptoar.errors import InvalidNotice, UnknownAlert
-from ceptoar.feed import parse_notice
+from ceptoar.errors import UnknownAlert
+from ceptoar.feed.formats import CONTENT_TYPES
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.service import open_components, run_service
 from ceptoar.store import OPEN, DeliveryState, Store
@@ -42,6 +42,7 @@ main.add_command(subscribers)
 main.add_command(mailbox)
 main.add_command(rules)
 main.add_command(classify_command)
+main.add_command(validate)
 
 
 @main.command()
@@ -60,19 +61,19 @@ def serve() -> None:
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def publish(file: Path) -> None:
-    """Publish a notice to the feed exchange (waits for the broker's confirm); print its id."""
+    """Publish a notice (JSON, CAP 1.2 or CSAF 2.0) to the feed exchange; print its id once confirmed."""
     s = settings()
-    body = file.read_bytes()
-    try:
-        notice = parse_notice(body)
-    except InvalidNotice as exc:
-        fail(f"{file}: {exc}", EXIT_BAD_INPUT)
+    body, parsed = read_notice(file)
+    notice = parsed.notice
 
     async def _publish() -> None:
         async with AsyncExitStack() as stack:
             c = await open_components(s, stack, name="ceptoar-publish")
             await c.bus.publish_notice(
-                body, content_type="application/json", message_id=f"{notice.source}:{notice.id}"
+                body,
+                content_type=CONTENT_TYPES[parsed.format],
+                message_id=f"{notice.source}:{notice.id}",
+                routing_key=f"notice.{parsed.format}",
             )
 
     run(_publish())

@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 
 from ceptoar.cli.common import EXIT_BAD_INPUT, fail, settings
+from ceptoar.cli.feed import read_notice
 from ceptoar.dispatch.rules import OVERRIDE_RULE, RulesError, classify, load_rules
-from ceptoar.errors import InvalidNotice
-from ceptoar.feed import parse_notice
 from ceptoar.render import SEVERITY_LABELS
 
 __all__ = ["classify_command", "rules"]
@@ -48,9 +47,9 @@ def classify_command(notice_file: Path, rules_file: Path | None, as_json: bool) 
     """Explain the severity a notice would get, and which rules decided it; sends nothing."""
     try:
         ruleset = load_rules(rules_file or settings().rules)
-        notice = parse_notice(notice_file.read_bytes())
-    except (RulesError, InvalidNotice) as exc:
-        fail(f"{notice_file}: {exc}" if isinstance(exc, InvalidNotice) else str(exc), EXIT_BAD_INPUT)
+    except RulesError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    notice = read_notice(notice_file)[1].notice
     result = classify(notice, ruleset)
     why = {r.name: r.description for r in ruleset.rule} | {
         OVERRIDE_RULE: "the operator's override",

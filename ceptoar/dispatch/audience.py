@@ -43,6 +43,8 @@ def hold_reason(notice: Notice) -> str | None:
         return "TLP:RED is never fanned out automatically; an operator must release it"
     if notice.status is NoticeStatus.DRAFT:
         return "status draft: a draft is never delivered"
+    if notice.status is NoticeStatus.SYSTEM:
+        return "status system: a system message is not an alert"
     return None
 
 

@@ -1,6 +1,6 @@
 """The dispatcher: one notice in, one alert and its delivery jobs out.
 
-parse → validate against the registry → dedupe → classify → lifecycle and
+parse (JSON, CAP 1.2 or CSAF 2.0) → validate against the registry → dedupe → classify → lifecycle and
 audience → store alert and deliveries → publish one job per delivery
 (confirmed) → mark published → ack. A notice refused for its content is
 dead-lettered with a reason naming the field and the consumer carries on; a
@@ -31,7 +31,8 @@ from ceptoar.config import Settings
 from ceptoar.dispatch.audience import Audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed.notice import MsgType, Notice, parse_notice
+from ceptoar.feed.formats import parse_any
+from ceptoar.feed.notice import MsgType, Notice
 from ceptoar.log import get_logger
 from ceptoar.retry import Stopping, persist
 from ceptoar.store import AlertView, Lifecycle, Store, StoredAlert
@@ -73,12 +74,19 @@ class Dispatcher:
 
     async def _dispatch(self, message: AbstractIncomingMessage) -> None:
         payload = message.body.decode("utf-8", errors="replace")
-        notice = parse_notice(message.body)
-        with bound_contextvars(source=notice.source, notice_id=notice.id):
+        parsed = parse_any(message.body, message.content_type)
+        notice = parsed.notice
+        with bound_contextvars(source=notice.source, notice_id=notice.id, format=parsed.format):
             stored = await self._store.alerts.existing(notice.source, notice.id)
+            if stored is not None and stored.sent is not None and stored.sent != notice.sent:
+                raise InvalidNotice(
+                    f"{notice.source} already used id {notice.id} with sent {stored.sent.isoformat()}; "
+                    "a notice is keyed by its source, id and sent time",
+                    field="id",
+                )
             if stored is None:
                 await self._check(notice)
-                stored = await self._store_alert(notice, payload)
+                stored = await self._store_alert(notice, payload, parsed.format)
             elif stored.jobs_published:
                 log.info("notice.duplicate", alert_id=stored.alert_id)
                 await message.ack()
@@ -101,7 +109,7 @@ class Dispatcher:
             if code in unknown:
                 raise InvalidNotice(f"{code} is not a subscribed local government", field=f"area[{i}]")
 
-    async def _store_alert(self, notice: Notice, payload: str) -> StoredAlert:
+    async def _store_alert(self, notice: Notice, payload: str, fmt: str) -> StoredAlert:
         result = classify(notice, self._rules)
         lifecycle, parent = await self._lifecycle(notice)
         audience = Audience([])
@@ -117,7 +125,7 @@ class Dispatcher:
         return await self._store.alerts.create(
             notice=notice,
             payload=payload,
-            fmt="json",
+            fmt=fmt,
             severity=result.severity.value,
             rules=result.rules,
             recipients=audience.recipients,

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from ceptoar.errors import InvalidNotice
+from ceptoar.feed.errors import MalformedNotice
 from ceptoar.registry.codes import validate_area_code
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "MsgType",
     "Notice",
     "NoticeStatus",
+    "NoticeText",
     "Severity",
     "Tlp",
     "parse_notice",
@@ -93,6 +95,7 @@ class NoticeStatus(StrEnum):
     TEST = "test"
     EXERCISE = "exercise"
     DRAFT = "draft"
+    SYSTEM = "system"
 
 
 class CapSeverity(StrEnum):
@@ -182,20 +185,31 @@ class Cvss(BaseModel):
         return self.score
 
 
+class NoticeText(BaseModel):
+    """The notice's text in one more language."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: Annotated[str, Field(min_length=1, max_length=300)]
+    summary: Annotated[str, Field(min_length=1, max_length=20_000)]
+    body: Annotated[str, Field(max_length=200_000)] = ""
+
+
 class Notice(BaseModel):
     """One incident notice, whatever format it arrived in."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     schema_: Literal["ceptoar.notice/1"] = Field(NOTICE_SCHEMA, alias="schema")
-    source: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    # A feed's name, a CAP sender's address or a CSAF publisher's host.
+    source: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._@+-]{0,63}$")]
     id: _Ident
     sent: AwareDatetime
     msg_type: MsgType = MsgType.ALERT
     status: NoticeStatus = NoticeStatus.ACTUAL
     references: list[_Ident] = Field(default_factory=list, max_length=100, validate_default=True)
     title: Annotated[str, Field(min_length=1, max_length=300)]
-    summary: Annotated[str, Field(min_length=1, max_length=4000)]
+    summary: Annotated[str, Field(min_length=1, max_length=20_000)]
     body: Annotated[str, Field(max_length=200_000)] = ""
     category: Category
     severity: Severity | None = None
@@ -208,6 +222,13 @@ class Notice(BaseModel):
     links: list[HttpUrl] = Field(default_factory=list, max_length=50)
     area: list[_AreaCode] = Field(default_factory=list, max_length=2000)
     language: Literal["ja", "en"] = "ja"
+    # The same text in the other language, where the sender gave it.
+    translations: dict[Literal["ja", "en"], NoticeText] = Field(default_factory=dict)
+    # Who wrote it, as the sender names itself (CAP senderName, CSAF publisher).
+    sender_name: Annotated[str, Field(max_length=300)] | None = None
+    cves: list[Annotated[str, Field(pattern=r"^CVE-[0-9]{4}-[0-9]{4,}$")]] = Field(
+        default_factory=list, max_length=500
+    )
 
     @field_validator("severity_override")
     @classmethod
@@ -240,6 +261,15 @@ class Notice(BaseModel):
     def is_expired(self, now: datetime) -> bool:
         return self.expires is not None and self.expires <= now
 
+    def text_for(self, language: str) -> NoticeText:
+        """Title, summary and body in `language`, else Japanese, else English, else as sent."""
+        for lang in (language, "ja", "en"):
+            if lang == self.language:
+                break
+            if lang in self.translations:
+                return self.translations[lang]
+        return NoticeText(title=self.title, summary=self.summary, body=self.body)
+
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
@@ -251,12 +281,22 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def validation_error(exc: ValidationError, where: dict[str, str] | None = None) -> InvalidNotice:
+    """The first problem of a failed validation, naming its field (mapped through `where`)."""
+    first = exc.errors(include_url=False)[0]
+    field = _loc(tuple(first["loc"])) or None
+    if field is not None and where:
+        head = field.split(".")[0].split("[")[0]
+        field = where.get(head, field)
+    return InvalidNotice(first["msg"].removeprefix("Value error, "), field=field)
+
+
 def parse_notice(data: bytes | str) -> Notice:
     """Parse a JSON notice, or raise InvalidNotice naming the first bad field."""
     try:
         doc: Any = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidNotice(f"not valid JSON: {exc}") from exc
+        raise MalformedNotice(f"not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise InvalidNotice(f"a notice is a JSON object, not {type(doc).__name__}")
     if doc.get("schema") != NOTICE_SCHEMA:
@@ -266,7 +306,4 @@ def parse_notice(data: bytes | str) -> Notice:
     try:
         return Notice.model_validate(doc)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = _loc(tuple(first["loc"])) or None
-        reason = first["msg"].removeprefix("Value error, ")
-        raise InvalidNotice(reason, field=field) from exc
+        raise validation_error(exc) from exc

@@ -23,6 +23,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_auto
 from jinja2.sandbox import SandboxedEnvironment
 
 from ceptoar.errors import PermanentDeliveryError
+from ceptoar.feed.notice import Notice
 from ceptoar.store.alerts import AlertView
 
 __all__ = ["SEVERITY_LABELS", "RenderedAlert", "Renderer", "default_templates_dir"]
@@ -109,9 +110,11 @@ class Renderer:
 
     def context(self, alert: AlertView, lang: str) -> dict[str, Any]:
         notice = alert.notice
+        text = Notice.model_validate(notice).text_for(lang)
         return {
             "alert": alert,
             "notice": notice,
+            "text": text,
             "lang": lang,
             "severity": alert.severity,
             "severity_label": SEVERITY_LABELS[lang][alert.severity],

@@ -28,6 +28,8 @@ class StoredAlert:
     delivery_ids: list[int]
     duplicate: bool
     jobs_published: bool
+    # When the stored notice says it was sent (CAP keys a notice by sender, identifier and sent).
+    sent: datetime | None = None
 
 
 class Addressee(Protocol):
@@ -164,15 +166,17 @@ class AlertRepo:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(alerts.c.id, alerts.c.jobs_published_at).where(
-                        alerts.c.source == source, alerts.c.source_id == source_id
-                    )
+                    select(alerts.c.id, alerts.c.jobs_published_at, notices.c.sent_at)
+                    .join(notices, alerts.c.notice_id == notices.c.id)
+                    .where(alerts.c.source == source, alerts.c.source_id == source_id)
                 )
             ).first()
         if row is None:
             return None
         queued = await self.queued_delivery_ids(row.id)
-        return StoredAlert(row.id, queued, duplicate=True, jobs_published=row.jobs_published_at is not None)
+        return StoredAlert(
+            row.id, queued, duplicate=True, jobs_published=row.jobs_published_at is not None, sent=row.sent_at
+        )
 
     async def queued_delivery_ids(self, alert_id: str) -> list[int]:
         async with self._engine.connect() as conn:

@@ -1,0 +1,61 @@
+"""`ceptoar validate`: what a document would become, without publishing it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ceptoar.cli.common import EXIT_BAD_INPUT, fail
+from ceptoar.errors import InvalidNotice
+from ceptoar.feed.formats import Parsed, parse_any
+
+__all__ = ["read_notice", "validate"]
+
+_BY_SUFFIX = {".xml": "application/xml", ".cap": "application/cap+xml", ".json": "application/json"}
+
+
+def read_notice(file: Path) -> tuple[bytes, Parsed]:
+    """A notice file's bytes and what they parse to; exits 2 naming the problem."""
+    data = file.read_bytes()
+    try:
+        return data, parse_any(data, _BY_SUFFIX.get(file.suffix.lower()))
+    except InvalidNotice as exc:
+        fail(f"{file}: {exc}", EXIT_BAD_INPUT)
+
+
+def describe(parsed: Parsed) -> dict[str, Any]:
+    notice = parsed.notice
+    return {
+        "format": parsed.format,
+        "id": notice.id,
+        "source": notice.source,
+        "msg_type": notice.msg_type.value,
+        "status": notice.status.value,
+        "references": notice.references,
+        "languages": parsed.languages,
+        "notice": notice.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+    }
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def validate(file: Path, as_json: bool) -> None:
+    """Check a notice (ceptoar JSON, CAP 1.2 or CSAF 2.0) and show it normalised; publishes nothing."""
+    _, parsed = read_notice(file)
+    doc = describe(parsed)
+    if as_json:
+        click.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    n = parsed.notice
+    click.echo(f"{file}: valid {parsed.format} notice")
+    click.echo(f"  key       {n.source}:{n.id}")
+    click.echo(f"  type      {n.msg_type.value}, status {n.status.value}, TLP:{n.tlp.value}")
+    if n.references:
+        click.echo(f"  refers to {', '.join(n.references)}")
+    click.echo(f"  title     {n.title}")
+    click.echo(f"  languages {', '.join(parsed.languages)}")
+    click.echo(f"  area      {' '.join(n.area) or 'every organisation'}")
