@@ -10,6 +10,7 @@ import pytest
 
 from ceptoar.dispatch.rules import RulesError, RuleSet, classify, load_rules
 from ceptoar.feed import Notice, parse_notice
+from ceptoar.feed.formats import parse_any
 from tests.harness import REPO, notice_doc
 
 V31_CRITICAL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"  # 9.8
@@ -171,3 +172,31 @@ def test_an_operators_own_rules_file(tmp_path: Path) -> None:
     notice = parse_notice((REPO / "examples" / "notice.json").read_bytes())
     result = classify(notice, load_rules(path))
     assert (result.severity.value, result.rules) == ("critical", ("vpn",))
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(
+    ("path", "severity", "rules"),
+    [
+        pytest.param("cap/hsas-alert.xml", "high", ("cap-severe-now",), id="CAP spec A.1 severe, immediate"),
+        pytest.param(
+            "cap/thunderstorm-warning.xml", "high", ("cap-severe-now",), id="CAP spec A.2 severe, observed"
+        ),
+        pytest.param("cap/earthquake-update.xml", "low", ("default",), id="CAP spec A.3 minor, past"),
+        pytest.param(
+            "cap/nisc-lgcode-ja-en.xml", "critical", ("cvss-critical",), id="CAP with a CVSS parameter"
+        ),
+        pytest.param(
+            "csaf/bsi-2022-0001.json", "medium", ("cvss-medium", "sender-medium"), id="CSAF BSI 6.1 Moderate"
+        ),
+        pytest.param("csaf/rhsa-2021_5217.json", "high", ("sender-high",), id="CSAF Red Hat Important"),
+    ],
+)
+def test_default_rules_on_cap_and_csaf(
+    default_rules: RuleSet, path: str, severity: str, rules: tuple[str, ...]
+) -> None:
+    notice = parse_any((DATA / path).read_bytes()).notice
+    result = classify(notice, default_rules)
+    assert (result.severity.value, result.rules) == (severity, rules)
