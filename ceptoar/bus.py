@@ -141,13 +141,18 @@ class Bus:
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
 
-    async def connect(self, *, name: str = "ceptoar") -> None:
-        """Connect, open the publisher channel and declare the whole topology."""
+    async def connect(self, *, name: str = "ceptoar", within: float | None = None) -> None:
+        """Connect (giving up after `within` seconds), open the publisher channel, declare the topology."""
         self._connection = await aio_pika.connect_robust(
-            self.url, client_properties={"connection_name": name}
+            self.url, client_properties={"connection_name": name}, timeout=within
         )
         self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         await self.declare()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the publisher channel is open right now."""
+        return self._channel is not None and not self._channel.is_closed
 
     @property
     def channel(self) -> AbstractChannel:
@@ -199,6 +204,7 @@ class Bus:
         message_id: str | None = None,
         routing_key: str = "notice.json",
         headers: Mapping[str, Any] | None = None,
+        confirm_within: float | None = None,
     ) -> None:
         """Publish a notice to the feed exchange; returns once the broker confirmed it."""
         message = aio_pika.Message(
@@ -209,7 +215,7 @@ class Bus:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             timestamp=datetime.now(UTC),
         )
-        await self._exchanges["feed"].publish(message, routing_key=routing_key)
+        await self._exchanges["feed"].publish(message, routing_key=routing_key, timeout=confirm_within)
 
     async def publish_jobs(self, delivery_ids: Sequence[int], *, batch: int = 500) -> None:
         """Publish one job per delivery; returns once every one is confirmed."""

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     publish_batch: int = Field(500, ge=1)
     sweep_seconds: float = Field(30.0, gt=0)
 
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=1, le=65535)
+    api_max_body: int = Field(1024 * 1024, ge=1024)
+
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -261,3 +261,27 @@ async def run_cli_async(
     out, err = await asyncio.wait_for(proc.communicate(), within)
     assert proc.returncode is not None
     return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())
+
+
+@asynccontextmanager
+async def api_running(settings: Settings) -> AsyncIterator[str]:
+    """`ceptoar api` on a free loopback port; yields its base URL."""
+    from ceptoar.cli.api import serve_api
+
+    port = free_port()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_api(settings, stop, host="127.0.0.1", port=port))
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        except OSError:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ceptoar import __version__
+from ceptoar.cli.api import api, feeds, serve_api
 from ceptoar.cli.common import (
     EXIT_NOT_FOUND,
     fail,
@@ -43,17 +44,25 @@ main.add_command(mailbox)
 main.add_command(rules)
 main.add_command(classify_command)
 main.add_command(validate)
+main.add_command(api)
+main.add_command(feeds)
 
 
 @main.command()
-def serve() -> None:
-    """Run the dispatcher and the mailer until SIGINT or SIGTERM."""
+@click.option(
+    "--api", "with_api", is_flag=True, help="Also run the HTTP feed endpoint (CEPTOAR_API_HOST/PORT)."
+)
+def serve(with_api: bool) -> None:
+    """Run the dispatcher and the mailer (and the HTTP endpoint) until SIGINT or SIGTERM."""
     s = settings()
 
     async def _serve() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        await run_service(s, stop)
+        parts = [run_service(s, stop)]
+        if with_api:
+            parts.append(serve_api(s, stop, host=s.api_host, port=s.api_port))
+        await asyncio.gather(*parts)
 
     run(_serve())
 

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ceptoar.store.alerts import AlertRepo, AlertView, Lifecycle, StoredAlert
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
 from ceptoar.store.engine import create_engine, create_schema
+from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.states import CLAIMABLE, MAILED, OPEN, DeliveryState
 from ceptoar.store.subscribers import Candidate, ImportResult, RegistryCounts, SubscriberRepo
 
@@ -19,8 +20,10 @@ __all__ = [
     "Candidate",
     "Claimed",
     "DeliveryState",
+    "Feed",
     "ImportResult",
     "Lifecycle",
+    "NewFeed",
     "Outcome",
     "RegistryCounts",
     "Store",
@@ -36,6 +39,7 @@ class Store:
         self.subscribers = SubscriberRepo(engine)
         self.alerts = AlertRepo(engine)
         self.deliveries = DeliveryRepo(engine)
+        self.feeds = FeedRepo(engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:

@@ -2,7 +2,8 @@
 
 Version 1 is the first cut (subscribers, addresses, notices, alerts,
 deliveries, delivery_events). Version 2 adds subscriptions to addresses,
-the lifecycle to alerts and threading headers to deliveries. Each step
+the lifecycle to alerts and threading headers to deliveries. Version 3 adds
+the HTTP feed's credentials (feeds) and what it accepted (receipts). Each step
 runs in the same transaction as the version row that records it.
 """
 
@@ -72,7 +73,12 @@ def _v2(conn: Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2}
+def _v3(conn: Connection) -> None:
+    # feeds and receipts are new tables: create_all has made them already.
+    metadata.create_all(conn)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3}
 LATEST = max(MIGRATIONS)
 
 

@@ -34,8 +34,10 @@ __all__ = [
     "alerts",
     "deliveries",
     "delivery_events",
+    "feeds",
     "metadata",
     "notices",
+    "receipts",
     "schema_version",
     "subscribers",
 ]
@@ -166,6 +168,32 @@ deliveries = Table(
     UniqueConstraint("alert_id", "address_id"),
     Index(None, "alert_id", "state"),
     Index(None, "state", "lease_until"),
+)
+
+# Sources allowed to post to the HTTP feed endpoint (schema 3). Only a hash
+# of each API key is kept; the signing secret must be kept to check HMACs.
+feeds = Table(
+    "feeds",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("sources", JSON, nullable=False),
+    Column("signing_secret", String(128), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+# What the HTTP endpoint accepted (schema 3): a second POST of the same
+# notice is answered from here, even before the dispatcher has stored it.
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("source_id", String(128), primary_key=True),
+    Column("format", String(16), nullable=False),
+    Column("feed", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
 )
 
 schema_version = Table(

@@ -1,0 +1,153 @@
+"""Feed credentials and receipts for the HTTP ingestion endpoint.
+
+An API key is 32 random bytes; only its SHA-256 is stored, which is enough
+for a key of that strength. A feed may post notices only under the source
+names it was given. A receipt records a notice the endpoint accepted, so
+the same POST again is answered with the existing id instead of a second
+publish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ceptoar.errors import CeptoarError
+from ceptoar.store.tables import feeds, receipts
+
+__all__ = ["Feed", "FeedExists", "FeedRepo", "NewFeed", "hash_key"]
+
+KEY_PREFIX = "cep_"
+
+
+class FeedExists(CeptoarError, ValueError):
+    """A feed of that name is already registered."""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A registered source of notices."""
+
+    name: str
+    sources: tuple[str, ...]
+    signing_secret: str | None
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class NewFeed:
+    """What `add` hands out once: the key, and the signing secret when asked for."""
+
+    name: str
+    key: str
+    signing_secret: str | None
+
+
+class FeedRepo:
+    """Feeds and their receipts."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add(self, name: str, *, sources: Sequence[str] = (), signed: bool = False) -> NewFeed:
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        secret = secrets.token_urlsafe(32) if signed else None
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(feeds).values(
+                        name=name,
+                        key_hash=hash_key(key),
+                        sources=sorted({name, *sources}),
+                        signing_secret=secret,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+        except IntegrityError as exc:
+            raise FeedExists(f"feed {name!r} already exists; revoke it or choose another name") from exc
+        return NewFeed(name, key, secret)
+
+    async def revoke(self, name: str) -> bool:
+        """Revoke a feed's key; False if there is no such active feed."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(feeds)
+                .where(feeds.c.name == name, feeds.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            )
+        return result.rowcount == 1
+
+    async def by_key(self, key: str) -> Feed | None:
+        """The feed a presented API key belongs to (revoked ones too; the caller decides)."""
+        found = await self._select(feeds.c.key_hash == hash_key(key))
+        return found[0] if found else None
+
+    async def all(self) -> list[Feed]:
+        return await self._select(None)
+
+    async def _select(self, where: ColumnElement[bool] | None) -> list[Feed]:
+        query = select(feeds).order_by(feeds.c.name)
+        if where is not None:
+            query = query.where(where)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            Feed(r["name"], tuple(r["sources"]), r["signing_secret"], r["revoked_at"] is not None)
+            for r in rows
+        ]
+
+    async def receive(self, *, source: str, source_id: str, fmt: str, feed: str) -> str | None:
+        """Record that a notice is being accepted; return the state of an earlier receipt, if any."""
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(receipts).values(
+                        source=source,
+                        source_id=source_id,
+                        format=fmt,
+                        feed=feed,
+                        state="publishing",
+                        received_at=datetime.now(UTC),
+                    )
+                )
+            return None
+        except IntegrityError:
+            return await self.receive_state(source=source, source_id=source_id)
+
+    async def receive_state(self, *, source: str, source_id: str) -> str | None:
+        """`publishing` or `published` for a notice the endpoint took, else None."""
+        async with self._engine.connect() as conn:
+            state = (
+                await conn.execute(
+                    select(receipts.c.state).where(
+                        receipts.c.source == source, receipts.c.source_id == source_id
+                    )
+                )
+            ).scalar()
+        return None if state is None else str(state)
+
+    async def published(self, *, source: str, source_id: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(receipts)
+                .where(receipts.c.source == source, receipts.c.source_id == source_id)
+                .values(state="published")
+            )
+
+    async def forget(self, *, source: str, source_id: str) -> None:
+        """Drop a receipt whose publish failed, so the sender's retry is accepted."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                delete(receipts).where(receipts.c.source == source, receipts.c.source_id == source_id)
+            )

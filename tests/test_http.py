@@ -1,0 +1,312 @@
+"""The HTTP feed endpoint end to end: real uvicorn, the running RabbitMQ, real mailboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+
+import aio_pika
+import httpx
+import pytest
+
+from ceptoar.feed.http import sign
+from ceptoar.mailbox import count, list_messages
+from ceptoar.mailbox.maildir import addresses
+from ceptoar.registry import RegistryRow
+from tests.conftest import StackFactory
+from tests.harness import (
+    AMQP_URL,
+    REPO,
+    MailboxServer,
+    Stack,
+    api_running,
+    free_port,
+    notice_doc,
+    running,
+    subset,
+)
+
+CAP = Path(__file__).parent / "data" / "cap"
+XML = {"Content-Type": "application/cap+xml"}
+
+
+def _nisc_cap(*, identifier: str = "NISC-CAP-2026-1128-0001", area: bool = True) -> bytes:
+    data = (CAP / "nisc-lgcode-ja-en.xml").read_bytes()
+    data = data.replace(b"NISC-CAP-2026-1128-0001", identifier.encode())
+    if not area:
+        data = re.sub(rb"<geocode>.*?</geocode>", b"", data)
+    return data
+
+
+def _cap_cancel(identifier: str, *, of: str, sent: str = "2026-11-28T19:05:00+09:00") -> bytes:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{identifier}</identifier>
+  <sender>cap@nisc.example</sender>
+  <sent>2026-11-28T19:30:00+09:00</sent>
+  <status>Actual</status>
+  <msgType>Cancel</msgType>
+  <scope>Public</scope>
+  <references>cap@nisc.example,{of},{sent}</references>
+  <info>
+    <language>ja-JP</language>
+    <category>Security</category>
+    <event>不正アクセス</event>
+    <urgency>Past</urgency>
+    <severity>Minor</severity>
+    <certainty>Observed</certainty>
+    <headline>先の通知を取り消します</headline>
+    <description>誤報のため、先に送付した通知を取り消します。</description>
+  </info>
+</alert>""".encode()
+
+
+async def _feed(stack: Stack, *, signed: bool = False) -> tuple[dict[str, str], str | None]:
+    new = await stack.store.feeds.add("nisc", sources=["cap@nisc.example"], signed=signed)
+    return {"Authorization": f"Bearer {new.key}"}, new.signing_secret
+
+
+async def _queued_notices(stack: Stack) -> int:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(stack.bus.names.notices, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+
+
+async def _until_sent(
+    http: httpx.AsyncClient, notice_id: str, auth: dict[str, str], *, at_least: int
+) -> None:
+    """Poll the endpoint, as a feed would, until that many deliveries are sent."""
+    for _ in range(600):
+        state = (await http.get(f"/v1/notices/{notice_id}", headers=auth)).json()
+        if state.get("counts", {}).get("sent", 0) >= at_least:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{notice_id}: fewer than {at_least} sent after 30s")
+
+
+async def test_a_cap_alert_posted_with_a_key_reaches_the_mailboxes_once(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=registry_rows)
+    auth, _ = await _feed(stack)
+    async with (
+        running(stack.settings),
+        api_running(stack.settings) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        first = await http.post("/v1/notices", content=_nisc_cap(), headers={**auth, **XML})
+        assert first.status_code == 202, first.text
+        assert first.json() == {
+            "id": "NISC-CAP-2026-1128-0001",
+            "source": "cap@nisc.example",
+            "format": "cap",
+            "status": "accepted",
+        }
+        again = await http.post("/v1/notices", content=_nisc_cap(), headers={**auth, **XML})
+        assert again.status_code == 200 and again.json()["status"] == "already received"
+        counts = await stack.wait_settled("cap@nisc.example:NISC-CAP-2026-1128-0001")
+        state = (await http.get("/v1/notices/NISC-CAP-2026-1128-0001", headers=auth)).json()
+        by_alert = await http.get(f"/v1/alerts/{state['alert_id']}", headers=auth)
+    # 千代田区 and 港区 (one as sent, one completed from five digits) and all of Kanagawa: 36 organisations.
+    wanted = {r.email for r in registry_rows if r.code in {"131016", "131032"} or r.code.startswith("14")}
+    assert counts == {"sent": len(wanted)} == {"sent": 72}
+    assert set(addresses(mailbox.root)) == wanted
+    assert {count(mailbox.root, a) for a in wanted} == {1}
+    assert state["counts"]["sent"] == 72 and state["severity"] == "critical" and state["tlp"] == "GREEN"
+    assert by_alert.json() == state
+    subject = list_messages(mailbox.root, "primary@131016.lg.example")[0].subject
+    assert subject == "【緊急】[TLP:GREEN] LGWAN接続系端末へのマルウェア感染の確認について"
+
+
+async def test_a_cap_cancel_stops_what_was_not_yet_sent(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    mailbox.handler.delay = 0.02  # type: ignore[union-attr]
+    stack = await make_stack(
+        mailbox=mailbox, rows=subset(registry_rows, 150), smtp_connections=2, mailer_batch=8
+    )
+    auth, _ = await _feed(stack)
+    key = "cap@nisc.example:NISC-CAP-BIG"
+    async with (
+        running(stack.settings),
+        api_running(stack.settings) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        posted = await http.post(
+            "/v1/notices", content=_nisc_cap(identifier="NISC-CAP-BIG", area=False), headers={**auth, **XML}
+        )
+        assert posted.status_code == 202, posted.text
+        await _until_sent(http, "NISC-CAP-BIG", auth, at_least=20)
+        cancel = await http.post(
+            "/v1/notices", content=_cap_cancel("NISC-CAP-BIG-C", of="NISC-CAP-BIG"), headers={**auth, **XML}
+        )
+        assert cancel.status_code == 202, cancel.text
+        cancel_counts = await stack.wait_settled("cap@nisc.example:NISC-CAP-BIG-C")
+        original = await stack.store.alerts.counts((await stack.store.alerts.resolve(key)).id)
+    assert original["cancelled"] > 0 and original["sent"] >= 20
+    assert original["sent"] + original["cancelled"] == 300
+    assert cancel_counts == {"sent": original["sent"]}
+    subjects = [e.subject for a in addresses(mailbox.root) for e in list_messages(mailbox.root, a)]
+    assert sum("【取消】" not in s for s in subjects) == original["sent"]
+    assert sum("【取消】" in s for s in subjects) == original["sent"]
+
+
+async def test_refused_requests_publish_nothing(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2), api_max_body=64 * 1024)
+    auth, _ = await _feed(stack)
+    other = await stack.store.feeds.add("jpcert")
+    signed = await stack.store.feeds.add("signed-feed", sources=["cap@nisc.example"], signed=True)
+    revoked = await stack.store.feeds.add("old")
+    await stack.store.feeds.revoke("old")
+    body = _nisc_cap()
+    now = str(int(time.time()))
+    stale = str(int(time.time()) - 301)
+    assert signed.signing_secret is not None
+    cases = [
+        ({}, body, 401, "unauthenticated"),
+        ({"Authorization": "Bearer cep_wrong"}, body, 401, "invalid_key"),
+        ({"Authorization": f"Bearer {revoked.key}"}, body, 401, "invalid_key"),
+        ({"Authorization": f"Bearer {other.key}"}, body, 403, "wrong_source"),
+        ({"Authorization": f"Bearer {signed.key}"}, body, 401, "signature_required"),
+        (
+            {
+                "Authorization": f"Bearer {signed.key}",
+                "X-Ceptoar-Timestamp": stale,
+                "X-Ceptoar-Signature": sign(signed.signing_secret, stale, body),
+            },
+            body,
+            401,
+            "stale_signature",
+        ),
+        (
+            {
+                "Authorization": f"Bearer {signed.key}",
+                "X-Ceptoar-Timestamp": now,
+                "X-Ceptoar-Signature": sign(signed.signing_secret, now, body + b" "),
+            },
+            body,
+            401,
+            "bad_signature",
+        ),
+        (auth, b"<alert>" + b" " * (64 * 1024) + b"</alert>", 413, "too_large"),
+        (auth, (CAP / "nws-hydrologic-outlook-cap11.xml").read_bytes(), 415, "unsupported_format"),
+        (auth, b"<alert><unclosed></alert>", 400, "malformed"),
+        (auth, body.replace(b"<msgType>Alert</msgType>", b"<msgType>Alarm</msgType>"), 422, "invalid_notice"),
+    ]
+    async with api_running(stack.settings) as url, httpx.AsyncClient(base_url=url) as http:
+        for headers, data, status, code in cases:
+            response = await http.post("/v1/notices", content=data, headers={**XML, **headers})
+            assert (response.status_code, response.json()["error"]["code"]) == (status, code), response.text
+        text = await http.post(
+            "/v1/notices", content=b"hello", headers={**auth, "Content-Type": "text/plain"}
+        )
+        assert text.status_code == 415 and "'text/plain' is not accepted" in text.json()["error"]["message"]
+        invalid = await http.post(
+            "/v1/notices",
+            content=body.replace(b"<msgType>Alert</msgType>", b"<msgType>Alarm</msgType>"),
+            headers={**auth, **XML},
+        )
+        assert invalid.json()["error"]["field"] == "msgType"
+        good = await http.post(
+            "/v1/notices",
+            content=body,
+            headers={
+                **XML,
+                "Authorization": f"Bearer {signed.key}",
+                "X-Ceptoar-Timestamp": now,
+                "X-Ceptoar-Signature": sign(signed.signing_secret, now, body),
+            },
+        )
+        assert good.status_code == 202, good.text
+    assert await _queued_notices(stack) == 1  # only the one properly signed notice
+
+
+async def test_json_notices_must_be_in_the_feeds_own_name(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2))
+    auth, _ = await _feed(stack)
+    json_type = {"Content-Type": "application/json"}
+    async with api_running(stack.settings) as url, httpx.AsyncClient(base_url=url) as http:
+        mine = await http.post("/v1/notices", json=notice_doc(id="J-1", source="nisc"), headers=auth)
+        theirs = await http.post("/v1/notices", json=notice_doc(id="J-2", source="jpcert"), headers=auth)
+        csaf = await http.post(
+            "/v1/notices",
+            content=(REPO / "tests/data/csaf/bsi-2022-0001.json").read_bytes(),
+            headers={**auth, **json_type},
+        )
+    assert mine.status_code == 202
+    assert theirs.status_code == 403 and theirs.json()["error"]["field"] == "source"
+    assert csaf.status_code == 403 and "'www.bsi.bund.de'" in csaf.json()["error"]["message"]
+
+
+async def test_with_the_broker_down_it_answers_503_and_accepts_nothing(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2))
+    auth, _ = await _feed(stack)
+    down = stack.settings.model_copy(update={"amqp_url": f"amqp://guest:guest@127.0.0.1:{free_port()}/"})
+    async with api_running(down) as url, httpx.AsyncClient(base_url=url) as http:
+        refused = await http.post("/v1/notices", content=_nisc_cap(), headers={**auth, **XML})
+        ready = await http.get("/readyz")
+        health = await http.get("/healthz")
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    assert refused.json()["error"]["code"] == "broker_unavailable"
+    assert ready.status_code == 503 and ready.json() == {"store": "ok", "broker": "unreachable"}
+    assert health.status_code == 200
+    # Nothing was half-accepted: with the broker back, the same notice is new.
+    async with api_running(stack.settings) as url, httpx.AsyncClient(base_url=url) as http:
+        retried = await http.post("/v1/notices", content=_nisc_cap(), headers={**auth, **XML})
+        assert (await http.get("/readyz")).status_code == 200
+    assert retried.status_code == 202
+
+
+async def test_lookups_are_scoped_to_the_feed(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2))
+    auth, _ = await _feed(stack)
+    other = await stack.store.feeds.add("jpcert")
+    async with (
+        running(stack.settings),
+        api_running(stack.settings) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        await http.post("/v1/notices", json=notice_doc(id="SCOPE-1", source="nisc"), headers=auth)
+        await stack.wait_settled("SCOPE-1")
+        mine = await http.get("/v1/notices/SCOPE-1", headers=auth)
+        theirs = await http.get("/v1/notices/SCOPE-1", headers={"Authorization": f"Bearer {other.key}"})
+        alert = await http.get(
+            f"/v1/alerts/{mine.json()['alert_id']}", headers={"Authorization": f"Bearer {other.key}"}
+        )
+        anonymous = await http.get("/v1/notices/SCOPE-1")
+    assert mine.status_code == 200 and mine.json()["counts"]["sent"] == 4
+    assert theirs.status_code == 404 and alert.status_code == 404
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/notices", "/v1/notices/{notice_id}", "/v1/alerts/{alert_id}", "/healthz", "/readyz"]
+)
+def test_the_openapi_document_describes_every_route(path: str) -> None:
+    from ceptoar.config import Settings
+    from ceptoar.feed.http import create_app
+
+    doc = create_app(Settings()).openapi()
+    assert path in doc["paths"]
+    if path == "/v1/notices":
+        post = doc["paths"][path]["post"]
+        assert set(post["responses"]) == {"200", "202", "400", "401", "403", "413", "415", "422", "503"}
+        assert set(post["requestBody"]["content"]) >= {
+            "application/json",
+            "application/cap+xml",
+            "application/csaf+json",
+        }
+        assert json.dumps(doc["components"]["securitySchemes"]).count("bearer") >= 1
