@@ -10,14 +10,17 @@ import pytest
 
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed import MsgType, Severity, Tlp, parse_notice
+from ceptoar.feed.formats import parse_any
 from tests.harness import REPO, notice_doc
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.*")), ids=lambda p: p.name)
 def test_examples_parse(path: Path) -> None:
-    notice = parse_notice(path.read_bytes())
-    assert notice.source == "nisc"
-    assert notice.sent.tzinfo is not None
+    parsed = parse_any(path.read_bytes())
+    expected = "cap" if path.suffix == ".xml" else "csaf" if path.name.startswith("advisory") else "json"
+    assert parsed.format == expected
+    assert parsed.notice.source in {"nisc", "cap@nisc.example", "www.bsi.bund.de"}
+    assert parsed.notice.sent.tzinfo is not None
 
 
 def test_sample_notice_is_for_everyone_at_clear() -> None:
