@@ -131,3 +131,30 @@ def test_rules_check_names_what_is_wrong(make_settings: Callable[..., Settings],
     assert "rule #1 (x): when.cvss_min: Input should be a valid number" in result.stderr
     used = run_cli("classify", str(REPO / "examples" / "notice.json"), env={**env, "CEPTOAR_RULES": str(bad)})
     assert used.returncode == 2 and "rule #1 (x)" in used.stderr
+
+
+def test_validate_shows_what_a_document_becomes(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = _env(make_settings, tmp_path)
+    shown = run_cli("validate", str(REPO / "tests/data/cap/earthquake-update.xml"), "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert {
+        k: doc[k] for k in ("format", "id", "source", "msg_type", "status", "references", "languages")
+    } == {
+        "format": "cap",
+        "id": "TRI13970876.2",
+        "source": "trinet@caltech.edu",
+        "msg_type": "update",
+        "status": "actual",
+        "references": ["TRI13970876.1"],
+        "languages": ["en-US"],
+    }
+    csaf = json.loads(
+        run_cli("validate", str(REPO / "tests/data/csaf/rhsa-2021_5217.json"), "--json", env=env).stdout
+    )
+    assert (csaf["format"], csaf["id"]) == ("csaf", "RHSA-2021:5217")
+    refused = run_cli("validate", str(REPO / "tests/data/cap/nws-hydrologic-outlook-cap11.xml"), env=env)
+    assert refused.returncode == 2 and "CAP 1.1 is not accepted" in refused.stderr
+    assert refused.stdout == ""

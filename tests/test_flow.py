@@ -305,3 +305,23 @@ async def test_database_outage_is_waited_out_without_losing_or_doubling(
     assert len(addresses(mailbox.root)) == 60
     with pytest.raises(AssertionError, match="nothing was dead-lettered"):
         await stack.get_dead(within=1)
+
+
+async def test_a_cap_identifier_reused_with_another_sent_time_is_refused(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    """CAP keys a message by sender, identifier and sent: a clash is a sender's error, not a duplicate."""
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2))
+    cap = (REPO / "tests" / "data" / "cap" / "hsas-alert.xml").read_bytes()
+    async with running(stack.settings):
+        await stack.publish(cap, content_type="application/cap+xml")
+        await stack.wait_settled("hsas@dhs.gov:43b080713727")
+        await stack.publish(
+            cap.replace(b"2003-04-02T14:39:01-05:00", b"2003-04-02T15:00:00-05:00"),
+            content_type="application/cap+xml",
+        )
+        dead = await stack.get_dead()
+    assert (dead.headers or {})["x-ceptoar-field"] == "id"
+    assert "hsas@dhs.gov already used id 43b080713727 with sent 2003-04-02T19:39:01+00:00" in str(
+        (dead.headers or {})["x-ceptoar-reason"]
+    )
