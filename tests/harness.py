@@ -246,7 +246,7 @@ async def running(settings: Settings) -> AsyncIterator[None]:
 
 
 async def run_cli_async(
-    *args: str, env: dict[str, str], within: float = 120
+    *args: str, env: dict[str, str], within: float = 120, stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`run_cli` for tests whose event loop must keep running (the service is on it)."""
     proc = await asyncio.create_subprocess_exec(
@@ -255,10 +255,11 @@ async def run_cli_async(
         "ceptoar",
         *args,
         env={**os.environ, **env},
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), within)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), within)
     assert proc.returncode is not None
     return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())
 

@@ -2,7 +2,7 @@
 
 Exit codes: 0 done; 1 not found or not finished in time; 2 bad input (the
 message names what is wrong); 3 a service (broker, database, relay) could
-not be reached.
+not be reached; 4 the operator did not confirm.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ceptoar.log import configure_logging
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_DECLINED",
     "EXIT_NOT_FOUND",
     "EXIT_UNREACHABLE",
     "fail",
@@ -35,6 +36,7 @@ __all__ = [
 EXIT_NOT_FOUND = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
+EXIT_DECLINED = 4
 
 T = TypeVar("T")
 

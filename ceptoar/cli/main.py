@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -20,8 +21,10 @@ from ceptoar.cli.common import (
     run,
     settings,
 )
+from ceptoar.cli.compose import cancel, compose
 from ceptoar.cli.feed import read_notice, validate
 from ceptoar.cli.mailbox import mailbox
+from ceptoar.cli.operate import alerts, audit, report, resend
 from ceptoar.cli.rules import classify_command, rules
 from ceptoar.cli.subscribers import subscribers
 from ceptoar.errors import UnknownAlert
@@ -46,6 +49,8 @@ main.add_command(classify_command)
 main.add_command(validate)
 main.add_command(api)
 main.add_command(feeds)
+for _command in (compose, cancel, alerts, resend, report, audit):
+    main.add_command(_command)
 
 
 @main.command()
@@ -125,6 +130,40 @@ async def _status(store: Store, ident: str, wait: float | None) -> dict[str, Any
         await asyncio.sleep(0.5)
 
 
+def progress_line(counts: dict[str, int], width: int = 30) -> str:
+    """A progress bar over finished deliveries, then the count in every state that has some."""
+    total = sum(counts.values())
+    done = total - sum(counts.get(s.value, 0) for s in OPEN)
+    filled = round(width * done / total) if total else width
+    states = "  ".join(f"{s.value} {counts[s.value]}" for s in DeliveryState if counts.get(s.value))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {states}"
+
+
+async def _watch(store: Store, ident: str) -> dict[str, Any]:
+    """Redraw progress until nothing is queued, sending or deferred."""
+    tty = sys.stdout.isatty()
+    last = ""
+    while True:
+        try:
+            alert = await store.alerts.resolve(ident)
+        except UnknownAlert:
+            if last != "waiting":
+                click.echo(f"waiting for {ident} to be dispatched...", err=True)
+                last = "waiting"
+            await asyncio.sleep(0.5)
+            continue
+        counts = await store.alerts.counts(alert.id)
+        line = progress_line(counts)
+        if line != last:
+            click.echo(("\r" + line) if tty else line, nl=not tty)
+            last = line
+        if alert.state == "held" or not any(counts.get(s.value) for s in OPEN):
+            if tty:
+                click.echo()
+            return _status_doc(alert, counts)
+        await asyncio.sleep(0.5)
+
+
 def _print_status(doc: dict[str, Any]) -> None:
     label = SEVERITY_LABELS["ja"][doc["severity"]]
     click.echo(f"alert    {doc['alert_id']}  ({doc['source']}:{doc['notice_id']})")
@@ -148,12 +187,15 @@ def _print_status(doc: dict[str, Any]) -> None:
     metavar="SECONDS",
     help="Wait until no delivery is queued, sending or deferred.",
 )
-def status(ident: str, as_json: bool, wait: float | None) -> None:
+@click.option("--watch", is_flag=True, help="Show live progress until nothing is queued or deferred.")
+def status(ident: str, as_json: bool, wait: float | None, watch: bool) -> None:
     """Delivery counts by state for an alert (by alert id, notice id or source:notice-id)."""
     s = settings()
 
     async def _run() -> dict[str, Any]:
         async with await Store.open(s.db_url) as store:
+            if watch:
+                return await _watch(store, ident)
             return await _status(store, ident, wait)
 
     doc = run(_run())

@@ -32,7 +32,7 @@ from ceptoar.dispatch.audience import Audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.formats import parse_any
-from ceptoar.feed.notice import MsgType, Notice
+from ceptoar.feed.notice import OPERATOR_SOURCE, MsgType, Notice
 from ceptoar.log import get_logger
 from ceptoar.retry import Stopping, persist
 from ceptoar.store import AlertView, Lifecycle, Store, StoredAlert
@@ -154,6 +154,9 @@ class Dispatcher:
         parent = None
         for ref in notice.references:
             found = await self._store.alerts.find(notice.source, ref)
+            if found is None and notice.source == OPERATOR_SOURCE:
+                # An operator refers to any feed's alert by its alert id.
+                found = await self._store.alerts.get(ref)
             if found is None:
                 return None, ref
             parent = found

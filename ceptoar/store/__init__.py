@@ -6,6 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.store.alerts import AlertRepo, AlertView, Lifecycle, StoredAlert
+from ceptoar.store.audit import AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
 from ceptoar.store.engine import create_engine, create_schema
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
@@ -17,6 +18,7 @@ __all__ = [
     "MAILED",
     "OPEN",
     "AlertView",
+    "AuditEntry",
     "Candidate",
     "Claimed",
     "DeliveryState",
@@ -40,6 +42,7 @@ class Store:
         self.alerts = AlertRepo(engine)
         self.deliveries = DeliveryRepo(engine)
         self.feeds = FeedRepo(engine)
+        self.audit = AuditRepo(engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:

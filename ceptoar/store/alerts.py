@@ -324,6 +324,14 @@ class AlertRepo:
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
+    async def recent(self, *, since: datetime, severities: Sequence[str] = ()) -> list[AlertView]:
+        """Alerts created since `since`, newest first, optionally of some severities only."""
+        query = select(alerts).where(alerts.c.created_at >= since).order_by(alerts.c.created_at.desc())
+        if severities:
+            query = query.where(alerts.c.severity.in_(list(severities)))
+        async with self._engine.connect() as conn:
+            return [_view(r) for r in (await conn.execute(query)).mappings().all()]
+
     async def counts(self, alert_id: str) -> dict[str, int]:
         """Deliveries of the alert by state."""
         async with self._engine.connect() as conn:

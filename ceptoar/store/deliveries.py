@@ -169,6 +169,83 @@ class DeliveryRepo:
                 ).scalars()
             )
 
+    async def requeue(
+        self, alert_id: str, *, states: Sequence[DeliveryState] = (), email: str | None = None, why: str
+    ) -> list[int]:
+        """Put deliveries of an alert back to `queued` for another send; return their ids.
+
+        `states` picks them by state (failed, deferred), `email` one address
+        in any state but `sending` and `cancelled`. Each gets an event saying why.
+        """
+        now = datetime.now(UTC)
+        query = update(deliveries).where(deliveries.c.alert_id == alert_id)
+        if email is not None:
+            query = query.where(
+                deliveries.c.email == email.lower(),
+                deliveries.c.state.not_in([DeliveryState.SENDING.value, DeliveryState.CANCELLED.value]),
+            )
+        else:
+            query = query.where(deliveries.c.state.in_([s.value for s in states]))
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    query.values(
+                        state=DeliveryState.QUEUED.value, lease_until=None, updated_at=now
+                    ).returning(deliveries.c.id, deliveries.c.attempts)
+                )
+            ).all()
+            if rows:
+                await conn.execute(
+                    insert(delivery_events),
+                    [
+                        {
+                            "delivery_id": i,
+                            "at": now,
+                            "state": DeliveryState.QUEUED.value,
+                            "attempt": n,
+                            "smtp_reply": why,
+                        }
+                        for i, n in rows
+                    ],
+                )
+        return [i for i, _ in rows]
+
+    async def report(self, alert_id: str) -> list[dict[str, Any]]:
+        """One row per recipient of an alert: organisation, address, state, attempts, reply, times."""
+        query = (
+            select(
+                subscribers.c.code,
+                subscribers.c.name,
+                deliveries.c.email,
+                addresses.c.role,
+                deliveries.c.state,
+                deliveries.c.attempts,
+                deliveries.c.last_code,
+                deliveries.c.last_reply,
+                deliveries.c.created_at,
+                deliveries.c.sent_at,
+                deliveries.c.updated_at,
+            )
+            .join(addresses, deliveries.c.address_id == addresses.c.id)
+            .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
+            .where(deliveries.c.alert_id == alert_id)
+            .order_by(subscribers.c.code, deliveries.c.id)
+        )
+        async with self._engine.connect() as conn:
+            return [dict(r) for r in (await conn.execute(query)).mappings().all()]
+
+    async def timeline(self, alert_id: str) -> list[tuple[datetime, str]]:
+        """When each delivery of an alert reached a final state, in order."""
+        final = [DeliveryState.SENT.value, DeliveryState.FAILED.value, DeliveryState.CANCELLED.value]
+        query = (
+            select(delivery_events.c.at, delivery_events.c.state)
+            .join(deliveries, delivery_events.c.delivery_id == deliveries.c.id)
+            .where(deliveries.c.alert_id == alert_id, delivery_events.c.state.in_(final))
+            .order_by(delivery_events.c.at)
+        )
+        async with self._engine.connect() as conn:
+            return [(at, state) for at, state in (await conn.execute(query)).all()]
+
     async def get(self, delivery_id: int) -> dict[str, Any] | None:
         async with self._engine.connect() as conn:
             row = (

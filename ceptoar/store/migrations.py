@@ -3,7 +3,8 @@
 Version 1 is the first cut (subscribers, addresses, notices, alerts,
 deliveries, delivery_events). Version 2 adds subscriptions to addresses,
 the lifecycle to alerts and threading headers to deliveries. Version 3 adds
-the HTTP feed's credentials (feeds) and what it accepted (receipts). Each step
+the HTTP feed's credentials (feeds) and what it accepted (receipts).
+Version 4 adds the operators' audit log. Each step
 runs in the same transaction as the version row that records it.
 """
 
@@ -74,11 +75,11 @@ def _v2(conn: Connection) -> None:
 
 
 def _v3(conn: Connection) -> None:
-    # feeds and receipts are new tables: create_all has made them already.
+    # New tables only (3: feeds and receipts; 4: audit): create_all makes them.
     metadata.create_all(conn)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3, 4: _v3}
 LATEST = max(MIGRATIONS)
 
 

@@ -32,6 +32,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "addresses",
     "alerts",
+    "audit",
     "deliveries",
     "delivery_events",
     "feeds",
@@ -194,6 +195,19 @@ receipts = Table(
     Column("feed", String(64), nullable=False),
     Column("state", String(16), nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
+)
+
+# Every operator action (schema 4), append-only like the delivery events.
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False, index=True),
+    Column("operator", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("alert_id", String(32), nullable=True),
+    Column("notice_id", String(128), nullable=True),
+    Column("detail", JSON, nullable=False),
 )
 
 schema_version = Table(

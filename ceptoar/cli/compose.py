@@ -1,0 +1,370 @@
+"""`ceptoar compose` and `ceptoar cancel`: an operator writes, previews, confirms and sends an alert.
+
+Every field can be given as a flag; what is missing is asked for at the
+terminal. Nothing is published when anything is invalid, when the
+operator declines, or with --dry-run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, EXIT_NOT_FOUND, fail, run, settings
+from ceptoar.cli.feed import read_notice
+from ceptoar.compose import Draft, TargetError, build_notice, operator_name, parse_targets, short_code
+from ceptoar.compose.preview import Preview, preview, preview_mail
+from ceptoar.config import Settings
+from ceptoar.dispatch.rules import load_rules
+from ceptoar.errors import InvalidNotice, UnknownAlert
+from ceptoar.feed.notice import Category, Notice, Severity, Tlp
+from ceptoar.render import SEVERITY_LABELS
+from ceptoar.service import make_renderer
+from ceptoar.store import AlertView, Store
+
+__all__ = ["cancel", "compose"]
+
+CATEGORIES = [c.value for c in Category]
+SEVERITIES = ["auto", *(s.value for s in Severity)]
+TLPS = [t.value for t in Tlp]
+_DURATION = re.compile(r"^(\d+)\s*([mhd])$")
+
+
+def parse_expiry(text: str, now: datetime) -> datetime | None:
+    """`90m`, `24h`, `7d`, an ISO date-time with zone, or blank for none."""
+    text = text.strip()
+    if not text:
+        return None
+    if m := _DURATION.match(text):
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return now + timedelta(**{unit: int(m.group(1))})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: use 90m, 24h, 7d or an ISO date-time") from exc
+    if when.tzinfo is None:
+        raise click.BadParameter(f"{text!r}: say the time zone, e.g. {text}+09:00")
+    return when
+
+
+@dataclass
+class Fields:
+    """What the operator gave as flags (None: ask, or take from the original)."""
+
+    title: str | None
+    summary: str | None
+    body_file: Path | None
+    category: str | None
+    severity: str | None
+    tlp: str | None
+    targets: tuple[str, ...]
+    expires: str | None
+    title_en: str | None
+    summary_en: str | None
+
+
+def _ask(value: str | None, prompt: str, default: str | None, interactive: bool, **kw: object) -> str:
+    """The flag's value; else, at a terminal, the operator's answer; else the default."""
+    if value is not None:
+        return value
+    if not interactive:
+        if default is None:
+            fail(
+                f"{prompt.split(' (')[0].lower()} is missing: give it as a flag; nothing was published",
+                EXIT_BAD_INPUT,
+            )
+        return default
+    return str(click.prompt(prompt, default=default, **kw))  # type: ignore[arg-type]
+
+
+def _body(path: Path | None, interactive: bool) -> str:
+    if path is not None:
+        return sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    if not interactive:
+        return ""
+    answer = click.prompt(
+        "Body: a file, '-' for the editor, or blank for none", default="", show_default=False
+    )
+    if answer == "-":
+        return click.edit("") or ""
+    return Path(answer).read_text(encoding="utf-8") if answer else ""
+
+
+def _draft(f: Fields, base: Notice | None, orgs: dict[str, str], i: bool, now: datetime) -> Draft:
+    """The operator's draft from flags, the original alert, and (at a terminal) answers."""
+    title = _ask(f.title, "Title", base.title if base else None, i)
+    summary = _ask(f.summary, "Summary", base.summary if base else None, i)
+    body = _body(f.body_file, i) or (base.body if base else "")
+    category = _ask(
+        f.category, "Category", base.category.value if base else "advisory", i, type=click.Choice(CATEGORIES)
+    )
+    severity = _ask(f.severity, "Severity (auto: the rules decide)", "auto", i, type=click.Choice(SEVERITIES))
+    tlp = _ask(f.tlp, "TLP", base.tlp.value if base else "GREEN", i, type=click.Choice(TLPS))
+    targets = f.targets or (tuple(base.area) if base and base.area else ())
+    if not targets:
+        targets = (_ask(None, "Target (all, prefectures or codes)", "all" if i else None, i),)
+    when = _ask(f.expires, "Expires (90m, 24h, 7d, ISO, blank: never)", "", i, show_default=False)
+    translations = {}
+    if f.title_en and f.summary_en:
+        translations["en"] = {"title": f.title_en, "summary": f.summary_en}
+    return Draft(
+        title=title,
+        summary=summary,
+        body=body,
+        category=category,
+        severity=None if severity == "auto" else severity,
+        tlp=tlp,
+        area=parse_targets(targets, orgs),
+        expires=parse_expiry(when, now),
+        translations=translations,
+    )
+
+
+def _show(p: Preview, parent: AlertView | None) -> None:
+    n, c = p.notice, p.classification
+    click.echo(f"Alert {n.id}  (confirmation code {short_code(n.id)})")
+    click.echo(f"  {n.msg_type.value}: {n.title}")
+    rules = ", ".join(c.rules)
+    alone = (
+        f"; the rules alone: {c.computed.severity.value} by {', '.join(c.computed.rules)}"
+        if c.computed
+        else ""
+    )
+    click.echo(f"  severity {SEVERITY_LABELS['ja'][c.severity.value]} {c.severity.value} ({rules}{alone})")
+    click.echo(f"  TLP:{n.tlp.value}  area: {' '.join(n.area) or 'every organisation'}")
+    if parent is not None:
+        click.echo(f"  refers to alert {parent.id}: {parent.title}")
+    if p.held:
+        click.echo(f"  HELD, reaches no one: {p.held}")
+    if p.unsent_to_cancel:
+        click.echo(f"  cancels {p.unsent_to_cancel} deliveries not yet sent")
+    click.echo(f"  audience: {len(p.audience.recipients)} addresses in {p.organisations} organisations")
+    click.echo("    by role: " + ", ".join(f"{r} {k}" for r, k in sorted(p.by_role.items())))
+    top = ", ".join(f"{name} {k}" for name, k in p.by_prefecture.most_common(8))
+    more = len(p.by_prefecture) - 8
+    click.echo(f"    by prefecture: {top}" + (f", and {more} more" if more > 0 else ""))
+    if p.audience.removed:
+        click.echo("    left out: " + ", ".join(f"{k} {v}" for k, v in sorted(p.audience.removed.items())))
+
+
+def _show_mail(p: Preview, code: str, html_file: Path | None, s: Settings) -> None:
+    mail = preview_mail(p, code, make_renderer(s))
+    if mail is None:
+        fail(f"organisation {code} does not receive this alert", EXIT_BAD_INPUT)
+    target = html_file or s.var_dir / f"preview-{code}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(mail.html, encoding="utf-8")
+    click.echo(f"\n--- as {code} receives it, at {mail.address} (HTML part: {target}) ---")
+    click.echo(f"Subject: {mail.subject}\n")
+    click.echo(mail.text)
+    click.echo("--- end ---\n")
+
+
+def _confirm(p: Preview, yes: bool) -> None:
+    if yes:
+        return
+    n, severity = p.notice, p.classification.severity
+    label = SEVERITY_LABELS["ja"][severity.value]
+    if not click.confirm(f"Send {label} {severity.value} alert to {len(p.audience.recipients)} addresses?"):
+        fail("not sent", EXIT_DECLINED)
+    if severity is Severity.CRITICAL or not n.area:
+        code = short_code(n.id)
+        typed = click.prompt(
+            f"This goes to {'every organisation' if not n.area else 'them'} as "
+            f"{severity.value}; type the confirmation code {code} to send"
+        )
+        if typed.strip() != code:
+            fail("the confirmation code did not match; not sent", EXIT_DECLINED)
+
+
+async def _resolve(store: Store, ident: str) -> AlertView:
+    try:
+        return await store.alerts.resolve(ident)
+    except UnknownAlert as exc:
+        recent = await store.alerts.recent(since=datetime.now(UTC) - timedelta(days=30))
+        near = difflib.get_close_matches(ident, [a.id for a in recent] + [a.source_id for a in recent], n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        fail(f"{exc}{hint}", EXIT_NOT_FOUND)
+
+
+async def _send(s: Settings, store: Store, p: Preview, action: str, parent: AlertView | None) -> None:
+    from contextlib import AsyncExitStack
+
+    from ceptoar.bus import Bus
+
+    n = p.notice
+    async with AsyncExitStack() as stack:
+        bus = Bus(s.amqp_url, prefix=s.prefix, retry_delays=s.retry_delays)
+        await bus.connect(name="ceptoar-compose")
+        stack.push_async_callback(bus.close)
+        await bus.publish_notice(
+            n.model_dump_json(by_alias=True, exclude_none=True).encode(),
+            content_type="application/json",
+            message_id=f"{n.source}:{n.id}",
+            routing_key="notice.json",
+        )
+    who = operator_name()
+    detail = {
+        "title": n.title,
+        "severity": p.classification.severity.value,
+        "rules": list(p.classification.rules),
+        "tlp": n.tlp.value,
+        "area": n.area,
+        "audience": len(p.audience.recipients),
+    }
+    await store.audit.record(
+        who, action, alert_id=parent.id if parent else None, notice_id=n.id, detail=detail
+    )
+    if n.severity_override is not None:
+        computed = p.classification.computed
+        await store.audit.record(
+            who,
+            "override",
+            notice_id=n.id,
+            detail={
+                "severity": n.severity_override.value,
+                "instead_of": computed.severity.value if computed else None,
+            },
+        )
+
+
+async def _compose(s: Settings, f: Fields, opts: dict[str, object]) -> None:
+    now = datetime.now(UTC)
+    async with await Store.open(s.db_url) as store:
+        parent = None
+        if opts["update"]:
+            parent = await _resolve(store, str(opts["update"]))
+        base = Notice.model_validate(parent.notice) if parent else None
+        if opts["from_file"]:
+            base = read_notice(Path(str(opts["from_file"])))[1].notice
+        orgs = {r.code: r.name for r in await store.subscribers.export_rows()}
+        # At a terminal, whatever no flag gave is asked for; a script must give it all.
+        interactive = f.title is None and sys.stdin.isatty()
+        try:
+            draft = _draft(f, base, orgs, interactive, now)
+            if parent is not None:
+                draft.msg_type, draft.references = "update", [parent.id]
+            notice = build_notice(draft, now=now)
+        except (TargetError, InvalidNotice) as exc:
+            fail(f"{exc}; nothing was published", EXIT_BAD_INPUT)
+        p = await preview(store, load_rules(s.rules), notice, parent)
+        _show(p, parent)
+        if opts["preview_for"]:
+            _show_mail(p, str(opts["preview_for"]), opts["preview_html"], s)  # type: ignore[arg-type]
+        if opts["dry_run"]:
+            click.echo("dry run: nothing was published")
+            return
+        _confirm(p, bool(opts["yes"]))
+        await _send(s, store, p, "update" if parent else "compose", parent)
+    click.echo(f"sent {notice.id}; follow it with: ceptoar status {notice.id} --watch")
+
+
+_flags = [
+    click.option("--title"),
+    click.option("--summary"),
+    click.option(
+        "--body-file", type=click.Path(dir_okay=False, path_type=Path), help="'-' reads standard input."
+    ),
+    click.option("--category", type=click.Choice(CATEGORIES)),
+    click.option(
+        "--severity", type=click.Choice(SEVERITIES), help="Override the rules (auto: let them decide)."
+    ),
+    click.option("--tlp", type=click.Choice(TLPS)),
+    click.option("--target", "targets", multiple=True, help="all, prefectures or codes; repeatable."),
+    click.option("--expires", help="90m, 24h, 7d or an ISO date-time."),
+    click.option("--title-en", help="English title for addresses that read English."),
+    click.option("--summary-en", help="English summary."),
+    click.option(
+        "--from-file", type=click.Path(exists=True, dir_okay=False), help="Start from a notice file."
+    ),
+    click.option("--update", "update", metavar="ALERT_ID", help="Update an earlier alert."),
+    click.option("--cancel", "cancel_id", metavar="ALERT_ID", help="Cancel an earlier alert."),
+    click.option("--preview-for", metavar="CODE", help="Show the mail as this organisation will get it."),
+    click.option(
+        "--preview-html",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Where to write that mail's HTML part (default var/preview-CODE.html).",
+    ),
+    click.option("--dry-run", is_flag=True, help="Preview only; publish nothing."),
+    click.option("--yes", is_flag=True, help="Confirm without asking (scripts)."),
+]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _with_flags(fn: F) -> F:
+    for flag in reversed(_flags):
+        fn = flag(fn)
+    return fn
+
+
+@click.command()
+@_with_flags
+def compose(**kw: object) -> None:
+    """Write an alert as an operator, preview it, confirm it, send it."""
+    s = settings()
+    if kw["cancel_id"]:
+        run(_cancel(s, str(kw["cancel_id"]), None, bool(kw["yes"]), bool(kw["dry_run"])))
+        return
+    fields = Fields(
+        *(
+            kw[k]
+            for k in (
+                "title",
+                "summary",
+                "body_file",
+                "category",
+                "severity",
+                "tlp",  # type: ignore[arg-type]
+                "targets",
+                "expires",
+                "title_en",
+                "summary_en",
+            )
+        )
+    )
+    run(_compose(s, fields, kw))
+
+
+async def _cancel(s: Settings, ident: str, reason: str | None, yes: bool, dry_run: bool) -> None:
+    async with await Store.open(s.db_url) as store:
+        parent = await _resolve(store, ident)
+        original = Notice.model_validate(parent.notice)
+        draft = Draft(
+            title=f"取消: {original.title}"[:300],
+            summary=reason or f"先に送付した「{original.title}」（警報ID {parent.id}）を取り消します。",
+            category=original.category.value,
+            tlp=original.tlp.value,
+            area=[],
+            msg_type="cancel",
+            references=[parent.id],
+        )
+        notice = build_notice(draft)
+        p = await preview(store, load_rules(s.rules), notice, parent)
+        _show(p, parent)
+        if dry_run:
+            click.echo("dry run: nothing was published")
+            return
+        if not yes and not click.confirm(f"Cancel alert {parent.id}?"):
+            fail("not cancelled", EXIT_DECLINED)
+        await _send(s, store, p, "cancel", parent)
+    click.echo(f"cancel sent as {notice.id}")
+
+
+@click.command()
+@click.argument("ident", metavar="ALERT_ID")
+@click.option("--reason", help="What the cancellation says (default: a short notice in Japanese).")
+@click.option("--dry-run", is_flag=True)
+@click.option("--yes", is_flag=True, help="Confirm without asking.")
+def cancel(ident: str, reason: str | None, dry_run: bool, yes: bool) -> None:
+    """Cancel an alert: unsent deliveries stop, those already mailed get a short cancellation."""
+    run(_cancel(settings(), ident, reason, yes, dry_run))

@@ -1,0 +1,164 @@
+"""`ceptoar alerts`, `resend`, `report` and `audit`: what was sent, acting on it, and who did what."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_NOT_FOUND, fail, run, settings
+from ceptoar.compose import operator_name
+from ceptoar.config import Settings
+from ceptoar.render import SEVERITY_LABELS
+from ceptoar.report import csv_report, html_report, text_report
+from ceptoar.store import AlertView, AuditEntry, DeliveryState, Store
+
+__all__ = ["alerts", "audit", "report", "resend"]
+
+_AGO = re.compile(r"^(\d+)\s*([mhd])$")
+
+
+def parse_since(text: str) -> datetime:
+    """`30m`, `24h`, `7d` ago, or an ISO date (local time when no zone is given)."""
+    now = datetime.now(UTC)
+    if m := _AGO.match(text.strip()):
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return now - timedelta(**{unit: int(m.group(1))})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: use 30m, 24h, 7d or an ISO date") from exc
+    return when if when.tzinfo else when.astimezone()
+
+
+@click.command("alerts")
+@click.option("--since", default="24h", show_default=True, help="30m, 24h, 7d or an ISO date.")
+@click.option(
+    "--severity",
+    "severities",
+    multiple=True,
+    type=click.Choice(["critical", "high", "medium", "low"]),
+    help="Repeatable.",
+)
+def alerts(since: str, severities: tuple[str, ...]) -> None:
+    """Recent alerts: time, severity, TLP, state, deliveries and title."""
+    s = settings()
+    when = parse_since(since)
+
+    async def _list() -> list[tuple[AlertView, dict[str, int]]]:
+        async with await Store.open(s.db_url) as store:
+            found = await store.alerts.recent(since=when, severities=severities)
+            return [(a, await store.alerts.counts(a.id)) for a in found]
+
+    for a, counts in run(_list()):
+        total = sum(counts.values())
+        sent = counts.get("sent", 0) + counts.get("acknowledged", 0)
+        trouble = "".join(f" {k} {counts[k]}" for k in ("failed", "deferred", "cancelled") if counts.get(k))
+        created = a.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
+        label = SEVERITY_LABELS["ja"][a.severity]
+        click.echo(
+            f"{created}  {a.id}  {label} TLP:{a.tlp:<12} {a.state:<9} {sent}/{total} sent{trouble}  {a.title}"
+        )
+
+
+async def _resend(s: Settings, ident: str, which: str, address: str | None) -> int:
+    from ceptoar.bus import Bus
+
+    async with await Store.open(s.db_url) as store:
+        try:
+            alert = await store.alerts.resolve(ident)
+        except LookupError as exc:
+            fail(str(exc), EXIT_NOT_FOUND)
+        who = operator_name()
+        why = f"resend ({which}) by {who}"
+        states = {"failed": [DeliveryState.FAILED], "deferred": [DeliveryState.DEFERRED]}.get(which, [])
+        ids = await store.deliveries.requeue(alert.id, states=states, email=address, why=why)
+        if address and not ids:
+            fail(f"alert {alert.id} has no delivery to {address} that can be sent again", EXIT_NOT_FOUND)
+        if ids:
+            bus = Bus(s.amqp_url, prefix=s.prefix, retry_delays=s.retry_delays)
+            await bus.connect(name="ceptoar-resend")
+            try:
+                await bus.publish_jobs(ids, batch=s.publish_batch)
+            finally:
+                await bus.close()
+        await store.audit.record(
+            who,
+            "resend",
+            alert_id=alert.id,
+            detail={"which": which, "address": address, "deliveries": len(ids)},
+        )
+        return len(ids)
+
+
+@click.command()
+@click.argument("ident", metavar="ALERT_ID")
+@click.option("--failed", "which", flag_value="failed", help="Every failed delivery.")
+@click.option("--deferred", "which", flag_value="deferred", help="Every deferred delivery, now.")
+@click.option("--address", help="The delivery to one address, whatever its state.")
+def resend(ident: str, which: str | None, address: str | None) -> None:
+    """Send deliveries of an alert again (same Message-ID, so receivers can tell)."""
+    if (which is None) == (address is None):
+        fail("say which: --failed, --deferred or --address ADDR", EXIT_BAD_INPUT)
+    n = run(_resend(settings(), ident, which or "address", address))
+    click.echo(f"{n} deliver{'y' if n == 1 else 'ies'} queued again")
+
+
+@click.command()
+@click.argument("ident", metavar="ALERT_ID")
+@click.option(
+    "--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the full matrix."
+)
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a standalone page with the counts and a chart.",
+)
+def report(ident: str, csv_file: Path | None, html_file: Path | None) -> None:
+    """Per-recipient report: organisation, address, state, attempts, last reply, times."""
+    s = settings()
+
+    async def _report() -> tuple[AlertView, dict[str, int], list[dict[str, Any]], list[tuple[datetime, str]]]:
+        async with await Store.open(s.db_url) as store:
+            try:
+                alert = await store.alerts.resolve(ident)
+            except LookupError as exc:
+                fail(str(exc), EXIT_NOT_FOUND)
+            return (
+                alert,
+                await store.alerts.counts(alert.id),
+                await store.deliveries.report(alert.id),
+                await store.deliveries.timeline(alert.id),
+            )
+
+    alert, counts, rows, timeline = run(_report())
+    if csv_file:
+        csv_file.write_text(csv_report(rows), encoding="utf-8")
+        click.echo(f"wrote {len(rows)} rows to {csv_file}", err=True)
+    if html_file:
+        html_file.write_text(html_report(alert, counts, rows, timeline), encoding="utf-8")
+        click.echo(f"wrote {html_file}", err=True)
+    if not csv_file and not html_file:
+        click.echo(text_report(rows))
+
+
+@click.command("audit")
+@click.option("--since", default=None, help="30m, 24h, 7d or an ISO date (default: everything).")
+def audit(since: str | None) -> None:
+    """Every operator action: when, who, what, on which alert."""
+    s = settings()
+    when = parse_since(since) if since else None
+
+    async def _entries() -> list[AuditEntry]:
+        async with await Store.open(s.db_url) as store:
+            return list(await store.audit.since(when))
+
+    for e in run(_entries()):
+        at = e.at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        target = e.alert_id or e.notice_id or "-"
+        detail = " ".join(f"{k}={v}" for k, v in e.detail.items() if v not in (None, [], ""))
+        click.echo(f"{at}  {e.operator:<12} {e.action:<8} {target}  {detail}")
