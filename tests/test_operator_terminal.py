@@ -79,6 +79,14 @@ async def test_interactive_compose_from_the_first_prompt_to_the_confirmation(
             await term.type("東京都")
             await term.wait_for("Expires")
             await term.type("24h")
+            await term.wait_for("Also in English")
+            await term.type("y")
+            await term.wait_for("Title (English)")
+            await term.type("Targeted e-mail attacks")
+            await term.wait_for("Summary (English)")
+            await term.type(
+                "Targeted e-mails posing as Chiyoda City are circulating. Do not open attachments."
+            )
             shown = await term.wait_for("addresses? [y/N]:")
             assert "audience: 63 addresses in 63 organisations" in shown
             assert "left out: tlp-amber-needs-security-role 63" in shown
@@ -92,6 +100,8 @@ async def test_interactive_compose_from_the_first_prompt_to_the_confirmation(
         await _run("tmux", "kill-session", "-t", term.name)
     assert counts == {"sent": 63}
     assert {a.split("@")[0] for a in addresses(mailbox.root)} == {"security"}
+    alert = await stack.store.alerts.resolve(notice_id)
+    assert alert.notice["translations"]["en"]["title"] == "Targeted e-mail attacks"
     entries = await stack.store.audit.since()
     assert [(e.operator, e.action, e.notice_id) for e in entries] == [("tanaka", "compose", notice_id)]
 

@@ -113,8 +113,16 @@ def _draft(f: Fields, base: Notice | None, orgs: dict[str, str], i: bool, now: d
         targets = (_ask(None, "Target (all, prefectures or codes)", "all" if i else None, i),)
     when = _ask(f.expires, "Expires (90m, 24h, 7d, ISO, blank: never)", "", i, show_default=False)
     translations = {}
-    if f.title_en and f.summary_en:
-        translations["en"] = {"title": f.title_en, "summary": f.summary_en}
+    title_en, summary_en = f.title_en, f.summary_en
+    if (
+        i
+        and title_en is None
+        and click.confirm("Also in English, for addresses that read English?", default=False)
+    ):
+        title_en = click.prompt("Title (English)")
+        summary_en = click.prompt("Summary (English)")
+    if title_en and summary_en:
+        translations["en"] = {"title": title_en, "summary": summary_en}
     return Draft(
         title=title,
         summary=summary,
