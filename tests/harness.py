@@ -264,6 +264,20 @@ async def run_cli_async(
     return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())
 
 
+async def wait_for_port(port: int, *, unless: asyncio.Task[None] | None = None, within: float = 10) -> None:
+    """Wait until something listens on 127.0.0.1:port (or `unless` has ended, raising what it raised)."""
+    for _ in range(int(within / 0.05)):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if unless is not None and unless.done():
+                unless.result()
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
 @asynccontextmanager
 async def api_running(settings: Settings) -> AsyncIterator[str]:
     """`ceptoar api` on a free loopback port; yields its base URL."""
@@ -272,15 +286,7 @@ async def api_running(settings: Settings) -> AsyncIterator[str]:
     port = free_port()
     stop = asyncio.Event()
     task = asyncio.create_task(serve_api(settings, stop, host="127.0.0.1", port=port))
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            break
-        except OSError:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.05)
+    await wait_for_port(port, unless=task)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ceptoar.mailbox import count, list_messages, read_message
+from ceptoar.mailbox import count, list_messages
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.registry import RegistryRow
 from ceptoar.service import open_components, sweep
@@ -230,19 +230,6 @@ async def test_sweep_resends_a_delivery_whose_worker_died(
     assert first is not None and first["attempts"] == 2
     (mail,) = list_messages(mailbox.root, first["email"])
     assert mail.message_id == first["message_id"]
-
-
-async def test_amber_goes_only_to_security_addresses(
-    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
-) -> None:
-    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 5))
-    async with running(stack.settings):
-        await stack.publish(notice_doc(id="AMBER-1", tlp="AMBER"))
-        counts = await stack.wait_settled("AMBER-1")
-    assert counts == {"sent": 5}
-    assert {a.split("@")[0] for a in addresses(mailbox.root)} == {"security"}
-    msg = read_message(mailbox.root, addresses(mailbox.root)[0], 1)
-    assert "[TLP:AMBER]" in msg["Subject"]
 
 
 @pytest.mark.postgres

@@ -24,7 +24,7 @@ from ceptoar.cli.api import serve_api
 from ceptoar.config import Settings
 from ceptoar.feed.http import create_app
 from ceptoar.store import Store
-from tests.harness import AMQP_URL, delete_topology, free_port
+from tests.harness import AMQP_URL, delete_topology, free_port, wait_for_port
 
 schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
 
@@ -49,13 +49,7 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, di
         stop = asyncio.Event()
         found.update(key=new.key, loop=asyncio.get_running_loop(), stop=stop)
         task = asyncio.create_task(serve_api(config, stop, host="127.0.0.1", port=port))
-        for _ in range(200):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
+        await wait_for_port(port, unless=task)
         ready.set()
         await task
 

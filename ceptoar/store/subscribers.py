@@ -15,6 +15,15 @@ from ceptoar.store.tables import addresses, subscribers
 
 __all__ = ["Candidate", "ImportResult", "RegistryCounts", "SubscriberRepo"]
 
+# An address's subscription, in the order Candidate and RegistryRow hold it.
+_SUBSCRIPTION = (
+    addresses.c.min_severity,
+    addresses.c.categories,
+    addresses.c.prefectures,
+    addresses.c.wants_tests,
+    addresses.c.contact,
+)
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -133,11 +142,7 @@ class SubscriberRepo:
                 addresses.c.email,
                 addresses.c.role,
                 addresses.c.language,
-                addresses.c.min_severity,
-                addresses.c.categories,
-                addresses.c.prefectures,
-                addresses.c.wants_tests,
-                addresses.c.contact,
+                *_SUBSCRIPTION,
             )
             .join(addresses, addresses.c.subscriber_code == subscribers.c.code)
             .where(subscribers.c.active, addresses.c.active)
@@ -193,11 +198,7 @@ class SubscriberRepo:
                 subscribers.c.prefecture,
                 addresses.c.role,
                 addresses.c.language,
-                addresses.c.min_severity,
-                addresses.c.categories,
-                addresses.c.prefectures,
-                addresses.c.wants_tests,
-                addresses.c.contact,
+                *_SUBSCRIPTION,
             )
             .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
             .where(addresses.c.active, subscribers.c.active)
