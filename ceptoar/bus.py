@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,7 @@ from aio_pika.abc import (
 
 from ceptoar.retry import deferral_delay
 
-__all__ = ["JOB_KEY", "Bus", "Inbox", "Names", "job_delivery_id"]
+__all__ = ["JOB_KEY", "JOB_SIZE", "Bus", "Inbox", "Names", "job_delivery_ids"]
 
 JOB_KEY = "job"
 DELIVERY_LIMIT = 10
@@ -87,17 +87,30 @@ def _dead_lettering(exchange: str, **extra: Any) -> dict[str, Any]:
     )
 
 
-def job_body(delivery_id: int) -> bytes:
-    return json.dumps({"delivery_id": delivery_id}).encode()
+# Deliveries named by one job message: fewer, larger messages cost the broker
+# and both ends far less than one message per address.
+JOB_SIZE = 100
 
 
-def job_delivery_id(body: bytes) -> int:
-    """The delivery id a job names; ValueError if the body is not a job."""
+def job_body(delivery_ids: Sequence[int]) -> bytes:
+    return json.dumps({"delivery_ids": list(delivery_ids)}).encode()
+
+
+def job_delivery_ids(body: bytes) -> list[int]:
+    """The delivery ids a job names; ValueError if the body is not a job."""
     doc = json.loads(body)
-    value = doc.get("delivery_id") if isinstance(doc, dict) else None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError("delivery_id: missing or not a positive integer")
-    return value
+    if not isinstance(doc, dict):
+        raise ValueError("a job is a JSON object")
+    ids = doc.get("delivery_ids", [doc["delivery_id"]] if "delivery_id" in doc else None)
+    if not isinstance(ids, list) or not ids:
+        raise ValueError("delivery_ids: missing or empty")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+        raise ValueError("delivery_ids: not all positive integers")
+    return ids
+
+
+def _one(_message: AbstractIncomingMessage) -> int:
+    return 1
 
 
 class Inbox:
@@ -119,14 +132,23 @@ class Inbox:
         getter.cancel()
         return None
 
-    async def batch(self, size: int, stop: asyncio.Event) -> list[AbstractIncomingMessage]:
-        """Wait for one message, then take what else is already here, up to `size`."""
+    async def batch(
+        self,
+        size: int,
+        stop: asyncio.Event,
+        *,
+        weight: Callable[[AbstractIncomingMessage], int] = lambda _: 1,
+    ) -> list[AbstractIncomingMessage]:
+        """Wait for one message, then take what else is already here while their weight is below `size`."""
         first = await self.next(stop)
         if first is None:
             return []
         taken = [first]
-        while len(taken) < size and not self._queue.empty():
-            taken.append(self._queue.get_nowait())
+        total = weight(first)
+        while total < size and not self._queue.empty():
+            message = self._queue.get_nowait()
+            taken.append(message)
+            total += weight(message)
         return taken
 
 
@@ -218,17 +240,18 @@ class Bus:
         await self._exchanges["feed"].publish(message, routing_key=routing_key, timeout=confirm_within)
 
     async def publish_jobs(self, delivery_ids: Sequence[int], *, batch: int = 500) -> None:
-        """Publish one job per delivery; returns once every one is confirmed."""
+        """Publish jobs for the deliveries, JOB_SIZE to a message; returns once all are confirmed."""
         jobs = self._exchanges["jobs"]
-        for start in range(0, len(delivery_ids), batch):
+        chunks = [delivery_ids[i : i + JOB_SIZE] for i in range(0, len(delivery_ids), JOB_SIZE)]
+        for start in range(0, len(chunks), batch):
             await asyncio.gather(
-                *(jobs.publish(_job(i), routing_key=JOB_KEY) for i in delivery_ids[start : start + batch])
+                *(jobs.publish(_job(c), routing_key=JOB_KEY) for c in chunks[start : start + batch])
             )
 
     async def publish_retry(self, delivery_id: int, *, attempt: int) -> float:
         """Park a job in the retry queue for its attempt's delay; return the delay."""
         delay = deferral_delay(self.retry_delays, attempt)
-        await self.channel.default_exchange.publish(_job(delivery_id), routing_key=self.names.retry(delay))
+        await self.channel.default_exchange.publish(_job([delivery_id]), routing_key=self.names.retry(delay))
         return delay
 
     async def dead_letter(
@@ -277,7 +300,9 @@ class Bus:
             self._channel = None
 
 
-def _job(delivery_id: int) -> aio_pika.Message:
+def _job(delivery_ids: Sequence[int]) -> aio_pika.Message:
     return aio_pika.Message(
-        job_body(delivery_id), content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+        job_body(delivery_ids),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )

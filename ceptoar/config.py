@@ -51,7 +51,10 @@ class Settings(BaseSettings):
     # delays, then the delivery fails with the last reply kept.
     retry_delays: list[float] = Field(default=[10, 60, 300, 900, 3600], min_length=1)
     lease_seconds: float = Field(300.0, gt=0)
-    mailer_batch: int = Field(64, ge=1, le=1000)
+    # Deliveries claimed, sent and recorded together by one mailer loop.
+    mailer_batch: int = Field(200, ge=1, le=5000)
+    # Batches in flight at once per process, so one batch's database work overlaps another's sending.
+    mailer_loops: int = Field(2, ge=1, le=64)
     publish_batch: int = Field(500, ge=1)
     sweep_seconds: float = Field(30.0, gt=0)
 

@@ -109,7 +109,7 @@ async def run_service(settings: Settings, stop: asyncio.Event, *, ready: asyncio
         )
         tasks = [
             asyncio.create_task(dispatcher.run(stop), name="dispatcher"),
-            asyncio.create_task(mailer.run(stop), name="mailer"),
+            asyncio.create_task(mailer.run(stop, workers=settings.mailer_loops), name="mailer"),
             asyncio.create_task(_sweeper(c, stop), name="sweeper"),
         ]
         if ready is not None:

@@ -12,13 +12,12 @@ stored and any retry job is confirmed by the broker.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
 from structlog.contextvars import bound_contextvars
 
-from ceptoar.bus import Bus, job_delivery_id
+from ceptoar.bus import JOB_SIZE, Bus, job_delivery_ids
 from ceptoar.config import Settings
 from ceptoar.errors import PermanentDeliveryError, TemporaryDeliveryError
 from ceptoar.log import get_logger
@@ -48,34 +47,36 @@ class Mailer:
     async def run(self, stop: asyncio.Event, *, workers: int = 2) -> None:
         """Consume jobs with `workers` batch loops, so one batch's I/O overlaps another's."""
         size = self._settings.mailer_batch
-        inbox = await self._bus.consume(self._bus.names.deliveries, prefetch=size * workers)
+        prefetch = max(2, size // JOB_SIZE + 1) * workers
+        inbox = await self._bus.consume(self._bus.names.deliveries, prefetch=prefetch)
 
         async def loop() -> None:
-            while batch := await inbox.batch(size, stop):
+            while batch := await inbox.batch(size, stop, weight=_job_weight):
                 await self.process(batch, stop)
 
         await asyncio.gather(*(loop() for _ in range(workers)))
 
     async def process(self, messages: list[AbstractIncomingMessage], stop: asyncio.Event) -> None:
-        """Claim, send and record one batch; ack its messages once that is stored."""
-        jobs: dict[int, list[AbstractIncomingMessage]] = defaultdict(list)
+        """Claim, send and record the deliveries a batch of jobs names; ack the jobs once that is stored."""
+        ids: list[int] = []
+        waiting: list[AbstractIncomingMessage] = []
         for message in messages:
             try:
-                jobs[job_delivery_id(message.body)].append(message)
+                ids.extend(job_delivery_ids(message.body))
+                waiting.append(message)
             except ValueError as exc:
                 log.error("job.malformed", reason=str(exc))
-                await self._bus.dead_letter(message, reason=str(exc), field="delivery_id")
+                await self._bus.dead_letter(message, reason=str(exc), field="delivery_ids")
                 await message.ack()
-        waiting = [m for group in jobs.values() for m in group]
         try:
-            await self._work(list(jobs), stop)
+            await self._work(list(dict.fromkeys(ids)), stop)
         except Stopping:
             # Rows left `sending` are re-sent by the sweeper once their lease runs out.
             for message in waiting:
                 await message.nack(requeue=True)
             return
         except Exception:
-            log.exception("mailer.batch_failed", jobs=len(jobs))
+            log.exception("mailer.batch_failed", deliveries=len(ids))
             for message in waiting:
                 await message.nack(requeue=True)
             return
@@ -83,6 +84,13 @@ class Mailer:
             await message.ack()
 
     async def _work(self, ids: list[int], stop: asyncio.Event) -> None:
+        # Never more than mailer_batch deliveries claimed at once: what is
+        # claimed will be sent even if the alert is cancelled meanwhile.
+        size = self._settings.mailer_batch
+        for start in range(0, len(ids), size):
+            await self._work_chunk(ids[start : start + size], stop)
+
+    async def _work_chunk(self, ids: list[int], stop: asyncio.Event) -> None:
         lease = self._settings.lease_seconds
         claimed = await persist(
             lambda: self._store.deliveries.claim(ids, lease_seconds=lease), stop=stop, what="claim"
@@ -150,3 +158,11 @@ class Mailer:
             except PermanentDeliveryError as exc:
                 return Outcome(c.id, DeliveryState.FAILED, c.attempt, exc.code, exc.reply)
             return Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message)
+
+
+def _job_weight(message: AbstractIncomingMessage) -> int:
+    """How many deliveries a job names (a malformed one counts as one)."""
+    try:
+        return len(job_delivery_ids(message.body))
+    except ValueError:
+        return 1

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.store.states import CLAIMABLE, DeliveryState
-from ceptoar.store.tables import addresses, deliveries, delivery_events, subscribers
+from ceptoar.store.tables import UtcDateTime, addresses, deliveries, delivery_events, subscribers
 
 __all__ = ["Claimed", "DeliveryRepo", "Outcome"]
 
@@ -112,32 +112,55 @@ class DeliveryRepo:
         return [Claimed(*row) for row in rows]
 
     async def record(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
-        """Apply outcomes to rows still `sending` for that attempt; return those applied."""
+        """Apply outcomes to rows still `sending` for that attempt; return those applied.
+
+        One locked read picks the rows still owned by these attempts, then one
+        batched UPDATE and one batched INSERT of events: a row changed
+        meanwhile (cancelled, claimed again) is left alone.
+        """
+        if not outcomes:
+            return []
         now = datetime.now(UTC)
-        applied: list[Outcome] = []
         async with self._engine.begin() as conn:
-            for o in outcomes:
-                values: dict[str, Any] = {
-                    "state": o.state.value,
-                    "last_code": o.code,
-                    "last_reply": o.reply,
-                    "lease_until": None,
-                    "updated_at": now,
-                }
-                if o.state is DeliveryState.SENT:
-                    values["sent_at"] = now
-                result = await conn.execute(
-                    update(deliveries)
-                    .where(
-                        deliveries.c.id == o.delivery_id,
-                        deliveries.c.state == DeliveryState.SENDING,
-                        deliveries.c.attempts == o.attempt,
+            owned = {
+                (row[0], row[1])
+                for row in (
+                    await conn.execute(
+                        select(deliveries.c.id, deliveries.c.attempts)
+                        .where(
+                            deliveries.c.id.in_([o.delivery_id for o in outcomes]),
+                            deliveries.c.state == DeliveryState.SENDING,
+                        )
+                        .with_for_update()
                     )
-                    .values(values)
-                )
-                if result.rowcount == 1:
-                    applied.append(o)
+                ).all()
+            }
+            applied = [o for o in outcomes if (o.delivery_id, o.attempt) in owned]
             if applied:
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == bindparam("b_id"))
+                    .values(
+                        state=bindparam("b_state"),
+                        last_code=bindparam("b_code"),
+                        last_reply=bindparam("b_reply"),
+                        lease_until=None,
+                        updated_at=now,
+                        sent_at=func.coalesce(
+                            bindparam("b_sent_at", type_=UtcDateTime), deliveries.c.sent_at
+                        ),
+                    ),
+                    [
+                        {
+                            "b_id": o.delivery_id,
+                            "b_state": o.state.value,
+                            "b_code": o.code,
+                            "b_reply": o.reply,
+                            "b_sent_at": now if o.state is DeliveryState.SENT else None,
+                        }
+                        for o in applied
+                    ],
+                )
                 await conn.execute(
                     insert(delivery_events),
                     [
@@ -286,3 +309,25 @@ class DeliveryRepo:
                 .all()
             )
         return [dict(r) for r in rows]
+
+
+def _outcome_params(o: Outcome, now: datetime) -> dict[str, Any]:
+    sent_at = now if o.state is DeliveryState.SENT else None
+    return {
+        "b_id": o.delivery_id,
+        "b_state": o.state.value,
+        "b_code": o.code,
+        "b_reply": o.reply,
+        "b_sent_at": sent_at,
+    }
+
+
+def _event(o: Outcome, now: datetime) -> dict[str, Any]:
+    return {
+        "delivery_id": o.delivery_id,
+        "at": now,
+        "state": o.state.value,
+        "attempt": o.attempt,
+        "smtp_code": o.code,
+        "smtp_reply": o.reply,
+    }
