@@ -71,7 +71,15 @@ class Fields:
     summary_en: str | None
 
 
-def _ask(value: str | None, prompt: str, default: str | None, interactive: bool, **kw: object) -> str:
+def _ask(
+    value: str | None,
+    prompt: str,
+    default: str | None,
+    interactive: bool,
+    *,
+    choices: list[str] | None = None,
+    show_default: bool = True,
+) -> str:
     """The flag's value; else, at a terminal, the operator's answer; else the default."""
     if value is not None:
         return value
@@ -82,7 +90,8 @@ def _ask(value: str | None, prompt: str, default: str | None, interactive: bool,
                 EXIT_BAD_INPUT,
             )
         return default
-    return str(click.prompt(prompt, default=default, **kw))  # type: ignore[arg-type]
+    kind = click.Choice(choices) if choices else None
+    return str(click.prompt(prompt, default=default, type=kind, show_default=show_default))
 
 
 def _body(path: Path | None, interactive: bool) -> str:
@@ -104,10 +113,10 @@ def _draft(f: Fields, base: Notice | None, orgs: dict[str, str], i: bool, now: d
     summary = _ask(f.summary, "Summary", base.summary if base else None, i)
     body = _body(f.body_file, i) or (base.body if base else "")
     category = _ask(
-        f.category, "Category", base.category.value if base else "advisory", i, type=click.Choice(CATEGORIES)
+        f.category, "Category", base.category.value if base else "advisory", i, choices=CATEGORIES
     )
-    severity = _ask(f.severity, "Severity (auto: the rules decide)", "auto", i, type=click.Choice(SEVERITIES))
-    tlp = _ask(f.tlp, "TLP", base.tlp.value if base else "GREEN", i, type=click.Choice(TLPS))
+    severity = _ask(f.severity, "Severity (auto: the rules decide)", "auto", i, choices=SEVERITIES)
+    tlp = _ask(f.tlp, "TLP", base.tlp.value if base else "GREEN", i, choices=TLPS)
     targets = f.targets or (tuple(base.area) if base and base.area else ())
     if not targets:
         targets = (_ask(None, "Target (all, prefectures or codes)", "all" if i else None, i),)
