@@ -54,12 +54,12 @@ async def preview(store: Store, rules: RuleSet, notice: Notice, parent: AlertVie
     else:
         thread = parent.thread_id or parent.id
         if notice.msg_type is MsgType.CANCEL:
-            mailed = set(await store.alerts.thread_history(thread))
+            mailed = set(await store.threads.history(thread))
             audience = Audience([c for c in candidates if c.address_id in mailed])
             counts = await store.alerts.counts(parent.id)
             unsent = counts.get("queued", 0) + counts.get("deferred", 0)
         else:
-            already = await store.alerts.thread_addresses(thread)
+            already = await store.threads.members(thread)
             audience = choose_audience(candidates, notice=notice, severity=result.severity, already=already)
     return Preview(notice, result, audience, held, unsent)
 

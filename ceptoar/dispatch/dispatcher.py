@@ -119,7 +119,7 @@ class Dispatcher:
         else:
             audience = await self._audience(notice, result, parent)
             if lifecycle.thread_id is not None:
-                history = await self._store.alerts.thread_history(lifecycle.thread_id)
+                history = await self._store.threads.history(lifecycle.thread_id)
             if not audience.recipients:
                 log.error("alert.no_audience", tlp=notice.tlp.value, removed=dict(audience.removed))
         return await self._store.alerts.create(
@@ -169,21 +169,21 @@ class Dispatcher:
         thread = parent.thread_id or parent.id
         if notice.msg_type is MsgType.CANCEL:
             await self._cancel(thread)
-            mailed = set((await self._store.alerts.thread_history(thread)).keys())
+            mailed = set((await self._store.threads.history(thread)).keys())
             return Audience([c for c in candidates if c.address_id in mailed])
-        already = await self._store.alerts.thread_addresses(thread)
+        already = await self._store.threads.members(thread)
         return choose_audience(candidates, notice=notice, severity=result.severity, already=already)
 
     async def _cancel(self, thread: str) -> None:
         """Stop every unsent delivery of the thread; wait (bounded) for mail in flight."""
-        cancelled = await self._store.alerts.cancel_thread(thread)
+        cancelled = await self._store.threads.cancel(thread)
         patience = min(self._settings.lease_seconds, 2 * self._settings.smtp_timeout + 5)
         deadline = time.monotonic() + patience
         # Another process's mailer owns those rows: the store is the only way to see them finish.
-        sending = await self._store.alerts.in_flight(thread)
+        sending = await self._store.threads.in_flight(thread)
         while sending and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-            sending = await self._store.alerts.in_flight(thread)
+            sending = await self._store.threads.in_flight(thread)
         if sending:
             log.error("cancel.in_flight_remaining", thread_id=thread, sending=sending)
         log.info("alert.cancelled", thread_id=thread, deliveries_cancelled=cancelled)

@@ -12,6 +12,7 @@ from ceptoar.store.engine import create_engine, create_schema
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.states import CLAIMABLE, MAILED, OPEN, DeliveryState
 from ceptoar.store.subscribers import Candidate, ImportResult, RegistryCounts, SubscriberRepo
+from ceptoar.store.threads import ThreadRepo
 
 __all__ = [
     "CLAIMABLE",
@@ -43,6 +44,7 @@ class Store:
         self.deliveries = DeliveryRepo(engine)
         self.feeds = FeedRepo(engine)
         self.audit = AuditRepo(engine)
+        self.threads = ThreadRepo(engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:
