@@ -188,3 +188,16 @@ async def test_naive_datetimes_are_refused(store: Store) -> None:
 
     with pytest.raises(ValueError, match="naive"):
         UtcDateTime().process_bind_param(datetime(2026, 1, 1), store.engine.dialect)
+
+
+async def test_a_receipt_abandoned_while_publishing_is_taken_over(store: Store) -> None:
+    from ceptoar.store.tables import receipts
+
+    key = {"source": "nisc", "source_id": "R-1"}
+    assert await store.feeds.receive(**key, fmt="json", feed="nisc") is None
+    assert await store.feeds.receive(**key, fmt="json", feed="nisc") == "publishing"  # a request in flight
+    async with store.engine.begin() as conn:
+        await conn.execute(update(receipts).values(received_at=datetime.now(UTC) - timedelta(seconds=61)))
+    assert await store.feeds.receive(**key, fmt="json", feed="nisc") is None  # that request died
+    await store.feeds.published(**key)
+    assert await store.feeds.receive(**key, fmt="json", feed="nisc") == "published"

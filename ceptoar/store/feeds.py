@@ -13,7 +13,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +25,8 @@ from ceptoar.store.tables import feeds, receipts
 __all__ = ["Feed", "FeedExists", "FeedRepo", "NewFeed", "hash_key"]
 
 KEY_PREFIX = "cep_"
+# Longer than any publish may take (the endpoint gives the broker 10 s to confirm).
+ABANDONED_AFTER = 60
 
 
 class FeedExists(CeptoarError, ValueError):
@@ -108,7 +110,21 @@ class FeedRepo:
         ]
 
     async def receive(self, *, source: str, source_id: str, fmt: str, feed: str) -> str | None:
-        """Record that a notice is being accepted; return the state of an earlier receipt, if any."""
+        """Record that a notice is being accepted; return the state of an earlier receipt, if any.
+
+        A receipt left `publishing` for over ABANDONED_AFTER seconds belongs to a
+        request that died before the broker answered: it is taken over.
+        """
+        stale = datetime.now(UTC) - timedelta(seconds=ABANDONED_AFTER)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                delete(receipts).where(
+                    receipts.c.source == source,
+                    receipts.c.source_id == source_id,
+                    receipts.c.state == "publishing",
+                    receipts.c.received_at < stale,
+                )
+            )
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(
