@@ -12,6 +12,7 @@ stored and any retry job is confirmed by the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -97,6 +98,7 @@ class Mailer:
         )
         if len(claimed) < len(ids):
             log.debug("job.duplicates", count=len(ids) - len(claimed))
+        await persist(lambda: self._preload({c.alert_id for c in claimed}), stop=stop, what="load alerts")
         outcomes = await asyncio.gather(*(self._attempt(c) for c in claimed))
         applied = await persist(lambda: self._store.deliveries.record(outcomes), stop=stop, what="record")
         for outcome in applied:
@@ -120,6 +122,12 @@ class Mailer:
             retry_in=delay,
             reply=outcome.reply,
         )
+
+    async def _preload(self, alert_ids: set[str]) -> None:
+        """Load each alert once before its sends: concurrent cache misses would each query the store."""
+        for alert_id in alert_ids:
+            with contextlib.suppress(PermanentDeliveryError):  # each attempt records it as failed
+                await self._alert(alert_id)
 
     async def _alert(self, alert_id: str) -> AlertView:
         alert = self._alerts.get(alert_id)
@@ -154,10 +162,10 @@ class Mailer:
                 exhausted = c.attempt >= self._settings.max_attempts
                 state = DeliveryState.FAILED if exhausted else DeliveryState.DEFERRED
                 said = f"{exc.reply} (attempts exhausted: {c.attempt})" if exhausted else exc.reply
-                return Outcome(c.id, state, c.attempt, exc.code, said)
+                return Outcome(c.id, state, c.attempt, exc.code, said, datetime.now(UTC))
             except PermanentDeliveryError as exc:
-                return Outcome(c.id, DeliveryState.FAILED, c.attempt, exc.code, exc.reply)
-            return Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message)
+                return Outcome(c.id, DeliveryState.FAILED, c.attempt, exc.code, exc.reply, datetime.now(UTC))
+            return Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message, datetime.now(UTC))
 
 
 def _job_weight(message: AbstractIncomingMessage) -> int:

@@ -47,6 +47,8 @@ class Outcome:
     attempt: int
     code: int | None
     reply: str
+    # When the server answered (recording comes later, a batch at a time).
+    at: datetime | None = None
 
 
 class DeliveryRepo:
@@ -312,7 +314,7 @@ class DeliveryRepo:
 
 
 def _outcome_params(o: Outcome, now: datetime) -> dict[str, Any]:
-    sent_at = now if o.state is DeliveryState.SENT else None
+    sent_at = (o.at or now) if o.state is DeliveryState.SENT else None
     return {
         "b_id": o.delivery_id,
         "b_state": o.state.value,
@@ -325,7 +327,7 @@ def _outcome_params(o: Outcome, now: datetime) -> dict[str, Any]:
 def _event(o: Outcome, now: datetime) -> dict[str, Any]:
     return {
         "delivery_id": o.delivery_id,
-        "at": now,
+        "at": o.at or now,
         "state": o.state.value,
         "attempt": o.attempt,
         "smtp_code": o.code,
