@@ -248,9 +248,11 @@ async def fanout(port: int, rows: list[RegistryRow], database_url: str | None, m
 
 
 async def _drop_topology(prefix: str) -> None:
+    from ceptoar.config import Settings
     from tests.harness import delete_topology
 
-    await delete_topology(prefix, [10])
+    # Every queue the service declared: its retry delays are the configured ones.
+    await delete_topology(prefix, Settings().retry_delays)
 
 
 def _row(name: str, values: list[float], unit: str = "s") -> str:
