@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -201,3 +202,16 @@ async def test_a_receipt_abandoned_while_publishing_is_taken_over(store: Store) 
     assert await store.feeds.receive(**key, fmt="json", feed="nisc") is None  # that request died
     await store.feeds.published(**key)
     assert await store.feeds.receive(**key, fmt="json", feed="nisc") == "published"
+
+
+async def test_sqlite_reads_do_not_wait_for_a_writer(
+    tmp_path: Path, registry_rows: list[RegistryRow]
+) -> None:
+    """An operator's status read answers while the service holds the write lock."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locks.db'}"
+    async with await Store.open(url) as service, await Store.open(url) as operator:
+        await service.subscribers.import_rows(subset(registry_rows, 2))
+        async with service.engine.begin() as writing:  # BEGIN IMMEDIATE: the write lock is held
+            await writing.execute(update(deliveries).values(attempts=0))
+            counts = await asyncio.wait_for(operator.subscribers.counts(), 2)
+        assert counts.addresses == 4

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ceptoar.store.alerts import AlertRepo, AlertView, Lifecycle, StoredAlert
 from ceptoar.store.audit import AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
-from ceptoar.store.engine import create_engine, create_schema
+from ceptoar.store.engine import create_engine, create_schema, reading
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.states import CLAIMABLE, MAILED, OPEN, DeliveryState
 from ceptoar.store.subscribers import Candidate, ImportResult, RegistryCounts, SubscriberRepo
@@ -54,7 +54,7 @@ class Store:
         return cls(engine)
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.errors import UnknownAlert
 from ceptoar.feed.notice import Notice
+from ceptoar.store.engine import reading
 from ceptoar.store.states import DeliveryState
 from ceptoar.store.tables import alerts, deliveries, delivery_events, notices
 
@@ -163,7 +164,7 @@ class AlertRepo:
 
     async def existing(self, source: str, source_id: str) -> StoredAlert | None:
         """The alert already made from this notice, with its still-queued deliveries."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 await conn.execute(
                     select(alerts.c.id, alerts.c.jobs_published_at, notices.c.sent_at)
@@ -179,7 +180,7 @@ class AlertRepo:
         )
 
     async def queued_delivery_ids(self, alert_id: str) -> list[int]:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return list(
                 (
                     await conn.execute(
@@ -199,7 +200,7 @@ class AlertRepo:
 
     async def unpublished(self, *, older_than: datetime) -> list[str]:
         """Alerts whose jobs were never confirmed (the dispatcher died in between)."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return list(
                 (
                     await conn.execute(
@@ -211,7 +212,7 @@ class AlertRepo:
             )
 
     async def get(self, alert_id: str) -> AlertView | None:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (await conn.execute(select(alerts).where(alerts.c.id == alert_id))).mappings().first()
         return None if row is None else _view(row)
 
@@ -227,7 +228,7 @@ class AlertRepo:
                 (alerts.c.source_id == ident)
                 | ((alerts.c.source == source) & (alerts.c.source_id == source_id))
             )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
         if len(rows) == 1:
             return _view(rows[0])
@@ -238,7 +239,7 @@ class AlertRepo:
 
     async def find(self, source: str, source_id: str) -> AlertView | None:
         """The alert made from one source's notice."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 (
                     await conn.execute(
@@ -255,12 +256,12 @@ class AlertRepo:
         query = select(alerts).where(alerts.c.created_at >= since).order_by(alerts.c.created_at.desc())
         if severities:
             query = query.where(alerts.c.severity.in_(list(severities)))
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return [_view(r) for r in (await conn.execute(query)).mappings().all()]
 
     async def counts(self, alert_id: str) -> dict[str, int]:
         """Deliveries of the alert by state."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (
                 await conn.execute(
                     select(deliveries.c.state, func.count())

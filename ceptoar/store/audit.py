@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ceptoar.store.engine import reading
 from ceptoar.store.tables import audit
 
 __all__ = ["AuditEntry", "AuditRepo"]
@@ -58,7 +59,7 @@ class AuditRepo:
         query = select(audit).order_by(audit.c.id)
         if when is not None:
             query = query.where(audit.c.at >= when)
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [
             AuditEntry(r["at"], r["operator"], r["action"], r["alert_id"], r["notice_id"], dict(r["detail"]))

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ceptoar.store.engine import reading
 from ceptoar.store.states import CLAIMABLE, DeliveryState
 from ceptoar.store.tables import UtcDateTime, addresses, deliveries, delivery_events, subscribers
 
@@ -182,7 +183,7 @@ class DeliveryRepo:
     async def expired_leases(self, *, limit: int = 10_000) -> list[int]:
         """Deliveries left `sending` by a worker that died: they are to be sent again."""
         now = datetime.now(UTC)
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return list(
                 (
                     await conn.execute(
@@ -256,7 +257,7 @@ class DeliveryRepo:
             .where(deliveries.c.alert_id == alert_id)
             .order_by(subscribers.c.code, deliveries.c.id)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
     async def timeline(self, alert_id: str) -> list[tuple[datetime, str]]:
@@ -268,11 +269,11 @@ class DeliveryRepo:
             .where(deliveries.c.alert_id == alert_id, delivery_events.c.state.in_(final))
             .order_by(delivery_events.c.at)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return [(at, state) for at, state in (await conn.execute(query)).all()]
 
     async def get(self, delivery_id: int) -> dict[str, Any] | None:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 (await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)))
                 .mappings()
@@ -282,7 +283,7 @@ class DeliveryRepo:
 
     async def find(self, alert_id: str, email: str) -> dict[str, Any] | None:
         """The delivery of an alert to one address."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 (
                     await conn.execute(
@@ -298,7 +299,7 @@ class DeliveryRepo:
 
     async def events(self, delivery_id: int) -> list[dict[str, Any]]:
         """The event log of one delivery, oldest first."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (
                 (
                     await conn.execute(

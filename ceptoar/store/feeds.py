@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.errors import CeptoarError
+from ceptoar.store.engine import reading
 from ceptoar.store.tables import feeds, receipts
 
 __all__ = ["Feed", "FeedExists", "FeedRepo", "NewFeed", "hash_key"]
@@ -102,7 +103,7 @@ class FeedRepo:
         query = select(feeds).order_by(feeds.c.name)
         if where is not None:
             query = query.where(where)
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [
             Feed(r["name"], tuple(r["sources"]), r["signing_secret"], r["revoked_at"] is not None)
@@ -143,7 +144,7 @@ class FeedRepo:
 
     async def receive_state(self, *, source: str, source_id: str) -> str | None:
         """`publishing` or `published` for a notice the endpoint took, else None."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             state = (
                 await conn.execute(
                     select(receipts.c.state).where(

@@ -11,6 +11,7 @@ from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.registry import RegistryRow, is_prefecture, prefecture_of
+from ceptoar.store.engine import reading
 from ceptoar.store.tables import addresses, subscribers
 
 __all__ = ["Candidate", "ImportResult", "RegistryCounts", "SubscriberRepo"]
@@ -148,7 +149,7 @@ class SubscriberRepo:
             .where(subscribers.c.active, addresses.c.active)
             .order_by(subscribers.c.code, addresses.c.id)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).all()
         return [
             RegistryRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6]), tuple(r[7]), bool(r[8]), bool(r[9]))
@@ -157,7 +158,7 @@ class SubscriberRepo:
 
     async def counts(self) -> RegistryCounts:
         """Active organisations and addresses."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             codes = (
                 (await conn.execute(select(subscribers.c.code).where(subscribers.c.active))).scalars().all()
             )
@@ -178,7 +179,7 @@ class SubscriberRepo:
         codes = [c for c in area if len(c) == 6]
         if not codes:
             return []
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             found = set(
                 (
                     await conn.execute(
@@ -204,7 +205,7 @@ class SubscriberRepo:
             .where(addresses.c.active, subscribers.c.active)
             .order_by(addresses.c.id)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).all()
         return [
             Candidate(

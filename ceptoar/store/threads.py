@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ceptoar.store.engine import reading
 from ceptoar.store.states import CLAIMABLE, MAILED, DeliveryState
 from ceptoar.store.tables import alerts, deliveries, delivery_events
 
@@ -28,7 +29,7 @@ class ThreadRepo:
             .order_by(alerts.c.created_at, deliveries.c.id)
         )
         history: dict[int, list[str]] = {}
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             for address_id, message_id in (await conn.execute(query)).all():
                 history.setdefault(address_id, []).append(message_id)
         return history
@@ -40,7 +41,7 @@ class ThreadRepo:
             .join(alerts, deliveries.c.alert_id == alerts.c.id)
             .where(alerts.c.thread_id == thread_id, deliveries.c.state != DeliveryState.CANCELLED)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return set((await conn.execute(query)).scalars())
 
     async def cancel(self, thread_id: str) -> int:
@@ -90,5 +91,5 @@ class ThreadRepo:
             .select_from(deliveries.join(alerts, deliveries.c.alert_id == alerts.c.id))
             .where(alerts.c.thread_id == thread_id, deliveries.c.state == DeliveryState.SENDING)
         )
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return int((await conn.execute(query)).scalar_one())
