@@ -1,8 +1,9 @@
 """`ceptoar serve`: the dispatcher, the mailer and the sweeper in one process.
 
-The sweeper is what makes a dead worker harmless: a delivery left `sending`
-past its lease, or an alert whose jobs were never confirmed, gets its jobs
-published again; the claim decides whether anything is sent.
+The sweeper is what makes a dead worker or a lost job harmless: a delivery
+left `sending` past its lease, an alert whose jobs were never confirmed,
+and a delivery left queued (or deferred) longer than any job should take
+get their jobs published again; the claim decides whether anything is sent.
 """
 
 from __future__ import annotations
@@ -64,9 +65,15 @@ async def sweep(c: Components) -> int:
         await c.store.alerts.mark_published(alert_id)
         republished += len(ids)
     expired = await c.store.deliveries.expired_leases()
-    if expired:
-        await c.bus.publish_jobs(expired, batch=c.settings.publish_batch)
-        republished += len(expired)
+    now = datetime.now(UTC)
+    lease = timedelta(seconds=c.settings.lease_seconds)
+    lost = await c.store.deliveries.stale(
+        queued_before=now - lease,
+        deferred_before=now - lease - timedelta(seconds=max(c.settings.retry_delays)),
+    )
+    if expired or lost:
+        await c.bus.publish_jobs([*expired, *lost], batch=c.settings.publish_batch)
+        republished += len(expired) + len(lost)
     if republished:
         log.warning("sweep.republished", jobs=republished)
     return republished

@@ -312,3 +312,28 @@ async def test_a_cap_identifier_reused_with_another_sent_time_is_refused(
     assert "hsas@dhs.gov already used id 43b080713727 with sent 2003-04-02T19:39:01+00:00" in str(
         (dead.headers or {})["x-ceptoar-reason"]
     )
+
+
+async def test_a_delivery_whose_job_was_lost_is_sent_by_the_sweeper(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    """A job dead-lettered after repeated failures leaves its delivery queued; the sweeper sends it."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from ceptoar.store.tables import deliveries
+
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1), lease_seconds=1.0)
+    stored = await stack.store_alert(notice_doc(id="LOST-1"), published=True)  # no job was ever queued
+    async with stack.store.engine.begin() as conn:
+        await conn.execute(update(deliveries).values(updated_at=datetime.now(UTC) - timedelta(seconds=5)))
+    async with running(stack.settings):
+        counts = await stack.wait_settled("LOST-1", within=30)
+    assert counts == {"sent": 2}
+    assert count(mailbox.root) == 2
+    assert [e["state"] for e in await stack.store.deliveries.events(stored.delivery_ids[0])] == [
+        "queued",
+        "sending",
+        "sent",
+    ]

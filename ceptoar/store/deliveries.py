@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.store.engine import reading
 from ceptoar.store.states import CLAIMABLE, DeliveryState
-from ceptoar.store.tables import UtcDateTime, addresses, deliveries, delivery_events, subscribers
+from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, subscribers
 
 __all__ = ["Claimed", "DeliveryRepo", "Outcome"]
 
@@ -271,6 +271,36 @@ class DeliveryRepo:
         )
         async with reading(self._engine) as conn:
             return [(at, state) for at, state in (await conn.execute(query)).all()]
+
+    async def stale(
+        self, *, queued_before: datetime, deferred_before: datetime, limit: int = 10_000
+    ) -> list[int]:
+        """Deliveries waiting longer than any job should take, of alerts whose jobs were published.
+
+        Their job was lost (dead-lettered after repeated failures, say). Their
+        `updated_at` is touched, so the next sweep waits as long again.
+        """
+        waiting = or_(
+            and_(deliveries.c.state == DeliveryState.QUEUED, deliveries.c.updated_at < queued_before),
+            and_(deliveries.c.state == DeliveryState.DEFERRED, deliveries.c.updated_at < deferred_before),
+        )
+        published = select(alerts.c.id).where(alerts.c.jobs_published_at.is_not(None))
+        async with self._engine.begin() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(deliveries.c.id)
+                        .where(waiting, deliveries.c.alert_id.in_(published))
+                        .order_by(deliveries.c.id)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if ids:
+                await conn.execute(
+                    update(deliveries).where(deliveries.c.id.in_(ids)).values(updated_at=datetime.now(UTC))
+                )
+        return ids
 
     async def get(self, delivery_id: int) -> dict[str, Any] | None:
         async with reading(self._engine) as conn:
