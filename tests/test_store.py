@@ -215,3 +215,17 @@ async def test_sqlite_reads_do_not_wait_for_a_writer(
             await writing.execute(update(deliveries).values(attempts=0))
             counts = await asyncio.wait_for(operator.subscribers.counts(), 2)
         assert counts.addresses == 4
+
+
+async def test_an_outcome_keeps_the_time_the_server_answered(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    await store.subscribers.import_rows(subset(registry_rows, 1))
+    stored = await _create(store, _notice())
+    one = stored.delivery_ids[0]
+    await store.deliveries.claim([one], lease_seconds=60)
+    answered = datetime(2026, 11, 28, 12, 0, 0, 123000, tzinfo=UTC)
+    await store.deliveries.record([Outcome(one, DeliveryState.SENT, 1, 250, "Ok", answered)])
+    row = await store.deliveries.get(one)
+    assert row is not None and row["sent_at"] == answered
+    assert (await store.deliveries.events(one))[-1]["at"] == answered

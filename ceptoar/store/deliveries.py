@@ -7,7 +7,7 @@ claim changes nothing is a duplicate and must not be sent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from ceptoar.store.engine import reading
 from ceptoar.store.states import CLAIMABLE, DeliveryState
 from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, subscribers
 
-__all__ = ["Claimed", "DeliveryRepo", "Outcome"]
+__all__ = ["Claimed", "DeliveryRepo", "Outcome", "transition_events"]
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,7 @@ class DeliveryRepo:
             ).all()
             if not won:
                 return []
-            await conn.execute(
-                insert(delivery_events),
-                [
-                    {"delivery_id": i, "at": now, "state": DeliveryState.SENDING.value, "attempt": n}
-                    for i, n in won
-                ],
-            )
+            await conn.execute(insert(delivery_events), transition_events(won, DeliveryState.SENDING, now))
             rows = (
                 await conn.execute(
                     select(
@@ -153,31 +147,9 @@ class DeliveryRepo:
                             bindparam("b_sent_at", type_=UtcDateTime), deliveries.c.sent_at
                         ),
                     ),
-                    [
-                        {
-                            "b_id": o.delivery_id,
-                            "b_state": o.state.value,
-                            "b_code": o.code,
-                            "b_reply": o.reply,
-                            "b_sent_at": now if o.state is DeliveryState.SENT else None,
-                        }
-                        for o in applied
-                    ],
+                    [_outcome_params(o, now) for o in applied],
                 )
-                await conn.execute(
-                    insert(delivery_events),
-                    [
-                        {
-                            "delivery_id": o.delivery_id,
-                            "at": now,
-                            "state": o.state.value,
-                            "attempt": o.attempt,
-                            "smtp_code": o.code,
-                            "smtp_reply": o.reply,
-                        }
-                        for o in applied
-                    ],
-                )
+                await conn.execute(insert(delivery_events), [_event(o, now) for o in applied])
         return applied
 
     async def expired_leases(self, *, limit: int = 10_000) -> list[int]:
@@ -222,17 +194,7 @@ class DeliveryRepo:
             ).all()
             if rows:
                 await conn.execute(
-                    insert(delivery_events),
-                    [
-                        {
-                            "delivery_id": i,
-                            "at": now,
-                            "state": DeliveryState.QUEUED.value,
-                            "attempt": n,
-                            "smtp_reply": why,
-                        }
-                        for i, n in rows
-                    ],
+                    insert(delivery_events), transition_events(rows, DeliveryState.QUEUED, now, reply=why)
                 )
         return [i for i, _ in rows]
 
@@ -364,3 +326,13 @@ def _event(o: Outcome, now: datetime) -> dict[str, Any]:
         "smtp_code": o.code,
         "smtp_reply": o.reply,
     }
+
+
+def transition_events(
+    rows: Iterable[Sequence[int]], state: DeliveryState, at: datetime, *, reply: str | None = None
+) -> list[dict[str, Any]]:
+    """Event rows for deliveries, given as (id, attempt), that moved to `state` at `at`."""
+    return [
+        {"delivery_id": row[0], "at": at, "state": state.value, "attempt": row[1], "smtp_reply": reply}
+        for row in rows
+    ]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ceptoar.store.deliveries import transition_events
 from ceptoar.store.engine import reading
 from ceptoar.store.states import CLAIMABLE, MAILED, DeliveryState
 from ceptoar.store.tables import alerts, deliveries, delivery_events
@@ -69,18 +70,10 @@ class ThreadRepo:
                 )
             ).all()
             if cancelled:
+                why = "alert cancelled before this delivery was sent"
                 await conn.execute(
                     insert(delivery_events),
-                    [
-                        {
-                            "delivery_id": i,
-                            "at": now,
-                            "state": DeliveryState.CANCELLED.value,
-                            "attempt": n,
-                            "smtp_reply": "alert cancelled before this delivery was sent",
-                        }
-                        for i, n in cancelled
-                    ],
+                    transition_events(cancelled, DeliveryState.CANCELLED, now, reply=why),
                 )
         return len(cancelled)
 
