@@ -28,6 +28,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from ceptoar.config import Settings
 from ceptoar.retry import deferral_delay
 
 __all__ = ["JOB_KEY", "JOB_SIZE", "Bus", "Inbox", "Names", "job_delivery_ids"]
@@ -154,6 +155,11 @@ class Inbox:
 
 class Bus:
     """A robust connection, a confirming publisher channel, and the topology."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Bus:
+        """The bus a ceptoar process configured by `settings` talks to (not yet connected)."""
+        return cls(settings.amqp_url, prefix=settings.prefix, retry_delays=settings.retry_delays)
 
     def __init__(self, url: str, *, prefix: str, retry_delays: Sequence[float]) -> None:
         self.url = url

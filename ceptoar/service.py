@@ -41,7 +41,7 @@ async def open_components(settings: Settings, stack: AsyncExitStack, *, name: st
     """Open the store and the bus (topology declared); both close with `stack`."""
     store = await Store.open(settings.db_url)
     stack.push_async_callback(store.close)
-    bus = Bus(settings.amqp_url, prefix=settings.prefix, retry_delays=settings.retry_delays)
+    bus = Bus.from_settings(settings)
     await bus.connect(name=name)
     stack.push_async_callback(bus.close)
     return Components(settings, store, bus)

@@ -134,7 +134,7 @@ async def make_stack(make_settings: Callable[..., Settings], tmp_path: Path) -> 
         )
         store = await Store.open(settings.db_url)
         await store.subscribers.import_rows(rows)
-        bus = Bus(settings.amqp_url, prefix=settings.prefix, retry_delays=settings.retry_delays)
+        bus = Bus.from_settings(settings)
         await bus.connect(name="ceptoar-test")
         stack = Stack(settings, store, bus, mailbox)
         opened.append(stack)

@@ -11,6 +11,7 @@ import difflib
 import re
 import sys
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ceptoar.bus import Bus
 from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, EXIT_NOT_FOUND, fail, run, settings
 from ceptoar.cli.feed import read_notice
 from ceptoar.compose import Draft, TargetError, build_notice, operator_name, parse_targets, short_code
@@ -213,13 +215,9 @@ async def _resolve(store: Store, ident: str) -> AlertView:
 
 
 async def _send(s: Settings, store: Store, p: Preview, action: str, parent: AlertView | None) -> None:
-    from contextlib import AsyncExitStack
-
-    from ceptoar.bus import Bus
-
     n = p.notice
     async with AsyncExitStack() as stack:
-        bus = Bus(s.amqp_url, prefix=s.prefix, retry_delays=s.retry_delays)
+        bus = Bus.from_settings(s)
         await bus.connect(name="ceptoar-compose")
         stack.push_async_callback(bus.close)
         await bus.publish_notice(

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ceptoar.bus import Bus
 from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_NOT_FOUND, fail, run, settings
 from ceptoar.compose import operator_name
 from ceptoar.config import Settings
@@ -65,8 +66,6 @@ def alerts(since: str, severities: tuple[str, ...]) -> None:
 
 
 async def _resend(s: Settings, ident: str, which: str, address: str | None) -> int:
-    from ceptoar.bus import Bus
-
     async with await Store.open(s.db_url) as store:
         try:
             alert = await store.alerts.resolve(ident)
@@ -79,7 +78,7 @@ async def _resend(s: Settings, ident: str, which: str, address: str | None) -> i
         if address and not ids:
             fail(f"alert {alert.id} has no delivery to {address} that can be sent again", EXIT_NOT_FOUND)
         if ids:
-            bus = Bus(s.amqp_url, prefix=s.prefix, retry_delays=s.retry_delays)
+            bus = Bus.from_settings(s)
             await bus.connect(name="ceptoar-resend")
             try:
                 await bus.publish_jobs(ids, batch=s.publish_batch)

@@ -136,9 +136,7 @@ class Context:
         """The connected bus, connecting now if the broker was away."""
         if self.bus is not None and self.bus.connected:
             return self.bus
-        bus = Bus(
-            self.settings.amqp_url, prefix=self.settings.prefix, retry_delays=self.settings.retry_delays
-        )
+        bus = Bus.from_settings(self.settings)
         try:
             await bus.connect(name="ceptoar-api", within=5)
         except Exception as exc:
