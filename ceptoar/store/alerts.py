@@ -23,7 +23,12 @@ __all__ = ["Addressee", "AlertRepo", "AlertView", "Lifecycle", "StoredAlert"]
 
 @dataclass(frozen=True)
 class StoredAlert:
-    """The outcome of storing a notice: a new alert, or the one it duplicates."""
+    """The outcome of storing a notice: a new alert, or the one it duplicates.
+
+    `delivery_ids` are the deliveries whose jobs are still to be published:
+    all of a new alert's, or a duplicate's still queued when its jobs were
+    never confirmed (empty once they were).
+    """
 
     alert_id: str
     delivery_ids: list[int]
@@ -163,7 +168,11 @@ class AlertRepo:
         return StoredAlert(alert_id, ids, duplicate=False, jobs_published=False)
 
     async def existing(self, source: str, source_id: str) -> StoredAlert | None:
-        """The alert already made from this notice, with its still-queued deliveries."""
+        """The alert already made from this notice.
+
+        Its still-queued deliveries are read only when its jobs were never
+        confirmed: only then are they published again.
+        """
         async with reading(self._engine) as conn:
             row = (
                 await conn.execute(
@@ -174,10 +183,9 @@ class AlertRepo:
             ).first()
         if row is None:
             return None
-        queued = await self.queued_delivery_ids(row.id)
-        return StoredAlert(
-            row.id, queued, duplicate=True, jobs_published=row.jobs_published_at is not None, sent=row.sent_at
-        )
+        published = row.jobs_published_at is not None
+        queued = [] if published else await self.queued_delivery_ids(row.id)
+        return StoredAlert(row.id, queued, duplicate=True, jobs_published=published, sent=row.sent_at)
 
     async def queued_delivery_ids(self, alert_id: str) -> list[int]:
         async with reading(self._engine) as conn:
