@@ -44,7 +44,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ceptoar.bus import Bus  # noqa: E402
+from ceptoar.bus import Bus, delete_topology  # noqa: E402
+from ceptoar.config import Settings  # noqa: E402
 from ceptoar.registry import RegistryRow, read_registry  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
 
@@ -248,11 +249,8 @@ async def fanout(port: int, rows: list[RegistryRow], database_url: str | None, m
 
 
 async def _drop_topology(prefix: str) -> None:
-    from ceptoar.config import Settings
-    from tests.harness import delete_topology
-
     # Every queue the service declared: its retry delays are the configured ones.
-    await delete_topology(prefix, Settings().retry_delays)
+    await delete_topology(AMQP_URL, prefix=prefix, retry_delays=Settings().retry_delays)
 
 
 def _row(name: str, values: list[float], unit: str = "s") -> str:

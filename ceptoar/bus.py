@@ -31,7 +31,7 @@ from aio_pika.abc import (
 from ceptoar.config import Settings
 from ceptoar.retry import deferral_delay
 
-__all__ = ["JOB_KEY", "JOB_SIZE", "Bus", "Inbox", "Names", "job_delivery_ids"]
+__all__ = ["JOB_KEY", "JOB_SIZE", "Bus", "Inbox", "Names", "delete_topology", "job_delivery_ids"]
 
 JOB_KEY = "job"
 DELIVERY_LIMIT = 10
@@ -69,6 +69,26 @@ class Names:
 
     def retry(self, delay_seconds: float) -> str:
         return f"{self.prefix}.deliveries.retry.{round(delay_seconds * 1000)}ms"
+
+    def queues(self, retry_delays: Sequence[float]) -> list[str]:
+        """Every queue declared under the prefix with these retry delays."""
+        return [self.notices, self.deliveries, self.dead, *(self.retry(d) for d in sorted(set(retry_delays)))]
+
+    @property
+    def exchanges(self) -> list[str]:
+        return [self.feed_exchange, self.deliveries_exchange, self.dead_exchange]
+
+
+async def delete_topology(url: str, *, prefix: str, retry_delays: Sequence[float]) -> None:
+    """Remove every queue and exchange under `prefix` (a test's or a benchmark's own)."""
+    names = Names(prefix)
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in names.queues(retry_delays):
+            await channel.queue_delete(queue)
+        for exchange in names.exchanges:
+            await channel.exchange_delete(exchange)
 
 
 def _quorum(**extra: Any) -> dict[str, Any]:

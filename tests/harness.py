@@ -19,7 +19,8 @@ from typing import Any
 import aio_pika
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from ceptoar.bus import Bus, Names
+from ceptoar.bus import Bus
+from ceptoar.bus import delete_topology as delete_prefix
 from ceptoar.config import Settings
 from ceptoar.feed import parse_notice
 from ceptoar.mailbox import MaildirHandler
@@ -59,16 +60,7 @@ def notice_doc(**overrides: Any) -> dict[str, Any]:
 
 async def delete_topology(prefix: str, retry_delays: Sequence[float]) -> None:
     """Remove every queue and exchange a test declared under `prefix`."""
-    names = Names(prefix)
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        queues = [names.notices, names.deliveries, names.dead]
-        queues += [names.retry(d) for d in retry_delays]
-        for q in queues:
-            await channel.queue_delete(q)
-        for x in (names.feed_exchange, names.deliveries_exchange, names.dead_exchange):
-            await channel.exchange_delete(x)
+    await delete_prefix(AMQP_URL, prefix=prefix, retry_delays=retry_delays)
 
 
 class FaultyMailbox(MaildirHandler):
