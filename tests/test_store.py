@@ -36,6 +36,15 @@ async def _create(store: Store, notice: Notice, *, area: list[str] | None = None
     )
 
 
+async def _claimed_one(store: Store, registry_rows: list[RegistryRow]) -> int:
+    """The id of a delivery of a fresh alert, claimed by attempt 1."""
+    await store.subscribers.import_rows(subset(registry_rows, 1))
+    stored = await _create(store, _notice())
+    one = stored.delivery_ids[0]
+    await store.deliveries.claim([one], lease_seconds=60)
+    return one
+
+
 async def test_registry_import_is_idempotent_and_counted(
     store: Store, registry_rows: list[RegistryRow]
 ) -> None:
@@ -120,10 +129,7 @@ async def test_claim_wins_once(store: Store, registry_rows: list[RegistryRow]) -
 async def test_outcome_applies_only_to_the_attempt_that_claimed(
     store: Store, registry_rows: list[RegistryRow]
 ) -> None:
-    await store.subscribers.import_rows(subset(registry_rows, 1))
-    stored = await _create(store, _notice())
-    one = stored.delivery_ids[0]
-    await store.deliveries.claim([one], lease_seconds=60)
+    one = await _claimed_one(store, registry_rows)
     stale = Outcome(one, DeliveryState.SENT, 2, 250, "Ok")
     assert await store.deliveries.record([stale]) == []
     deferred = Outcome(one, DeliveryState.DEFERRED, 1, 451, "4.3.0 try later")
@@ -153,10 +159,7 @@ async def test_outcome_applies_only_to_the_attempt_that_claimed(
 
 
 async def test_expired_lease_can_be_claimed_again(store: Store, registry_rows: list[RegistryRow]) -> None:
-    await store.subscribers.import_rows(subset(registry_rows, 1))
-    stored = await _create(store, _notice())
-    one = stored.delivery_ids[0]
-    await store.deliveries.claim([one], lease_seconds=60)
+    one = await _claimed_one(store, registry_rows)
     assert await store.deliveries.expired_leases() == []
     assert await store.deliveries.claim([one], lease_seconds=60) == []
     async with store.engine.begin() as conn:
@@ -220,10 +223,7 @@ async def test_sqlite_reads_do_not_wait_for_a_writer(
 async def test_an_outcome_keeps_the_time_the_server_answered(
     store: Store, registry_rows: list[RegistryRow]
 ) -> None:
-    await store.subscribers.import_rows(subset(registry_rows, 1))
-    stored = await _create(store, _notice())
-    one = stored.delivery_ids[0]
-    await store.deliveries.claim([one], lease_seconds=60)
+    one = await _claimed_one(store, registry_rows)
     answered = datetime(2026, 11, 28, 12, 0, 0, 123000, tzinfo=UTC)
     await store.deliveries.record([Outcome(one, DeliveryState.SENT, 1, 250, "Ok", answered)])
     row = await store.deliveries.get(one)

@@ -22,6 +22,12 @@ from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, del
 __all__ = ["Claimed", "DeliveryRepo", "Outcome", "transition_events"]
 
 
+# A delivery with its address and the organisation it belongs to.
+_WITH_RECIPIENT = deliveries.join(addresses, deliveries.c.address_id == addresses.c.id).join(
+    subscribers, addresses.c.subscriber_code == subscribers.c.code
+)
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A delivery this worker now owns until its lease runs out."""
@@ -100,8 +106,7 @@ class DeliveryRepo:
                         deliveries.c.in_reply_to,
                         deliveries.c.references,
                     )
-                    .join(addresses, deliveries.c.address_id == addresses.c.id)
-                    .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
+                    .select_from(_WITH_RECIPIENT)
                     .where(deliveries.c.id.in_([i for i, _ in won]))
                     .order_by(deliveries.c.id)
                 )
@@ -214,8 +219,7 @@ class DeliveryRepo:
                 deliveries.c.sent_at,
                 deliveries.c.updated_at,
             )
-            .join(addresses, deliveries.c.address_id == addresses.c.id)
-            .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
+            .select_from(_WITH_RECIPIENT)
             .where(deliveries.c.alert_id == alert_id)
             .order_by(subscribers.c.code, deliveries.c.id)
         )
