@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -147,6 +148,7 @@ def registry(addresses: int | None) -> list[RegistryRow]:
 @dataclass
 class Fanout:
     seconds: float
+    stored: float
     dispatch: float
     first_mail: float
     peak_rss_mb: float
@@ -154,34 +156,42 @@ class Fanout:
 
 
 class Service:
-    """`ceptoar serve` processes on one prefix and database."""
+    """`ceptoar serve` on one prefix and database, with its mailer processes."""
 
-    def __init__(self, env: dict[str, str], count: int) -> None:
-        self.procs = [
-            subprocess.Popen([sys.executable, "-m", "ceptoar", "serve"], env=env, stderr=subprocess.PIPE)
-            for _ in range(count)
-        ]
-        for proc in self.procs:
-            assert proc.stderr is not None
-            for raw in proc.stderr:
-                if b"service.started" in raw:
-                    break
-            else:
-                raise RuntimeError("ceptoar serve did not start")
+    def __init__(self, env: dict[str, str], mailers: int | None) -> None:
+        extra = ["--mailers", str(mailers)] if mailers else []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ceptoar", "serve", *extra], env=env, stderr=subprocess.PIPE
+        )
+        started = threading.Event()
+        threading.Thread(target=self._drain, args=(started,), daemon=True).start()
+        if not started.wait(60):
+            raise RuntimeError("ceptoar serve did not start")
+
+    def _drain(self, started: threading.Event) -> None:
+        # Read the service's log to its end, so a full pipe never stalls it.
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            if b"service.started" in raw:
+                started.set()
+
+    def pids(self) -> list[int]:
+        """The service and its mailer processes."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return [self.proc.pid, *map(int, children)]
 
     def peak_rss_mb(self) -> float:
-        peak = 0
-        for proc in self.procs:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        """The sum of each process's peak resident memory (VmHWM): an upper bound of the service's peak."""
+        total = 0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-        return peak / 1024
+                    total += int(line.split()[1])
+        return total / 1024
 
     def stop(self) -> None:
-        for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            proc.wait(timeout=60)
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
 
 
 async def _until_all_sent(store: Store, alert_id: str, total: int, within: float = 900) -> int:
@@ -194,7 +204,7 @@ async def _until_all_sent(store: Store, alert_id: str, total: int, within: float
     raise RuntimeError(f"not every delivery was sent within {within}s")
 
 
-async def fanout(port: int, rows: list[RegistryRow], database_url: str | None, mailers: int) -> Fanout:
+async def fanout(port: int, rows: list[RegistryRow], database_url: str | None, mailers: int | None) -> Fanout:
     work = Path(tempfile.mkdtemp(prefix="ceptoar-bench-"))
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     db_url = database_url or f"sqlite+aiosqlite:///{work / 'ceptoar.db'}"
@@ -231,11 +241,12 @@ async def fanout(port: int, rows: list[RegistryRow], database_url: str | None, m
         sent = await _until_all_sent(store, alert.id, len(rows))
         seconds = time.perf_counter() - start
         first = min(r["sent_at"] for r in await store.deliveries.report(alert.id) if r["sent_at"])
-        published = (await store.alerts.get(alert.id)).jobs_published_at  # type: ignore[union-attr]
-        assert published is not None
+        view = await store.alerts.get(alert.id)
+        assert view is not None and view.jobs_published_at is not None
         return Fanout(
             seconds,
-            (published - wall0).total_seconds(),
+            (view.created_at - wall0).total_seconds(),
+            (view.jobs_published_at - wall0).total_seconds(),
             (first - wall0).total_seconds(),
             service.peak_rss_mb(),
             sent,
@@ -264,7 +275,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--addresses", type=int, default=None, help="a synthetic registry of N addresses")
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--mailers", type=int, default=1, help="ceptoar serve processes on the same queue")
+    parser.add_argument(
+        "--mailers", type=int, default=None, help="mailer processes of ceptoar serve (default: one per core)"
+    )
     args = parser.parse_args()
     ensure_postfix()
     rows = registry(args.addresses)
@@ -281,11 +294,12 @@ def main() -> None:
     assert all(f.sent == n for f in fans), "not every delivery was sent"
     seconds = [f.seconds for f in fans]
     print(
-        f"{n} addresses, {args.runs} runs, {os.cpu_count()} cores, mailers={args.mailers}, "
+        f"{n} addresses, {args.runs} runs, {os.cpu_count()} cores, mailers={args.mailers or os.cpu_count()}, "
         f"store={'PostgreSQL' if args.database_url else 'SQLite'}, {datetime.now():%Y-%m-%d}"
     )
     print(f"{'':<18} {'min':>9} {'median':>9} {'max':>9}")
     print(_row("T_fanout", seconds))
+    print(_row("  alert created", [f.stored for f in fans]))
     print(_row("  dispatched", [f.dispatch for f in fans]))
     print(_row("  first mail", [f.first_mail for f in fans]))
     print(_row("  messages/s", [n / s for s in seconds], "/s"))

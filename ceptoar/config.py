@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     mailer_batch: int = Field(200, ge=1, le=5000)
     # Batches in flight at once per process, so one batch's database work overlaps another's sending.
     mailer_loops: int = Field(2, ge=1, le=64)
+    # Processes working the job queues under `ceptoar serve`; 0 means one per core.
+    mailer_processes: int = Field(0, ge=0, le=64)
     publish_batch: int = Field(500, ge=1)
     sweep_seconds: float = Field(30.0, gt=0)
 
@@ -96,6 +98,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.var_dir / 'ceptoar.db'}"
+
+    @property
+    def mailers(self) -> int:
+        """How many processes `ceptoar serve` sends mail from."""
+        return self.mailer_processes or os.cpu_count() or 1
 
     @property
     def mailbox_dir(self) -> Path:

@@ -1,4 +1,10 @@
-"""`ceptoar serve`: the dispatcher, the mailer and the sweeper in one process.
+"""`ceptoar serve`: the dispatcher, the mailer and the sweeper, plus mailer processes.
+
+One process runs the dispatcher, the sweeper and a mailer; `mailer_processes`
+more than one keeps that many minus one `python -m ceptoar.mail`
+children working the same job queues, so a fan-out uses every core. A child
+that dies is started again; the claim on each delivery row keeps two
+processes from sending the same mail.
 
 The sweeper is what makes a dead worker or a lost job harmless: a delivery
 left `sending` past its lease, an alert whose jobs were never confirmed,
@@ -9,50 +15,20 @@ get their jobs published again; the claim decides whether anything is sent.
 from __future__ import annotations
 
 import asyncio
+import sys
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ceptoar.bus import Bus
+from ceptoar.components import Components, make_pool, make_renderer, open_components
 from ceptoar.config import Settings
 from ceptoar.dispatch import Dispatcher, load_rules
 from ceptoar.log import get_logger
 from ceptoar.mail.mailer import Mailer
-from ceptoar.mail.pool import SmtpPool
-from ceptoar.render import Renderer, default_templates_dir
 from ceptoar.retry import pause
-from ceptoar.store import Store
 
-__all__ = ["Components", "open_components", "run_service", "sweep"]
+__all__ = ["run_service", "sweep"]
 
 log = get_logger(__name__)
-
-
-@dataclass
-class Components:
-    """The connected parts a ceptoar process works with."""
-
-    settings: Settings
-    store: Store
-    bus: Bus
-
-
-async def open_components(settings: Settings, stack: AsyncExitStack, *, name: str) -> Components:
-    """Open the store and the bus (topology declared); both close with `stack`."""
-    store = await Store.open(settings.db_url)
-    stack.push_async_callback(store.close)
-    bus = Bus.from_settings(settings)
-    await bus.connect(name=name)
-    stack.push_async_callback(bus.close)
-    return Components(settings, store, bus)
-
-
-def make_renderer(settings: Settings) -> Renderer:
-    return Renderer(
-        settings.templates_dir or default_templates_dir(),
-        sender=settings.mail_from,
-        sender_name=settings.mail_from_name,
-    )
 
 
 async def sweep(c: Components) -> int:
@@ -88,16 +64,49 @@ async def _sweeper(c: Components, stop: asyncio.Event) -> None:
         await pause(c.settings.sweep_seconds, stop=stop)
 
 
-async def run_service(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set; in-flight batches finish, unacked jobs return to the queue."""
+async def _mailer_process(stop: asyncio.Event, started: asyncio.Event) -> None:
+    """Keep one `python -m ceptoar.mail` child running until `stop`; it inherits the environment."""
+    try:
+        await _keep_mailer_process(stop, started)
+    finally:
+        started.set()
+
+
+async def _keep_mailer_process(stop: asyncio.Event, started: asyncio.Event) -> None:
+    while not stop.is_set():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ceptoar.mail", stdout=asyncio.subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        if (await proc.stdout.readline()).strip() == b"ready":
+            log.info("mailer.process_started", pid=proc.pid)
+        started.set()
+        exited = asyncio.ensure_future(proc.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not exited.done():
+            proc.terminate()
+            await exited
+            return
+        log.error("mailer.process_exited", pid=proc.pid, code=proc.returncode)
+        await pause(1.0, stop=stop)
+
+
+async def run_service(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    ready: asyncio.Event | None = None,
+    mailer_processes: int = 1,
+) -> None:
+    """Run until `stop` is set; in-flight batches finish, unacked jobs return to the queue.
+
+    `mailer_processes` above one starts that many minus one mailer-only children.
+    """
     async with AsyncExitStack() as stack:
         c = await open_components(settings, stack, name="ceptoar-serve")
-        pool = SmtpPool(
-            settings.smtp_url,
-            size=settings.smtp_connections,
-            timeout=settings.smtp_timeout,
-            helo_name=settings.helo_name,
-        )
+        pool = make_pool(settings)
         stack.push_async_callback(pool.close)
         counts = await c.store.subscribers.counts()
         if counts.addresses == 0:
@@ -107,18 +116,26 @@ async def run_service(settings: Settings, stop: asyncio.Event, *, ready: asyncio
         mailer = Mailer(
             store=c.store, bus=c.bus, pool=pool, renderer=make_renderer(settings), settings=settings
         )
+        children = [asyncio.Event() for _ in range(mailer_processes - 1)]
+        tasks = [
+            asyncio.create_task(dispatcher.run(stop), name="dispatcher"),
+            asyncio.create_task(mailer.run(stop, workers=settings.mailer_loops), name="mailer"),
+            asyncio.create_task(_sweeper(c, stop), name="sweeper"),
+            *(
+                asyncio.create_task(_mailer_process(stop, started), name="mailer-process")
+                for started in children
+            ),
+        ]
+        for started in children:
+            await started.wait()
         log.info(
             "service.started",
             prefix=settings.prefix,
             relay=pool.relay,
             organisations=counts.organisations,
             addresses=counts.addresses,
+            mailer_processes=mailer_processes,
         )
-        tasks = [
-            asyncio.create_task(dispatcher.run(stop), name="dispatcher"),
-            asyncio.create_task(mailer.run(stop, workers=settings.mailer_loops), name="mailer"),
-            asyncio.create_task(_sweeper(c, stop), name="sweeper"),
-        ]
         if ready is not None:
             ready.set()
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -16,10 +16,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from ceptoar.components import open_components
 from ceptoar.mailbox import count, list_messages
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.registry import RegistryRow
-from ceptoar.service import open_components, sweep
+from ceptoar.service import sweep
 from ceptoar.store import DeliveryState, Store
 from tests.conftest import StackFactory
 from tests.harness import (

@@ -22,6 +22,7 @@ import click
 from ceptoar.bus import Bus
 from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, EXIT_NOT_FOUND, fail, run, settings
 from ceptoar.cli.feed import read_notice
+from ceptoar.components import make_renderer
 from ceptoar.compose import Draft, TargetError, build_notice, operator_name, parse_targets, short_code
 from ceptoar.compose.preview import Preview, preview, preview_mail
 from ceptoar.config import Settings
@@ -29,7 +30,6 @@ from ceptoar.dispatch.rules import load_rules
 from ceptoar.errors import InvalidNotice, UnknownAlert
 from ceptoar.feed.notice import Category, Notice, Severity, Tlp
 from ceptoar.render import SEVERITY_LABELS
-from ceptoar.service import make_renderer
 from ceptoar.store import AlertView, Store
 
 __all__ = ["cancel", "compose"]

@@ -27,10 +27,11 @@ from ceptoar.cli.mailbox import mailbox
 from ceptoar.cli.operate import alerts, audit, report, resend
 from ceptoar.cli.rules import classify_command, rules
 from ceptoar.cli.subscribers import subscribers
+from ceptoar.components import open_components
 from ceptoar.errors import UnknownAlert
 from ceptoar.feed.formats import CONTENT_TYPES
 from ceptoar.render import SEVERITY_LABELS
-from ceptoar.service import open_components, run_service
+from ceptoar.service import run_service
 from ceptoar.store import OPEN, DeliveryState, Store
 
 __all__ = ["main"]
@@ -57,14 +58,20 @@ for _command in (compose, cancel, alerts, resend, report, audit):
 @click.option(
     "--api", "with_api", is_flag=True, help="Also run the HTTP feed endpoint (CEPTOAR_API_HOST/PORT)."
 )
-def serve(with_api: bool) -> None:
-    """Run the dispatcher and the mailer (and the HTTP endpoint) until SIGINT or SIGTERM."""
+@click.option(
+    "--mailers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Processes sending mail (default CEPTOAR_MAILER_PROCESSES, or one per core).",
+)
+def serve(with_api: bool, mailers: int | None) -> None:
+    """Run the dispatcher and the mailers (and the HTTP endpoint) until SIGINT or SIGTERM."""
     s = settings()
 
     async def _serve() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        parts = [run_service(s, stop)]
+        parts = [run_service(s, stop, mailer_processes=mailers or s.mailers)]
         if with_api:
             parts.append(serve_api(s, stop, host=s.api_host, port=s.api_port))
         await asyncio.gather(*parts)

@@ -1,0 +1,3 @@
+from ceptoar.mail.process import main
+
+main()

@@ -1,0 +1,57 @@
+"""A mailer-only process: `python -m ceptoar.mail`, started by `ceptoar serve`.
+
+It works the same job queues as the service's own mailer and imports only
+what sending needs. It writes one line, `ready`, on stdout once it consumes,
+and stops cleanly on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from contextlib import AsyncExitStack
+
+from ceptoar.components import make_pool, make_renderer, open_components
+from ceptoar.config import Settings, get_settings
+from ceptoar.log import configure_logging
+from ceptoar.mail.mailer import Mailer
+
+__all__ = ["main", "run_mailer"]
+
+
+async def run_mailer(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+    """Work the job queues until `stop` is set."""
+    async with AsyncExitStack() as stack:
+        c = await open_components(settings, stack, name="ceptoar-mailer")
+        pool = make_pool(settings)
+        stack.push_async_callback(pool.close)
+        mailer = Mailer(
+            store=c.store, bus=c.bus, pool=pool, renderer=make_renderer(settings), settings=settings
+        )
+        work = asyncio.create_task(mailer.run(stop, workers=settings.mailer_loops), name="mailer")
+        if ready is not None:
+            ready.set()
+        await work
+
+
+async def _main(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    ready = asyncio.Event()
+    work = asyncio.create_task(run_mailer(settings, stop, ready=ready))
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({work, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if ready.is_set():
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+    await work
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    asyncio.run(_main(settings))
