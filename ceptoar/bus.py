@@ -1,10 +1,13 @@
 """The RabbitMQ topology and the only code that talks AMQP.
 
     {p}.feed (topic) ──► {p}.notices ──(dispatcher)
-    {p}.deliveries (direct, key "job") ──► {p}.deliveries ──(mailer)
-    {p}.deliveries.retry.<ms>ms  TTL queues that dead-letter back as "job"
+    {p}.deliveries (direct) ─"job"──────► {p}.deliveries           bulk lane ──(mailers)
+                            ─"critical"─► {p}.deliveries.critical  critical lane ──(mailers, first)
+    {lane queue}.retry.<ms>ms  TTL queues that dead-letter back to their lane
     {p}.dead (fanout) ──► {p}.dead   rejected notices and jobs, with the reason
 
+Jobs of critical alerts travel in their own lane, with their own retry
+queues, so a critical alert never waits behind the jobs of a bulk fan-out.
 All queues are durable quorum queues. Publishing waits for the broker's
 confirm and raises on an unroutable message, so a caller only acks its own
 input after what it published is safe. `x-delivery-limit` dead-letters a
@@ -15,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import aio_pika
@@ -31,10 +36,39 @@ from aio_pika.abc import (
 from ceptoar.config import Settings
 from ceptoar.retry import deferral_delay
 
-__all__ = ["JOB_KEY", "JOB_SIZE", "Bus", "Inbox", "Names", "delete_topology", "job_delivery_ids"]
+__all__ = [
+    "JOB_SIZE",
+    "Bus",
+    "Inbox",
+    "Lane",
+    "Names",
+    "by_lane",
+    "delete_topology",
+    "job_delivery_ids",
+    "lane_for",
+]
 
-JOB_KEY = "job"
 DELIVERY_LIMIT = 10
+
+
+class Lane(StrEnum):
+    """A job queue by urgency; its value is the routing key of its jobs."""
+
+    CRITICAL = "critical"
+    BULK = "job"
+
+
+def lane_for(severity: str) -> Lane:
+    """The lane of an alert's jobs: critical alerts overtake everything else."""
+    return Lane.CRITICAL if severity == "critical" else Lane.BULK
+
+
+def by_lane(pairs: Iterable[tuple[int, str]]) -> dict[Lane, list[int]]:
+    """Delivery ids grouped by the lane of their alert's severity, from (id, severity) pairs."""
+    lanes: dict[Lane, list[int]] = defaultdict(list)
+    for delivery_id, severity in pairs:
+        lanes[lane_for(severity)].append(delivery_id)
+    return dict(lanes)
 
 
 @dataclass(frozen=True)
@@ -55,9 +89,10 @@ class Names:
     def deliveries_exchange(self) -> str:
         return f"{self.prefix}.deliveries"
 
-    @property
-    def deliveries(self) -> str:
-        return f"{self.prefix}.deliveries"
+    def jobs(self, lane: Lane) -> str:
+        """The job queue of a lane."""
+        base = f"{self.prefix}.deliveries"
+        return base if lane is Lane.BULK else f"{base}.{lane.value}"
 
     @property
     def dead_exchange(self) -> str:
@@ -67,12 +102,18 @@ class Names:
     def dead(self) -> str:
         return f"{self.prefix}.dead"
 
-    def retry(self, delay_seconds: float) -> str:
-        return f"{self.prefix}.deliveries.retry.{round(delay_seconds * 1000)}ms"
+    def retry(self, delay_seconds: float, lane: Lane = Lane.BULK) -> str:
+        return f"{self.jobs(lane)}.retry.{round(delay_seconds * 1000)}ms"
 
     def queues(self, retry_delays: Sequence[float]) -> list[str]:
         """Every queue declared under the prefix with these retry delays."""
-        return [self.notices, self.deliveries, self.dead, *(self.retry(d) for d in sorted(set(retry_delays)))]
+        delays = sorted(set(retry_delays))
+        return [
+            self.notices,
+            *(self.jobs(lane) for lane in Lane),
+            self.dead,
+            *(self.retry(d, lane) for lane in Lane for d in delays),
+        ]
 
     @property
     def exchanges(self) -> list[str]:
@@ -227,21 +268,22 @@ class Bus:
         )
         await notices_q.bind(feed_x, routing_key="#")
         jobs_x = await ch.declare_exchange(n.deliveries_exchange, direct, durable=True)
-        jobs_q = await ch.declare_queue(
-            n.deliveries,
-            durable=True,
-            arguments=_dead_lettering(n.dead_exchange, **{"x-delivery-limit": DELIVERY_LIMIT}),
-        )
-        await jobs_q.bind(jobs_x, routing_key=JOB_KEY)
-        for delay in sorted(set(self.retry_delays)):
-            await ch.declare_queue(
-                n.retry(delay),
+        for lane in Lane:
+            jobs_q = await ch.declare_queue(
+                n.jobs(lane),
                 durable=True,
-                arguments=_dead_lettering(
-                    n.deliveries_exchange,
-                    **{"x-message-ttl": round(delay * 1000), "x-dead-letter-routing-key": JOB_KEY},
-                ),
+                arguments=_dead_lettering(n.dead_exchange, **{"x-delivery-limit": DELIVERY_LIMIT}),
             )
+            await jobs_q.bind(jobs_x, routing_key=lane.value)
+            for delay in sorted(set(self.retry_delays)):
+                await ch.declare_queue(
+                    n.retry(delay, lane),
+                    durable=True,
+                    arguments=_dead_lettering(
+                        n.deliveries_exchange,
+                        **{"x-message-ttl": round(delay * 1000), "x-dead-letter-routing-key": lane.value},
+                    ),
+                )
         self._exchanges = {"feed": feed_x, "jobs": jobs_x, "dead": dead_x}
 
     async def publish_notice(
@@ -265,19 +307,29 @@ class Bus:
         )
         await self._exchanges["feed"].publish(message, routing_key=routing_key, timeout=confirm_within)
 
-    async def publish_jobs(self, delivery_ids: Sequence[int], *, batch: int = 500) -> None:
-        """Publish jobs for the deliveries, JOB_SIZE to a message; returns once all are confirmed."""
+    async def publish_jobs(
+        self, delivery_ids: Sequence[int], *, lane: Lane = Lane.BULK, batch: int = 500
+    ) -> None:
+        """Publish jobs for the deliveries on a lane, JOB_SIZE to a message; return once all are confirmed."""
         jobs = self._exchanges["jobs"]
         chunks = [delivery_ids[i : i + JOB_SIZE] for i in range(0, len(delivery_ids), JOB_SIZE)]
         for start in range(0, len(chunks), batch):
             await asyncio.gather(
-                *(jobs.publish(_job(c), routing_key=JOB_KEY) for c in chunks[start : start + batch])
+                *(jobs.publish(_job(c), routing_key=lane.value) for c in chunks[start : start + batch])
             )
 
-    async def publish_retry(self, delivery_id: int, *, attempt: int) -> float:
-        """Park a job in the retry queue for its attempt's delay; return the delay."""
+    async def publish_lanes(self, lanes: Mapping[Lane, Sequence[int]], *, batch: int = 500) -> None:
+        """Publish jobs for deliveries already sorted by lane, critical first."""
+        for lane in Lane:
+            if lanes.get(lane):
+                await self.publish_jobs(lanes[lane], lane=lane, batch=batch)
+
+    async def publish_retry(self, delivery_id: int, *, attempt: int, lane: Lane = Lane.BULK) -> float:
+        """Park a job in its lane's retry queue for its attempt's delay; return the delay."""
         delay = deferral_delay(self.retry_delays, attempt)
-        await self.channel.default_exchange.publish(_job([delivery_id]), routing_key=self.names.retry(delay))
+        await self.channel.default_exchange.publish(
+            _job([delivery_id]), routing_key=self.names.retry(delay, lane)
+        )
         return delay
 
     async def dead_letter(

@@ -48,4 +48,5 @@ def make_pool(settings: Settings) -> SmtpPool:
         size=settings.smtp_connections,
         timeout=settings.smtp_timeout,
         helo_name=settings.helo_name,
+        reserved=settings.smtp_critical_connections,
     )

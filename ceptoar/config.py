@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     rules: Path | None = None
 
     smtp_connections: int = Field(4, ge=1, le=64)
+    # Connections beside smtp_connections that only critical alerts use.
+    smtp_critical_connections: int = Field(1, ge=0, le=16)
     smtp_timeout: float = Field(30.0, gt=0)
     # Delay before each retry of a deferred delivery; one more attempt than
     # delays, then the delivery fails with the last reply kept.

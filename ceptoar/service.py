@@ -19,6 +19,7 @@ import sys
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
+from ceptoar.bus import by_lane, lane_for
 from ceptoar.components import Components, make_pool, make_renderer, open_components
 from ceptoar.config import Settings
 from ceptoar.dispatch import Dispatcher, load_rules
@@ -36,8 +37,10 @@ async def sweep(c: Components) -> int:
     republished = 0
     stale = datetime.now(UTC) - timedelta(seconds=c.settings.sweep_seconds)
     for alert_id in await c.store.alerts.unpublished(older_than=stale):
+        alert = await c.store.alerts.get(alert_id)
         ids = await c.store.alerts.queued_delivery_ids(alert_id)
-        await c.bus.publish_jobs(ids, batch=c.settings.publish_batch)
+        if alert is not None:
+            await c.bus.publish_jobs(ids, lane=lane_for(alert.severity), batch=c.settings.publish_batch)
         await c.store.alerts.mark_published(alert_id)
         republished += len(ids)
     expired = await c.store.deliveries.expired_leases()
@@ -48,7 +51,7 @@ async def sweep(c: Components) -> int:
         deferred_before=now - lease - timedelta(seconds=max(c.settings.retry_delays)),
     )
     if expired or lost:
-        await c.bus.publish_jobs([*expired, *lost], batch=c.settings.publish_batch)
+        await c.bus.publish_lanes(by_lane([*expired, *lost]), batch=c.settings.publish_batch)
         republished += len(expired) + len(lost)
     if republished:
         log.warning("sweep.republished", jobs=republished)

@@ -168,7 +168,7 @@ async def test_expired_lease_can_be_claimed_again(store: Store, registry_rows: l
             .where(deliveries.c.id == one)
             .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
         )
-    assert await store.deliveries.expired_leases() == [one]
+    assert await store.deliveries.expired_leases() == [(one, "high")]
     (again,) = await store.deliveries.claim([one], lease_seconds=60)
     assert again.attempt == 2
 

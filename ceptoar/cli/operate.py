@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ceptoar.bus import Bus
+from ceptoar.bus import Bus, lane_for
 from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_NOT_FOUND, fail, run, settings
 from ceptoar.compose import operator_name
 from ceptoar.config import Settings
@@ -81,7 +81,7 @@ async def _resend(s: Settings, ident: str, which: str, address: str | None) -> i
             bus = Bus.from_settings(s)
             await bus.connect(name="ceptoar-resend")
             try:
-                await bus.publish_jobs(ids, batch=s.publish_batch)
+                await bus.publish_jobs(ids, lane=lane_for(alert.severity), batch=s.publish_batch)
             finally:
                 await bus.close()
         await store.audit.record(

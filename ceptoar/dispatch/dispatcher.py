@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from aio_pika.abc import AbstractIncomingMessage
 from structlog.contextvars import bound_contextvars
 
-from ceptoar.bus import Bus
+from ceptoar.bus import Bus, lane_for
 from ceptoar.config import Settings
 from ceptoar.dispatch.audience import Audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
@@ -91,7 +91,9 @@ class Dispatcher:
                 log.info("notice.duplicate", alert_id=stored.alert_id)
                 await message.ack()
                 return
-            await self._bus.publish_jobs(stored.delivery_ids, batch=self._settings.publish_batch)
+            await self._bus.publish_jobs(
+                stored.delivery_ids, lane=lane_for(stored.severity), batch=self._settings.publish_batch
+            )
             await self._store.alerts.mark_published(stored.alert_id)
             await message.ack()
             log.info(

@@ -1,5 +1,10 @@
 """The mailer: claim → send → record, a batch of delivery jobs at a time.
 
+It works two lanes (`ceptoar.bus.Lane`). While a batch of the critical lane
+is in hand, the bulk loops start no new batch, and critical sends take the
+next free SMTP connection before any bulk send: a critical alert published
+during a fan-out to every address overtakes it.
+
 A job only names a delivery; the row is the truth. A job whose claim wins
 nothing (already sent, cancelled, or claimed by another worker) is a
 duplicate and is acked without sending. A temporary failure leaves the row
@@ -18,7 +23,7 @@ from datetime import UTC, datetime
 from aio_pika.abc import AbstractIncomingMessage
 from structlog.contextvars import bound_contextvars
 
-from ceptoar.bus import JOB_SIZE, Bus, job_delivery_ids
+from ceptoar.bus import JOB_SIZE, Bus, Inbox, Lane, job_delivery_ids
 from ceptoar.config import Settings
 from ceptoar.errors import PermanentDeliveryError, TemporaryDeliveryError
 from ceptoar.log import get_logger
@@ -44,20 +49,41 @@ class Mailer:
         self._renderer = renderer
         self._settings = settings
         self._alerts: dict[str, AlertView] = {}
+        # Set while no critical batch is in hand in this process.
+        self._critical_idle = asyncio.Event()
+        self._critical_idle.set()
+        self._critical_batches = 0
 
     async def run(self, stop: asyncio.Event, *, workers: int = 2) -> None:
-        """Consume jobs with `workers` batch loops, so one batch's I/O overlaps another's."""
+        """Consume both lanes with `workers` batch loops each, so one batch's I/O overlaps another's."""
         size = self._settings.mailer_batch
         prefetch = max(2, size // JOB_SIZE + 1) * workers
-        inbox = await self._bus.consume(self._bus.names.deliveries, prefetch=prefetch)
+        loops = []
+        for lane in Lane:
+            inbox = await self._bus.consume(self._bus.names.jobs(lane), prefetch=prefetch)
+            loops += [self._loop(inbox, lane, stop) for _ in range(workers)]
+        await asyncio.gather(*loops)
 
-        async def loop() -> None:
-            while batch := await inbox.batch(size, stop, weight=_job_weight):
-                await self.process(batch, stop)
+    async def _loop(self, inbox: Inbox, lane: Lane, stop: asyncio.Event) -> None:
+        size = self._settings.mailer_batch
+        while batch := await inbox.batch(size, stop, weight=_job_weight):
+            if lane is Lane.CRITICAL:
+                self._critical_batches += 1
+                self._critical_idle.clear()
+                try:
+                    await self.process(batch, stop, lane=lane)
+                finally:
+                    self._critical_batches -= 1
+                    if not self._critical_batches:
+                        self._critical_idle.set()
+            else:
+                # A critical batch always finishes, so this wait ends even when stopping.
+                await self._critical_idle.wait()
+                await self.process(batch, stop, lane=lane)
 
-        await asyncio.gather(*(loop() for _ in range(workers)))
-
-    async def process(self, messages: list[AbstractIncomingMessage], stop: asyncio.Event) -> None:
+    async def process(
+        self, messages: list[AbstractIncomingMessage], stop: asyncio.Event, *, lane: Lane = Lane.BULK
+    ) -> None:
         """Claim, send and record the deliveries a batch of jobs names; ack the jobs once that is stored."""
         ids: list[int] = []
         waiting: list[AbstractIncomingMessage] = []
@@ -70,7 +96,7 @@ class Mailer:
                 await self._bus.dead_letter(message, reason=str(exc), field="delivery_ids")
                 await message.ack()
         try:
-            await self._work(list(dict.fromkeys(ids)), stop)
+            await self._work(list(dict.fromkeys(ids)), stop, lane)
         except Stopping:
             # Rows left `sending` are re-sent by the sweeper once their lease runs out.
             for message in waiting:
@@ -84,14 +110,14 @@ class Mailer:
         for message in waiting:
             await message.ack()
 
-    async def _work(self, ids: list[int], stop: asyncio.Event) -> None:
+    async def _work(self, ids: list[int], stop: asyncio.Event, lane: Lane) -> None:
         # Never more than mailer_batch deliveries claimed at once: what is
         # claimed will be sent even if the alert is cancelled meanwhile.
         size = self._settings.mailer_batch
         for start in range(0, len(ids), size):
-            await self._work_chunk(ids[start : start + size], stop)
+            await self._work_chunk(ids[start : start + size], stop, lane)
 
-    async def _work_chunk(self, ids: list[int], stop: asyncio.Event) -> None:
+    async def _work_chunk(self, ids: list[int], stop: asyncio.Event, lane: Lane) -> None:
         lease = self._settings.lease_seconds
         claimed = await persist(
             lambda: self._store.deliveries.claim(ids, lease_seconds=lease), stop=stop, what="claim"
@@ -99,19 +125,20 @@ class Mailer:
         if len(claimed) < len(ids):
             log.debug("job.duplicates", count=len(ids) - len(claimed))
         await persist(lambda: self._preload({c.alert_id for c in claimed}), stop=stop, what="load alerts")
-        outcomes = await asyncio.gather(*(self._attempt(c) for c in claimed))
+        urgent = lane is Lane.CRITICAL
+        outcomes = await asyncio.gather(*(self._attempt(c, urgent=urgent) for c in claimed))
         applied = await persist(lambda: self._store.deliveries.record(outcomes), stop=stop, what="record")
         for outcome in applied:
             if outcome.state is DeliveryState.DEFERRED:
-                await self._defer(outcome, stop)
+                await self._defer(outcome, stop, lane)
             elif outcome.state is DeliveryState.FAILED:
                 log.warning(
                     "delivery.failed", delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply
                 )
 
-    async def _defer(self, outcome: Outcome, stop: asyncio.Event) -> None:
+    async def _defer(self, outcome: Outcome, stop: asyncio.Event, lane: Lane) -> None:
         delay = await persist(
-            lambda: self._bus.publish_retry(outcome.delivery_id, attempt=outcome.attempt),
+            lambda: self._bus.publish_retry(outcome.delivery_id, attempt=outcome.attempt, lane=lane),
             stop=stop,
             what="defer",
         )
@@ -140,7 +167,7 @@ class Mailer:
             self._alerts[alert_id] = alert
         return alert
 
-    async def _attempt(self, c: Claimed) -> Outcome:
+    async def _attempt(self, c: Claimed, *, urgent: bool) -> Outcome:
         with bound_contextvars(alert_id=c.alert_id, delivery_id=c.id):
             try:
                 alert = await self._alert(c.alert_id)
@@ -156,7 +183,7 @@ class Mailer:
                     references=c.references,
                 )
                 reply = await self._pool.send(
-                    sender=self._settings.mail_from, recipient=c.email, message=data
+                    sender=self._settings.mail_from, recipient=c.email, message=data, urgent=urgent
                 )
             except TemporaryDeliveryError as exc:
                 exhausted = c.attempt >= self._settings.max_attempts

@@ -1,4 +1,9 @@
-"""A pool of reused SMTP connections to one relay.
+"""A pool of reused SMTP connections to one relay, urgent sends first.
+
+`size` connections serve every send and `reserved` more serve urgent
+(critical) sends only. A free connection goes to a waiting urgent send
+before any other, so a critical alert waits for at most one message of a
+bulk fan-out, and never for one when a reserved connection is free.
 
 `send` returns the server's reply on acceptance and otherwise raises
 `TemporaryDeliveryError` (4xx, refused or lost connection, timeout) or
@@ -10,6 +15,7 @@ that only got a negative reply is reset by aiosmtplib and reused.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -43,10 +49,54 @@ def _response_error(code: int, message: str) -> TemporaryDeliveryError | Permane
     return PermanentDeliveryError(message, code=code)
 
 
-class SmtpPool:
-    """Up to `size` concurrent sessions with one relay, kept open between messages."""
+class _Slots:
+    """`size` slots for any send and `reserved` for urgent ones; a freed slot goes to urgent waiters first."""
 
-    def __init__(self, url: str, *, size: int, timeout: float, helo_name: str) -> None:
+    def __init__(self, size: int, reserved: int) -> None:
+        self._free = size
+        self._reserved = reserved
+        self._urgent: deque[asyncio.Future[bool]] = deque()
+        self._other: deque[asyncio.Future[bool]] = deque()
+
+    async def acquire(self, *, urgent: bool) -> bool:
+        """Wait for a slot; True if it is a reserved one (give it back with `release(True)`)."""
+        if urgent and not self._urgent:
+            if self._free:
+                self._free -= 1
+                return False
+            if self._reserved:
+                self._reserved -= 1
+                return True
+        elif not urgent and not self._urgent and not self._other and self._free:
+            self._free -= 1
+            return False
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._other).append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed over just as it was cancelled
+            raise
+
+    def release(self, reserved: bool) -> None:
+        """Hand the slot to the first live waiter that may use it, or free it."""
+        for queue in (self._urgent,) if reserved else (self._urgent, self._other):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(reserved)
+                    return
+        if reserved:
+            self._reserved += 1
+        else:
+            self._free += 1
+
+
+class SmtpPool:
+    """Up to `size` (+ `reserved` urgent) concurrent sessions with one relay, kept open between messages."""
+
+    def __init__(self, url: str, *, size: int, timeout: float, helo_name: str, reserved: int = 0) -> None:
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES:
             raise ConfigError(f"smtp_url: scheme {parts.scheme!r} is not one of {', '.join(_SCHEMES)}")
@@ -57,7 +107,7 @@ class SmtpPool:
         self._password = unquote(parts.password) if parts.password else None
         self._timeout = timeout
         self._helo = helo_name
-        self._slots = asyncio.Semaphore(size)
+        self._slots = _Slots(size, reserved)
         self._idle: list[aiosmtplib.SMTP] = []
 
     @property
@@ -88,31 +138,37 @@ class SmtpPool:
         except (*_TRANSPORT_ERRORS, aiosmtplib.SMTPResponseException) as exc:
             raise TemporaryDeliveryError(f"relay {self.relay}: {exc}") from exc
 
-    async def send(self, *, sender: str, recipient: str, message: bytes) -> SmtpReply:
-        """Hand one message for one recipient to the relay."""
-        async with self._slots:
-            client = await self._checkout()
-            try:
-                _, reply = await client.sendmail(sender, [recipient], message)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                self._idle.append(client)
-                refused = exc.recipients[0]
-                raise _response_error(refused.code, refused.message) from exc
-            except _TRANSPORT_ERRORS as exc:
-                client.close()
-                raise TemporaryDeliveryError(f"relay {self.relay}: {exc}") from exc
-            except aiosmtplib.SMTPResponseException as exc:
-                # 421: the server is closing the session; don't reuse it.
-                if exc.code == 421:
-                    client.close()
-                else:
-                    self._idle.append(client)
-                raise _response_error(exc.code, exc.message) from exc
-            except (ValueError, aiosmtplib.SMTPNotSupported) as exc:
-                self._idle.append(client)
-                raise PermanentDeliveryError(f"cannot send to {recipient!r}: {exc}") from exc
+    async def send(self, *, sender: str, recipient: str, message: bytes, urgent: bool = False) -> SmtpReply:
+        """Hand one message for one recipient to the relay; `urgent` sends go first."""
+        reserved = await self._slots.acquire(urgent=urgent)
+        try:
+            return await self._send(sender, recipient, message)
+        finally:
+            self._slots.release(reserved)
+
+    async def _send(self, sender: str, recipient: str, message: bytes) -> SmtpReply:
+        client = await self._checkout()
+        try:
+            _, reply = await client.sendmail(sender, [recipient], message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
             self._idle.append(client)
-            return SmtpReply(250, reply)
+            refused = exc.recipients[0]
+            raise _response_error(refused.code, refused.message) from exc
+        except _TRANSPORT_ERRORS as exc:
+            client.close()
+            raise TemporaryDeliveryError(f"relay {self.relay}: {exc}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            # 421: the server is closing the session; don't reuse it.
+            if exc.code == 421:
+                client.close()
+            else:
+                self._idle.append(client)
+            raise _response_error(exc.code, exc.message) from exc
+        except (ValueError, aiosmtplib.SMTPNotSupported) as exc:
+            self._idle.append(client)
+            raise PermanentDeliveryError(f"cannot send to {recipient!r}: {exc}") from exc
+        self._idle.append(client)
+        return SmtpReply(250, reply)
 
     async def close(self) -> None:
         """Quit every idle session."""

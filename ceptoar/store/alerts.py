@@ -34,6 +34,8 @@ class StoredAlert:
     delivery_ids: list[int]
     duplicate: bool
     jobs_published: bool
+    # The alert's severity, which decides the lane of its jobs.
+    severity: str
     # When the stored notice says it was sent (CAP keys a notice by sender, identifier and sent).
     sent: datetime | None = None
 
@@ -165,7 +167,7 @@ class AlertRepo:
             if existing is None:
                 raise
             return existing
-        return StoredAlert(alert_id, ids, duplicate=False, jobs_published=False)
+        return StoredAlert(alert_id, ids, duplicate=False, jobs_published=False, severity=severity)
 
     async def existing(self, source: str, source_id: str) -> StoredAlert | None:
         """The alert already made from this notice.
@@ -176,7 +178,7 @@ class AlertRepo:
         async with reading(self._engine) as conn:
             row = (
                 await conn.execute(
-                    select(alerts.c.id, alerts.c.jobs_published_at, notices.c.sent_at)
+                    select(alerts.c.id, alerts.c.jobs_published_at, alerts.c.severity, notices.c.sent_at)
                     .join(notices, alerts.c.notice_id == notices.c.id)
                     .where(alerts.c.source == source, alerts.c.source_id == source_id)
                 )
@@ -185,7 +187,9 @@ class AlertRepo:
             return None
         published = row.jobs_published_at is not None
         queued = [] if published else await self.queued_delivery_ids(row.id)
-        return StoredAlert(row.id, queued, duplicate=True, jobs_published=published, sent=row.sent_at)
+        return StoredAlert(
+            row.id, queued, duplicate=True, jobs_published=published, severity=row.severity, sent=row.sent_at
+        )
 
     async def queued_delivery_ids(self, alert_id: str) -> list[int]:
         async with reading(self._engine) as conn:

@@ -157,20 +157,22 @@ class DeliveryRepo:
                 await conn.execute(insert(delivery_events), [_event(o, now) for o in applied])
         return applied
 
-    async def expired_leases(self, *, limit: int = 10_000) -> list[int]:
-        """Deliveries left `sending` by a worker that died: they are to be sent again."""
+    async def expired_leases(self, *, limit: int = 10_000) -> list[tuple[int, str]]:
+        """Deliveries left `sending` by a worker that died, with their alert's severity: to be sent again."""
         now = datetime.now(UTC)
         async with reading(self._engine) as conn:
-            return list(
-                (
+            return [
+                (i, severity)
+                for i, severity in (
                     await conn.execute(
-                        select(deliveries.c.id)
+                        select(deliveries.c.id, alerts.c.severity)
+                        .join(alerts, deliveries.c.alert_id == alerts.c.id)
                         .where(deliveries.c.state == DeliveryState.SENDING, deliveries.c.lease_until < now)
                         .order_by(deliveries.c.id)
                         .limit(limit)
                     )
-                ).scalars()
-            )
+                ).all()
+            ]
 
     async def requeue(
         self, alert_id: str, *, states: Sequence[DeliveryState] = (), email: str | None = None, why: str
@@ -240,33 +242,37 @@ class DeliveryRepo:
 
     async def stale(
         self, *, queued_before: datetime, deferred_before: datetime, limit: int = 10_000
-    ) -> list[int]:
+    ) -> list[tuple[int, str]]:
         """Deliveries waiting longer than any job should take, of alerts whose jobs were published.
 
-        Their job was lost (dead-lettered after repeated failures, say). Their
-        `updated_at` is touched, so the next sweep waits as long again.
+        Their job was lost (dead-lettered after repeated failures, say). They
+        come with their alert's severity. Their `updated_at` is touched, so
+        the next sweep waits as long again.
         """
         waiting = or_(
             and_(deliveries.c.state == DeliveryState.QUEUED, deliveries.c.updated_at < queued_before),
             and_(deliveries.c.state == DeliveryState.DEFERRED, deliveries.c.updated_at < deferred_before),
         )
-        published = select(alerts.c.id).where(alerts.c.jobs_published_at.is_not(None))
         async with self._engine.begin() as conn:
-            ids = list(
-                (
+            rows = [
+                (i, severity)
+                for i, severity in (
                     await conn.execute(
-                        select(deliveries.c.id)
-                        .where(waiting, deliveries.c.alert_id.in_(published))
+                        select(deliveries.c.id, alerts.c.severity)
+                        .join(alerts, deliveries.c.alert_id == alerts.c.id)
+                        .where(waiting, alerts.c.jobs_published_at.is_not(None))
                         .order_by(deliveries.c.id)
                         .limit(limit)
                     )
-                ).scalars()
-            )
-            if ids:
+                ).all()
+            ]
+            if rows:
                 await conn.execute(
-                    update(deliveries).where(deliveries.c.id.in_(ids)).values(updated_at=datetime.now(UTC))
+                    update(deliveries)
+                    .where(deliveries.c.id.in_([i for i, _ in rows]))
+                    .values(updated_at=datetime.now(UTC))
                 )
-        return ids
+        return rows
 
     async def get(self, delivery_id: int) -> dict[str, Any] | None:
         async with reading(self._engine) as conn:

@@ -1,0 +1,151 @@
+"""Critical alerts first: their own job lane, and the next free SMTP connection.
+
+The overtaking test runs the real stack (RabbitMQ, the mailbox as its own
+process, SQLite); it asserts the order in which mail was accepted, never how
+long anything took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from ceptoar.bus import Lane, by_lane, job_delivery_ids, lane_for
+from ceptoar.mail.pool import _Slots
+from ceptoar.mailbox import count
+from ceptoar.registry import RegistryRow
+from tests.conftest import StackFactory
+from tests.harness import REPO, MailboxServer, notice_doc, running, start_mailbox_process
+
+
+@pytest.fixture
+def mailbox_process(tmp_path: Path) -> Iterator[MailboxServer]:
+    server, proc = start_mailbox_process(tmp_path / "mailbox-proc")
+    yield server
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_only_critical_alerts_take_the_critical_lane() -> None:
+    assert lane_for("critical") is Lane.CRITICAL
+    assert {lane_for(s) for s in ("high", "medium", "low")} == {Lane.BULK}
+    assert by_lane([(1, "low"), (2, "critical"), (3, "high"), (4, "critical")]) == {
+        Lane.BULK: [1, 3],
+        Lane.CRITICAL: [2, 4],
+    }
+
+
+async def test_a_freed_slot_goes_to_an_urgent_waiter_before_earlier_bulk_ones() -> None:
+    slots = _Slots(1, 0)
+    assert await slots.acquire(urgent=False) is False
+    order: list[str] = []
+
+    async def take(name: str, urgent: bool) -> None:
+        reserved = await slots.acquire(urgent=urgent)
+        order.append(name)
+        slots.release(reserved)
+
+    waiting = [asyncio.create_task(take("bulk-1", False)), asyncio.create_task(take("bulk-2", False))]
+    await asyncio.sleep(0)
+    waiting.append(asyncio.create_task(take("urgent", True)))
+    await asyncio.sleep(0)
+    assert order == []
+    slots.release(False)
+    await asyncio.gather(*waiting)
+    assert order == ["urgent", "bulk-1", "bulk-2"]
+
+
+async def test_reserved_slots_serve_only_urgent_sends() -> None:
+    slots = _Slots(1, 1)
+    assert await slots.acquire(urgent=False) is False
+    # The only general slot is taken: an urgent send gets the reserved one at once ...
+    assert await asyncio.wait_for(slots.acquire(urgent=True), 1) is True
+    # ... and a bulk send waits, even when the reserved one is given back.
+    bulk = asyncio.create_task(slots.acquire(urgent=False))
+    slots.release(True)
+    await asyncio.sleep(0)
+    assert not bulk.done()
+    slots.release(False)
+    assert await asyncio.wait_for(bulk, 1) is False
+
+
+async def test_a_cancelled_waiter_does_not_swallow_the_slot() -> None:
+    slots = _Slots(1, 0)
+    await slots.acquire(urgent=False)
+    gone = asyncio.create_task(slots.acquire(urgent=True))
+    await asyncio.sleep(0)
+    gone.cancel()
+    later = asyncio.create_task(slots.acquire(urgent=False))
+    await asyncio.sleep(0)
+    slots.release(False)
+    assert await asyncio.wait_for(later, 1) is False
+
+
+async def test_critical_jobs_are_routed_to_the_critical_queue(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=[])
+    await stack.bus.publish_lanes({Lane.CRITICAL: [7], Lane.BULK: [8, 9]})
+    channel = await stack.bus._connection.channel()  # type: ignore[union-attr]
+    got = {}
+    for lane in Lane:
+        queue = await channel.get_queue(stack.bus.names.jobs(lane))
+        message = await queue.get(timeout=5, fail=True)
+        assert isinstance(message, aio_pika.abc.AbstractIncomingMessage)
+        got[lane] = job_delivery_ids(message.body)
+        await message.ack()
+    assert got == {Lane.CRITICAL: [7], Lane.BULK: [8, 9]}
+
+
+async def test_a_deferred_critical_job_comes_back_on_the_critical_lane(
+    make_stack: StackFactory, mailbox: MailboxServer
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=[])
+    await stack.bus.publish_retry(11, attempt=1, lane=Lane.CRITICAL)
+    channel = await stack.bus._connection.channel()  # type: ignore[union-attr]
+    queue = await channel.get_queue(stack.bus.names.jobs(Lane.CRITICAL))
+    for _ in range(100):
+        message = await queue.get(fail=False)
+        if message is not None:
+            await message.ack()
+            assert job_delivery_ids(message.body) == [11]
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the retried job never came back to the critical queue")
+    bulk = await channel.get_queue(stack.bus.names.jobs(Lane.BULK))
+    assert await bulk.get(fail=False) is None
+
+
+async def test_a_critical_alert_overtakes_a_bulk_fanout_in_flight(
+    make_stack: StackFactory, mailbox_process: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox_process, rows=registry_rows)
+    bulk = notice_doc(id="BULK-1", severity="medium")
+    critical = json.loads((REPO / "examples" / "notice.json").read_text(encoding="utf-8"))
+    critical["area"] = ["13"]  # Tokyo: 126 addresses
+    async with running(stack.settings):
+        await stack.publish(bulk)
+        bulk_alert = None
+        while bulk_alert is None or (await stack.store.alerts.counts(bulk_alert.id)).get("sent", 0) < 300:
+            await asyncio.sleep(0.05)
+            try:
+                bulk_alert = await stack.store.alerts.resolve("BULK-1")
+            except LookupError:
+                continue
+        await stack.publish(critical)
+        assert await stack.wait_settled(critical["id"]) == {"sent": 126}
+        assert await stack.wait_settled("BULK-1") == {"sent": 3576}
+    critical_alert = await stack.store.alerts.resolve(critical["id"])
+    assert critical_alert.severity == "critical" and bulk_alert.severity == "medium"
+    critical_sent = [r["sent_at"] for r in await stack.store.deliveries.report(critical_alert.id)]
+    bulk_sent = sorted(r["sent_at"] for r in await stack.store.deliveries.report(bulk_alert.id))
+    # Every critical mail was accepted while most of the bulk fan-out was still to go.
+    still_to_go = [t for t in bulk_sent if t > max(critical_sent)]
+    assert len(still_to_go) > 1000, f"only {len(still_to_go)} bulk mails were left"
+    assert count(mailbox_process.root) == 3576 + 126
