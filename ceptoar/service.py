@@ -25,6 +25,7 @@ from ceptoar.config import Settings
 from ceptoar.dispatch import Dispatcher, load_rules
 from ceptoar.log import get_logger
 from ceptoar.mail.mailer import Mailer
+from ceptoar.priority import BulkGate
 from ceptoar.retry import pause
 
 __all__ = ["run_service", "sweep"]
@@ -115,9 +116,15 @@ async def run_service(
         if counts.addresses == 0:
             log.warning("registry.empty", hint="ceptoar subscribers import subscribers/registry.csv")
         rules = load_rules(settings.rules)
-        dispatcher = Dispatcher(store=c.store, bus=c.bus, settings=settings, rules=rules)
+        gate = BulkGate()
+        dispatcher = Dispatcher(store=c.store, bus=c.bus, settings=settings, rules=rules, gate=gate)
         mailer = Mailer(
-            store=c.store, bus=c.bus, pool=pool, renderer=make_renderer(settings), settings=settings
+            store=c.store,
+            bus=c.bus,
+            pool=pool,
+            renderer=make_renderer(settings),
+            settings=settings,
+            gate=gate,
         )
         children = [asyncio.Event() for _ in range(mailer_processes - 1)]
         tasks = [

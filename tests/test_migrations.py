@@ -42,14 +42,14 @@ SCHEMA_1 = [
 async def test_schema_1_database_is_migrated_in_place(
     tmp_path: Path, registry_rows: list[RegistryRow]
 ) -> None:
-    from ceptoar.store.engine import create_engine
+    from ceptoar.store.engine import create_engine, dispose
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
     async with engine.begin() as conn:
         for statement in SCHEMA_1:
             await conn.execute(text(statement))
-    await engine.dispose()
+    await dispose(engine)
 
     async with await Store.open(url) as store:
         async with store.engine.connect() as conn:

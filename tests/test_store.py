@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,6 +44,22 @@ async def _claimed_one(store: Store, registry_rows: list[RegistryRow]) -> int:
     one = stored.delivery_ids[0]
     await store.deliveries.claim([one], lease_seconds=60)
     return one
+
+
+async def test_candidates_follow_registry_changes_made_by_another_process(
+    store: Store, db_url: str, registry_rows: list[RegistryRow]
+) -> None:
+    tokyo = [r for r in registry_rows if r.code.startswith("13")]
+    await store.subscribers.import_rows(tokyo[:10])
+    assert [c.email for c in await store.subscribers.candidates()] == [r.email for r in tokyo[:10]]
+    async with await Store.open(db_url) as other:
+        await other.subscribers.import_rows(tokyo[:9], replace=True)  # one address gone
+        assert len(await store.subscribers.candidates()) == 9
+        await other.subscribers.import_rows(tokyo[:12])  # two new ones
+        assert len(await store.subscribers.candidates()) == 12
+        changed = [replace(r, language="en") if i == 0 else r for i, r in enumerate(tokyo[:12])]
+        await other.subscribers.import_rows(changed)
+        assert (await store.subscribers.candidates())[0].language == "en"
 
 
 async def test_registry_import_is_idempotent_and_counted(

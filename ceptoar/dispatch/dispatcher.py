@@ -34,6 +34,7 @@ from ceptoar.errors import InvalidNotice
 from ceptoar.feed.formats import parse_any
 from ceptoar.feed.notice import OPERATOR_SOURCE, MsgType, Notice
 from ceptoar.log import get_logger
+from ceptoar.priority import BulkGate
 from ceptoar.retry import Stopping, persist
 from ceptoar.store import AlertView, Lifecycle, Store, StoredAlert
 
@@ -45,8 +46,12 @@ log = get_logger(__name__)
 class Dispatcher:
     """Consumes the notices queue until told to stop."""
 
-    def __init__(self, *, store: Store, bus: Bus, settings: Settings, rules: RuleSet) -> None:
+    def __init__(
+        self, *, store: Store, bus: Bus, settings: Settings, rules: RuleSet, gate: BulkGate | None = None
+    ) -> None:
         self._store = store
+        # Held while a notice is dispatched: its first mail should not wait for bulk work.
+        self._gate = gate or BulkGate()
         self._bus = bus
         self._settings = settings
         self._rules = rules
@@ -54,7 +59,8 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         inbox = await self._bus.consume(self._bus.names.notices, prefetch=4)
         while (message := await inbox.next(stop)) is not None:
-            await self.handle(message, stop)
+            async with self._gate.holding():
+                await self.handle(message, stop)
 
     async def handle(self, message: AbstractIncomingMessage, stop: asyncio.Event) -> None:
         """Dispatch one notice; never raises for anything about the notice itself."""

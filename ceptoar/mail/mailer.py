@@ -1,9 +1,10 @@
 """The mailer: claim → send → record, a batch of delivery jobs at a time.
 
 It works two lanes (`ceptoar.bus.Lane`). While a batch of the critical lane
-is in hand, the bulk loops start no new batch, and critical sends take the
-next free SMTP connection before any bulk send: a critical alert published
-during a fan-out to every address overtakes it.
+is in hand (or the process's dispatcher is storing a notice), the bulk loops
+start no new batch (`ceptoar.priority.BulkGate`), and critical sends take
+the next free SMTP connection before any bulk send: a critical alert
+published during a fan-out to every address overtakes it.
 
 A job only names a delivery; the row is the truth. A job whose claim wins
 nothing (already sent, cancelled, or claimed by another worker) is a
@@ -28,6 +29,7 @@ from ceptoar.config import Settings
 from ceptoar.errors import PermanentDeliveryError, TemporaryDeliveryError
 from ceptoar.log import get_logger
 from ceptoar.mail.pool import SmtpPool
+from ceptoar.priority import BulkGate
 from ceptoar.render import Renderer
 from ceptoar.retry import Stopping, persist
 from ceptoar.store import AlertView, Claimed, DeliveryState, Outcome, Store
@@ -41,7 +43,14 @@ class Mailer:
     """Works the delivery queue until told to stop."""
 
     def __init__(
-        self, *, store: Store, bus: Bus, pool: SmtpPool, renderer: Renderer, settings: Settings
+        self,
+        *,
+        store: Store,
+        bus: Bus,
+        pool: SmtpPool,
+        renderer: Renderer,
+        settings: Settings,
+        gate: BulkGate | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -49,10 +58,7 @@ class Mailer:
         self._renderer = renderer
         self._settings = settings
         self._alerts: dict[str, AlertView] = {}
-        # Set while no critical batch is in hand in this process.
-        self._critical_idle = asyncio.Event()
-        self._critical_idle.set()
-        self._critical_batches = 0
+        self._gate = gate or BulkGate()
 
     async def run(self, stop: asyncio.Event, *, workers: int = 2) -> None:
         """Consume both lanes with `workers` batch loops each, so one batch's I/O overlaps another's."""
@@ -68,17 +74,11 @@ class Mailer:
         size = self._settings.mailer_batch
         while batch := await inbox.batch(size, stop, weight=_job_weight):
             if lane is Lane.CRITICAL:
-                self._critical_batches += 1
-                self._critical_idle.clear()
-                try:
+                async with self._gate.holding():
                     await self.process(batch, stop, lane=lane)
-                finally:
-                    self._critical_batches -= 1
-                    if not self._critical_batches:
-                        self._critical_idle.set()
             else:
-                # A critical batch always finishes, so this wait ends even when stopping.
-                await self._critical_idle.wait()
+                # Every holder finishes, so this wait ends even when stopping.
+                await self._gate.opened()
                 await self.process(batch, stop, lane=lane)
 
     async def process(

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ceptoar.store.alerts import AlertRepo, AlertView, Lifecycle, StoredAlert
 from ceptoar.store.audit import AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
-from ceptoar.store.engine import create_engine, create_schema, reading
+from ceptoar.store.engine import create_engine, create_schema, dispose, reading
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.states import CLAIMABLE, MAILED, OPEN, DeliveryState
 from ceptoar.store.subscribers import Candidate, ImportResult, RegistryCounts, SubscriberRepo
@@ -58,7 +58,7 @@ class Store:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await dispose(self.engine)
 
     async def __aenter__(self) -> Store:
         return self

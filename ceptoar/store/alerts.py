@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, String, cast, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -16,7 +16,7 @@ from ceptoar.errors import UnknownAlert
 from ceptoar.feed.notice import Notice
 from ceptoar.store.engine import reading
 from ceptoar.store.states import DeliveryState
-from ceptoar.store.tables import alerts, deliveries, delivery_events, notices
+from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, notices
 
 __all__ = ["Addressee", "AlertRepo", "AlertView", "Lifecycle", "StoredAlert"]
 
@@ -284,6 +284,15 @@ class AlertRepo:
         return {state: n for state, n in rows}
 
 
+# Addresses per INSERT ... SELECT: well within every database's limit of bound values.
+_INSERT_CHUNK = 5000
+
+
+def _message_id_sql(alert_id: str, domain: str) -> ColumnElement[str]:
+    """`message_id_for` computed by the database, for rows built by INSERT ... SELECT."""
+    return literal(f"<{alert_id}.") + cast(addresses.c.id, String) + literal(f"@{domain}>")
+
+
 async def _insert_deliveries(
     conn: AsyncConnection,
     alert_id: str,
@@ -292,38 +301,74 @@ async def _insert_deliveries(
     now: datetime,
     history: Mapping[int, Sequence[str]],
 ) -> list[int]:
+    """Insert the deliveries and their `queued` events; return the delivery ids in order.
+
+    Rows of addresses new to the thread are built by the database from the
+    address table (a fan-out to every address writes thousands of rows and
+    its first mail waits for them); only threaded rows, which carry earlier
+    Message-IDs, are built here.
+    """
     if not recipients:
         return []
-    rows = []
-    for r in recipients:
-        earlier = history.get(r.address_id) or ()
-        rows.append(
-            {
-                "alert_id": alert_id,
-                "address_id": r.address_id,
-                "email": r.email,
-                "state": DeliveryState.QUEUED.value,
-                "attempts": 0,
-                "message_id": message_id_for(alert_id, r.address_id, domain),
-                "in_reply_to": earlier[-1] if earlier else None,
-                "references": " ".join(earlier) if earlier else None,
-                "created_at": now,
-                "updated_at": now,
-            }
+    fresh = [r.address_id for r in recipients if not history.get(r.address_id)]
+    threaded = [r for r in recipients if history.get(r.address_id)]
+    at = literal(now, UtcDateTime)
+    columns = [
+        "alert_id",
+        "address_id",
+        "email",
+        "state",
+        "attempts",
+        "message_id",
+        "created_at",
+        "updated_at",
+    ]
+    for start in range(0, len(fresh), _INSERT_CHUNK):
+        rows = select(
+            literal(alert_id),
+            addresses.c.id,
+            addresses.c.email,
+            literal(DeliveryState.QUEUED.value),
+            literal(0),
+            _message_id_sql(alert_id, domain),
+            at,
+            at,
+        ).where(addresses.c.id.in_(fresh[start : start + _INSERT_CHUNK]))
+        await conn.execute(insert(deliveries).from_select(columns, rows))
+    if threaded:
+        await conn.execute(
+            insert(deliveries),
+            [
+                {
+                    "alert_id": alert_id,
+                    "address_id": r.address_id,
+                    "email": r.email,
+                    "state": DeliveryState.QUEUED.value,
+                    "attempts": 0,
+                    "message_id": message_id_for(alert_id, r.address_id, domain),
+                    "in_reply_to": history[r.address_id][-1],
+                    "references": " ".join(history[r.address_id]),
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for r in threaded
+            ],
         )
-    await conn.execute(insert(deliveries), rows)
-    ids = list(
+    await conn.execute(
+        insert(delivery_events).from_select(
+            ["delivery_id", "at", "state", "attempt"],
+            select(deliveries.c.id, at, literal(DeliveryState.QUEUED.value), literal(0)).where(
+                deliveries.c.alert_id == alert_id
+            ),
+        )
+    )
+    return list(
         (
             await conn.execute(
                 select(deliveries.c.id).where(deliveries.c.alert_id == alert_id).order_by(deliveries.c.id)
             )
         ).scalars()
     )
-    await conn.execute(
-        insert(delivery_events),
-        [{"delivery_id": i, "at": now, "state": DeliveryState.QUEUED.value, "attempt": 0} for i in ids],
-    )
-    return ids
 
 
 def _view(row: Any) -> AlertView:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ceptoar.store.migrations import migrate
 
-__all__ = ["create_engine", "create_schema", "reading"]
+__all__ = ["create_engine", "create_schema", "dispose", "reading"]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -39,10 +40,19 @@ def _sqlite_begin(conn: Any) -> None:
 READ_ONLY = "ceptoar_read_only"
 
 
+# SQLite: the engine of read-only connections beside each writer engine.
+_READERS: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
 @asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for reads only: on SQLite it does not take the write lock."""
-    async with engine.connect() as conn:
+    """A connection for reads only.
+
+    On SQLite it comes from the readers beside the process's one writer
+    connection, and takes no lock: a status read or a dispatcher's lookup
+    never queues behind a mailer's write.
+    """
+    async with _READERS.get(engine, engine).connect() as conn:
         await conn.execution_options(**{READ_ONLY: True})
         yield conn
 
@@ -56,10 +66,21 @@ def create_engine(url: str) -> AsyncEngine:
         # One connection per process: SQLite has one writer anyway, and a
         # single connection never waits on its own other connections.
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        readers = create_async_engine(url, pool_size=4, max_overflow=0, pool_timeout=120)
+        for e in (engine, readers):
+            event.listen(e.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(e.sync_engine, "begin", _sqlite_begin)
+        _READERS[engine] = readers
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close every connection of the engine (and of its readers)."""
+    await engine.dispose()
+    readers = _READERS.pop(engine, None)
+    if readers is not None:
+        await readers.dispose()
 
 
 async def create_schema(engine: AsyncEngine) -> int:

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -72,6 +73,8 @@ class SubscriberRepo:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # The last candidates read, with the registry version they were read at.
+        self._candidates: tuple[tuple[Any, ...], list[Candidate]] | None = None
 
     async def import_rows(self, rows: Sequence[RegistryRow], *, replace: bool = False) -> ImportResult:
         """Upsert the rows in one transaction; with `replace`, deactivate what the file lacks."""
@@ -190,29 +193,46 @@ class SubscriberRepo:
         return [c for c in codes if c not in found]
 
     async def candidates(self) -> list[Candidate]:
-        """Every active address of an active subscriber, in address order."""
-        query = (
-            select(
-                addresses.c.id,
-                addresses.c.email,
-                subscribers.c.code,
-                subscribers.c.prefecture,
-                addresses.c.role,
-                addresses.c.language,
-                *_SUBSCRIPTION,
-            )
-            .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
-            .where(addresses.c.active, subscribers.c.active)
-            .order_by(addresses.c.id)
-        )
+        """Every active address of an active subscriber, in address order.
+
+        Read again only when the registry changed since the last read (any
+        process's change: every write sets `updated_at`, a new row changes
+        the count): a fan-out to every address should not wait for thousands
+        of rows that are the same as an alert ago.
+        """
         async with reading(self._engine) as conn:
-            rows = (await conn.execute(query)).all()
-        return [
+            version: tuple[Any, ...] = ()
+            for table in (addresses, subscribers):
+                version += tuple(
+                    (await conn.execute(select(func.count(), func.max(table.c.updated_at)))).one()
+                )
+            if self._candidates is not None and self._candidates[0] == version:
+                return list(self._candidates[1])
+            rows = (await conn.execute(_CANDIDATES)).all()
+        candidates = [
             Candidate(
                 r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7]), tuple(r[8]), bool(r[9]), bool(r[10])
             )
             for r in rows
         ]
+        self._candidates = (version, candidates)
+        return list(candidates)
+
+
+_CANDIDATES = (
+    select(
+        addresses.c.id,
+        addresses.c.email,
+        subscribers.c.code,
+        subscribers.c.prefecture,
+        addresses.c.role,
+        addresses.c.language,
+        *_SUBSCRIPTION,
+    )
+    .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
+    .where(addresses.c.active, subscribers.c.active)
+    .order_by(addresses.c.id)
+)
 
 
 def _address_values(row: RegistryRow, now: datetime) -> dict[str, object]:
