@@ -9,24 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import select
 
+from ceptoar.bus import Lane
 from ceptoar.components import open_components
 from ceptoar.mailbox import count, list_messages
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.registry import RegistryRow
 from ceptoar.service import sweep
-from ceptoar.store import DeliveryState, Store
+from ceptoar.store import AlertView, DeliveryState, Store
+from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory
 from tests.harness import (
     PG_ADMIN_DSN,
     REPO,
     MailboxServer,
+    Stack,
     cli_env,
     notice_doc,
     run_cli,
@@ -338,3 +345,69 @@ async def test_a_delivery_whose_job_was_lost_is_sent_by_the_sweeper(
         "sending",
         "sent",
     ]
+
+
+@pytest.mark.postgres
+async def test_three_mailer_processes_on_postgresql_send_each_address_once(
+    make_stack: StackFactory,
+    mailbox_process: MailboxServer,
+    registry_rows: list[RegistryRow],
+    pg_url: str,
+) -> None:
+    stack = await make_stack(mailbox=mailbox_process, rows=registry_rows, database_url=pg_url)
+    env = {**os.environ, **cli_env(stack.settings), "CEPTOAR_LOG_LEVEL": "debug"}
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ceptoar", "serve", "--mailers", "3", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert serve.stderr is not None
+    events: list[dict[str, object]] = []
+
+    async def read_log() -> None:
+        assert serve.stderr is not None
+        async for line in serve.stderr:
+            events.append(json.loads(line))
+
+    reader = asyncio.create_task(read_log())
+    try:
+        for _ in range(600):
+            if any(e["event"] == "service.started" for e in events):
+                break
+            assert serve.returncode is None, events
+            await asyncio.sleep(0.05)
+        sample = json.loads((REPO / "examples" / "notice.json").read_text(encoding="utf-8"))
+        await stack.publish(sample)
+        # Every job twice more, so the processes race to claim the same deliveries.
+        alert = await _alert_when_stored(stack, sample["id"])
+        ids = [d["id"] for d in await _deliveries(stack, alert.id)]
+        for _ in range(2):
+            await stack.bus.publish_jobs(ids, lane=Lane.CRITICAL)
+        assert await stack.wait_settled(sample["id"]) == {"sent": 3576}
+    finally:
+        serve.terminate()
+        assert await asyncio.wait_for(serve.wait(), 60) == 0
+        await reader
+    per_address = {a: count(mailbox_process.root, a) for a in addresses(mailbox_process.root)}
+    assert len(per_address) == 3576 and set(per_address.values()) == {1}
+    # Every process took its share of the queue.
+    sent_by: Counter[object] = Counter()
+    for e in events:
+        if e["event"] == "mailer.batch":
+            sent_by[e["pid"]] += e["sent"]  # type: ignore[operator]
+    assert sum(sent_by.values()) == 3576
+    assert len(sent_by) == 3, sent_by
+    assert {r["attempts"] for r in await stack.store.deliveries.report(alert.id)} == {1}
+
+
+async def _alert_when_stored(stack: Stack, ident: str) -> AlertView:
+    for _ in range(1000):
+        try:
+            return await stack.store.alerts.resolve(ident)
+        except LookupError:
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"{ident} was never stored")
+
+
+async def _deliveries(stack: Stack, alert_id: str) -> list[dict[str, Any]]:
+    async with stack.store.engine.connect() as conn:
+        rows = await conn.execute(select(deliveries.c.id).where(deliveries.c.alert_id == alert_id))
+        return [dict(r) for r in rows.mappings()]

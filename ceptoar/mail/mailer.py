@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -128,6 +129,13 @@ class Mailer:
         urgent = lane is Lane.CRITICAL
         outcomes = await asyncio.gather(*(self._attempt(c, urgent=urgent) for c in claimed))
         applied = await persist(lambda: self._store.deliveries.record(outcomes), stop=stop, what="record")
+        log.debug(
+            "mailer.batch",
+            lane=lane.name.lower(),
+            pid=os.getpid(),
+            claimed=len(claimed),
+            sent=sum(o.state is DeliveryState.SENT for o in applied),
+        )
         for outcome in applied:
             if outcome.state is DeliveryState.DEFERRED:
                 await self._defer(outcome, stop, lane)
