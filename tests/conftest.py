@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,16 @@ from ceptoar.config import Settings
 from ceptoar.mailbox import start_mailbox
 from ceptoar.registry import RegistryRow, read_registry
 from ceptoar.store import Store
-from tests.harness import AMQP_URL, PG_ADMIN_DSN, REPO, FaultyMailbox, MailboxServer, Stack, delete_topology
+from tests.harness import (
+    AMQP_URL,
+    PG_ADMIN_DSN,
+    REPO,
+    FaultyMailbox,
+    MailboxServer,
+    Stack,
+    delete_topology,
+    start_mailbox_process,
+)
 
 RETRY_DELAYS = [0.2, 0.4]
 
@@ -88,6 +97,15 @@ async def store(db_url: str) -> AsyncIterator[Store]:
     s = await Store.open(db_url)
     yield s
     await s.close()
+
+
+@pytest.fixture
+def mailbox_process(tmp_path: Path) -> Iterator[MailboxServer]:
+    """`ceptoar mailbox serve` as its own process."""
+    server, proc = start_mailbox_process(tmp_path / "mailbox-proc")
+    yield server
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 @pytest.fixture

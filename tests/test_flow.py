@@ -12,7 +12,6 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +37,8 @@ from tests.harness import (
     notice_doc,
     run_cli,
     running,
-    start_mailbox_process,
     subset,
 )
-
-
-@pytest.fixture
-def mailbox_process(tmp_path: Path) -> Iterator[MailboxServer]:
-    """`ceptoar mailbox serve` as its own process."""
-    server, proc = start_mailbox_process(tmp_path / "mailbox-proc")
-    yield server
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 async def test_full_fanout_reaches_every_address_exactly_once(

@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import aio_pika
-import pytest
 
 from ceptoar.bus import Lane, by_lane, job_delivery_ids, lane_for
 from ceptoar.mail.pool import _Slots
 from ceptoar.mailbox import count
 from ceptoar.registry import RegistryRow
 from tests.conftest import StackFactory
-from tests.harness import REPO, MailboxServer, notice_doc, running, start_mailbox_process
-
-
-@pytest.fixture
-def mailbox_process(tmp_path: Path) -> Iterator[MailboxServer]:
-    server, proc = start_mailbox_process(tmp_path / "mailbox-proc")
-    yield server
-    proc.terminate()
-    proc.wait(timeout=10)
+from tests.harness import REPO, MailboxServer, notice_doc, running
 
 
 def test_only_critical_alerts_take_the_critical_lane() -> None:
