@@ -37,11 +37,9 @@ async def sweep(c: Components) -> int:
     """Publish jobs again for expired leases and unconfirmed alerts; return how many."""
     republished = 0
     stale = datetime.now(UTC) - timedelta(seconds=c.settings.sweep_seconds)
-    for alert_id in await c.store.alerts.unpublished(older_than=stale):
-        alert = await c.store.alerts.get(alert_id)
+    for alert_id, severity in await c.store.alerts.unpublished(older_than=stale):
         ids = await c.store.alerts.queued_delivery_ids(alert_id)
-        if alert is not None:
-            await c.bus.publish_jobs(ids, lane=lane_for(alert.severity), batch=c.settings.publish_batch)
+        await c.bus.publish_jobs(ids, lane=lane_for(severity), batch=c.settings.publish_batch)
         await c.store.alerts.mark_published(alert_id)
         republished += len(ids)
     expired = await c.store.deliveries.expired_leases()
@@ -71,30 +69,26 @@ async def _sweeper(c: Components, stop: asyncio.Event) -> None:
 async def _mailer_process(stop: asyncio.Event, started: asyncio.Event) -> None:
     """Keep one `python -m ceptoar.mail` child running until `stop`; it inherits the environment."""
     try:
-        await _keep_mailer_process(stop, started)
+        while not stop.is_set():
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ceptoar.mail", stdout=asyncio.subprocess.PIPE
+            )
+            assert proc.stdout is not None
+            if (await proc.stdout.readline()).strip() == b"ready":
+                log.info("mailer.process_started", pid=proc.pid)
+            started.set()
+            exited = asyncio.ensure_future(proc.wait())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not exited.done():
+                proc.terminate()
+                await exited
+                return
+            log.error("mailer.process_exited", pid=proc.pid, code=proc.returncode)
+            await pause(1.0, stop=stop)
     finally:
         started.set()
-
-
-async def _keep_mailer_process(stop: asyncio.Event, started: asyncio.Event) -> None:
-    while not stop.is_set():
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ceptoar.mail", stdout=asyncio.subprocess.PIPE
-        )
-        assert proc.stdout is not None
-        if (await proc.stdout.readline()).strip() == b"ready":
-            log.info("mailer.process_started", pid=proc.pid)
-        started.set()
-        exited = asyncio.ensure_future(proc.wait())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not exited.done():
-            proc.terminate()
-            await exited
-            return
-        log.error("mailer.process_exited", pid=proc.pid, code=proc.returncode)
-        await pause(1.0, stop=stop)
 
 
 async def run_service(

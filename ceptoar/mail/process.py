@@ -8,10 +8,10 @@ and stops cleanly on SIGTERM or SIGINT.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from contextlib import AsyncExitStack
 
+from ceptoar.cli.common import install_stop_signals
 from ceptoar.components import make_pool, make_renderer, open_components
 from ceptoar.config import Settings, get_settings
 from ceptoar.log import configure_logging
@@ -37,9 +37,7 @@ async def run_mailer(settings: Settings, stop: asyncio.Event, *, ready: asyncio.
 
 async def _main(settings: Settings) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    install_stop_signals(stop)
     ready = asyncio.Event()
     work = asyncio.create_task(run_mailer(settings, stop, ready=ready))
     waiting = asyncio.create_task(ready.wait())

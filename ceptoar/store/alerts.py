@@ -210,18 +210,15 @@ class AlertRepo:
                 update(alerts).where(alerts.c.id == alert_id).values(jobs_published_at=datetime.now(UTC))
             )
 
-    async def unpublished(self, *, older_than: datetime) -> list[str]:
-        """Alerts whose jobs were never confirmed (the dispatcher died in between)."""
+    async def unpublished(self, *, older_than: datetime) -> list[tuple[str, str]]:
+        """Alerts whose jobs were never confirmed (the dispatcher died in between), with their severity."""
         async with reading(self._engine) as conn:
-            return list(
-                (
-                    await conn.execute(
-                        select(alerts.c.id).where(
-                            alerts.c.jobs_published_at.is_(None), alerts.c.created_at < older_than
-                        )
-                    )
-                ).scalars()
+            rows = await conn.execute(
+                select(alerts.c.id, alerts.c.severity).where(
+                    alerts.c.jobs_published_at.is_(None), alerts.c.created_at < older_than
+                )
             )
+            return [(alert_id, severity) for alert_id, severity in rows.all()]
 
     async def get(self, alert_id: str) -> AlertView | None:
         async with reading(self._engine) as conn:
