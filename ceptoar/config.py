@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # Processes working the job queues under `ceptoar serve`; 0 means one per core.
     mailer_processes: int = Field(0, ge=0, le=64)
     publish_batch: int = Field(500, ge=1)
+    # A critical alert's first deliveries, claimed as it is stored and sent by
+    # the dispatching process itself, ahead of the job queue; 0: all by jobs.
+    critical_handoff: int = Field(100, ge=0, le=5000)
     sweep_seconds: float = Field(30.0, gt=0)
 
     api_host: str = "127.0.0.1"

@@ -111,7 +111,6 @@ async def run_service(
             log.warning("registry.empty", hint="ceptoar subscribers import subscribers/registry.csv")
         rules = load_rules(settings.rules)
         gate = BulkGate()
-        dispatcher = Dispatcher(store=c.store, bus=c.bus, settings=settings, rules=rules, gate=gate)
         mailer = Mailer(
             store=c.store,
             bus=c.bus,
@@ -119,6 +118,14 @@ async def run_service(
             renderer=make_renderer(settings),
             settings=settings,
             gate=gate,
+        )
+        dispatcher = Dispatcher(
+            store=c.store,
+            bus=c.bus,
+            settings=settings,
+            rules=rules,
+            gate=gate,
+            hand_off=lambda claimed: mailer.hand_off(claimed, stop),
         )
         children = [asyncio.Event() for _ in range(mailer_processes - 1)]
         tasks = [
@@ -147,6 +154,8 @@ async def run_service(
             if task.exception() is not None:
                 stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # The dispatcher may hand off after the mailer's loops ended.
+        await mailer.drain()
         for task in done:
             if (exc := task.exception()) is not None:
                 raise exc

@@ -8,16 +8,19 @@ long anything took.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import aio_pika
 
 from ceptoar.bus import Lane, by_lane, job_delivery_ids, lane_for
+from ceptoar.dispatch import Dispatcher, load_rules
 from ceptoar.mail.pool import _Slots
 from ceptoar.mailbox import count
 from ceptoar.registry import RegistryRow
+from ceptoar.store import Claimed
 from tests.conftest import StackFactory
-from tests.harness import REPO, MailboxServer, notice_doc, running
+from tests.harness import REPO, MailboxServer, notice_doc, running, subset
 
 
 def test_only_critical_alerts_take_the_critical_lane() -> None:
@@ -138,3 +141,33 @@ async def test_a_critical_alert_overtakes_a_bulk_fanout_in_flight(
     still_to_go = [t for t in bulk_sent if t > max(critical_sent)]
     assert len(still_to_go) > 1000, f"only {len(still_to_go)} bulk mails were left"
     assert count(mailbox_process.root) == 3576 + 126
+
+
+async def test_a_hand_off_that_never_sends_is_sent_once_its_lease_runs_out(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 3)
+    stack = await make_stack(mailbox=mailbox, rows=rows, lease_seconds=1.0, critical_handoff=4)
+    # The dispatcher claims the first four for its own mailer, and its process dies before sending them.
+    dropped: list[Claimed] = []
+    dispatcher = Dispatcher(
+        store=stack.store, bus=stack.bus, settings=stack.settings, rules=load_rules(), hand_off=dropped.extend
+    )
+    stop = asyncio.Event()
+    dispatching = asyncio.create_task(dispatcher.run(stop))
+    await stack.publish(notice_doc(id="HANDOFF-1", severity="critical"))
+    alert = None
+    while alert is None or alert.jobs_published_at is None:
+        await asyncio.sleep(0.05)
+        with contextlib.suppress(LookupError):
+            alert = await stack.store.alerts.resolve("HANDOFF-1")
+    stop.set()
+    await dispatching
+    assert alert.severity == "critical" and len(dropped) == 4
+    async with running(stack.settings):
+        counts = await stack.wait_settled("HANDOFF-1", within=30)
+    assert counts == {"sent": len(rows)}
+    assert count(mailbox.root) == len(rows)
+    for claimed in dropped:
+        row = await stack.store.deliveries.get(claimed.id)
+        assert row is not None and row["attempts"] == 2

@@ -175,6 +175,34 @@ async def test_outcome_applies_only_to_the_attempt_that_claimed(
     ]
 
 
+async def test_create_claims_the_first_deliveries_for_the_caller(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    await store.subscribers.import_rows(subset(registry_rows, 3))
+    recipients = await store.subscribers.candidates()
+    stored = await store.alerts.create(
+        notice=_notice(severity="critical"),
+        payload="{}",
+        fmt="json",
+        severity="critical",
+        rules=["sender-critical"],
+        recipients=recipients,
+        message_id_domain="ceptoar.example",
+        claim=3,
+        lease_seconds=60,
+    )
+    handed = [c.id for c in stored.claimed]
+    assert len(handed) == 3 and {c.attempt for c in stored.claimed} == {1}
+    assert {c.email for c in stored.claimed} <= {r.email for r in recipients}
+    # No job is to be published for a claimed delivery, and none is left out.
+    assert not set(handed) & set(stored.delivery_ids)
+    assert len(handed) + len(stored.delivery_ids) == len(recipients)
+    assert await store.alerts.counts(stored.alert_id) == {"sending": 3, "queued": len(recipients) - 3}
+    assert await store.deliveries.claim(handed, lease_seconds=60) == []
+    events = await store.deliveries.events(handed[0])
+    assert [e["state"] for e in events] == ["queued", "sending"]
+
+
 async def test_expired_lease_can_be_claimed_again(store: Store, registry_rows: list[RegistryRow]) -> None:
     one = await _claimed_one(store, registry_rows)
     assert await store.deliveries.expired_leases() == []

@@ -1,13 +1,16 @@
 """The dispatcher: one notice in, one alert and its delivery jobs out.
 
-parse (JSON, CAP 1.2 or CSAF 2.0) → validate against the registry → dedupe → classify → lifecycle and
-audience → store alert and deliveries → publish one job per delivery
-(confirmed) → mark published → ack. A notice refused for its content is
-dead-lettered with a reason naming the field and the consumer carries on; a
-store or broker outage is waited out with the notice held, never
-dead-lettered (`ceptoar.retry.persist`). A notice seen before is acked
-without a second fan-out, but if its jobs were never confirmed they are
-published again (claims make that safe).
+parse (JSON, CAP 1.2 or CSAF 2.0) → validate against the registry → dedupe
+→ classify → lifecycle and audience → store alert and deliveries → publish
+one job per delivery (confirmed) → mark published → ack. A critical alert's
+first deliveries are claimed as it is stored and handed to this process's
+mailer instead of a job, so its first mail does not wait for the queue.
+
+A notice refused for its content is dead-lettered with a reason naming the
+field and the consumer carries on; a store or broker outage is waited out
+with the notice held, never dead-lettered (`ceptoar.retry.persist`). A
+notice seen before is acked without a second fan-out, but if its jobs were
+never confirmed they are published again (claims make that safe).
 
 Lifecycle: an update or cancel names earlier notices of the same source in
 `references`. One that names an unknown notice is held with the reason. An
@@ -21,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
 from structlog.contextvars import bound_contextvars
 
-from ceptoar.bus import Bus, lane_for
+from ceptoar.bus import Bus, Lane, lane_for
 from ceptoar.config import Settings
 from ceptoar.dispatch.audience import Audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
@@ -36,7 +40,7 @@ from ceptoar.feed.notice import OPERATOR_SOURCE, MsgType, Notice
 from ceptoar.log import get_logger
 from ceptoar.priority import BulkGate
 from ceptoar.retry import Stopping, persist
-from ceptoar.store import AlertView, Lifecycle, Store, StoredAlert
+from ceptoar.store import AlertView, Claimed, Lifecycle, Store, StoredAlert
 
 __all__ = ["Dispatcher"]
 
@@ -47,9 +51,18 @@ class Dispatcher:
     """Consumes the notices queue until told to stop."""
 
     def __init__(
-        self, *, store: Store, bus: Bus, settings: Settings, rules: RuleSet, gate: BulkGate | None = None
+        self,
+        *,
+        store: Store,
+        bus: Bus,
+        settings: Settings,
+        rules: RuleSet,
+        gate: BulkGate | None = None,
+        hand_off: Callable[[list[Claimed]], None] | None = None,
     ) -> None:
         self._store = store
+        # Sends a critical alert's first deliveries, claimed as it is stored, in this process.
+        self._hand_off = hand_off
         # Held while a notice is dispatched: its first mail should not wait for bulk work.
         self._gate = gate or BulkGate()
         self._bus = bus
@@ -97,6 +110,8 @@ class Dispatcher:
                 log.info("notice.duplicate", alert_id=stored.alert_id)
                 await message.ack()
                 return
+            if stored.claimed and self._hand_off is not None:
+                self._hand_off(stored.claimed)
             await self._bus.publish_jobs(
                 stored.delivery_ids, lane=lane_for(stored.severity), batch=self._settings.publish_batch
             )
@@ -105,7 +120,8 @@ class Dispatcher:
             log.info(
                 "alert.dispatched",
                 alert_id=stored.alert_id,
-                deliveries=len(stored.delivery_ids),
+                deliveries=len(stored.delivery_ids) + len(stored.claimed),
+                handed_off=len(stored.claimed),
                 republished=stored.duplicate,
             )
 
@@ -140,7 +156,15 @@ class Dispatcher:
             message_id_domain=self._settings.message_id_domain,
             lifecycle=lifecycle,
             history=history,
+            claim=self._handing_off(result),
+            lease_seconds=self._settings.lease_seconds,
         )
+
+    def _handing_off(self, result: Classification) -> int:
+        """How many deliveries to claim as the alert is stored, for this process to send at once."""
+        if self._hand_off is None or lane_for(result.severity.value) is not Lane.CRITICAL:
+            return 0
+        return self._settings.critical_handoff
 
     async def _lifecycle(self, notice: Notice) -> tuple[Lifecycle, AlertView | None]:
         """Which thread the notice joins, and whether it must be held for an operator."""

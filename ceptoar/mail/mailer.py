@@ -4,7 +4,9 @@ It works two lanes (`ceptoar.bus.Lane`). While a batch of the critical lane
 is in hand (or the process's dispatcher is storing a notice), the bulk loops
 start no new batch (`ceptoar.priority.BulkGate`), and critical sends take
 the next free SMTP connection before any bulk send: a critical alert
-published during a fan-out to every address overtakes it.
+published during a fan-out to every address overtakes it. The first
+deliveries of a critical alert come without a job: the dispatcher claims
+them as it stores the alert and hands them over (`Mailer.hand_off`).
 
 A job only names a delivery; the row is the truth. A job whose claim wins
 nothing (already sent, cancelled, or claimed by another worker) is a
@@ -60,6 +62,7 @@ class Mailer:
         self._settings = settings
         self._alerts: dict[str, AlertView] = {}
         self._gate = gate or BulkGate()
+        self._hand_offs: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event, *, workers: int = 2) -> None:
         """Consume both lanes with `workers` batch loops each, so one batch's I/O overlaps another's."""
@@ -70,6 +73,7 @@ class Mailer:
             inbox = await self._bus.consume(self._bus.names.jobs(lane), prefetch=prefetch)
             loops += [self._loop(inbox, lane, stop) for _ in range(workers)]
         await asyncio.gather(*loops)
+        await self.drain()
 
     async def _loop(self, inbox: Inbox, lane: Lane, stop: asyncio.Event) -> None:
         size = self._settings.mailer_batch
@@ -125,6 +129,35 @@ class Mailer:
         )
         if len(claimed) < len(ids):
             log.debug("job.duplicates", count=len(ids) - len(claimed))
+        await self._deliver(claimed, stop, lane)
+
+    def hand_off(self, claimed: list[Claimed], stop: asyncio.Event) -> None:
+        """Send deliveries already claimed for this process (a critical alert's first ones), now.
+
+        Nothing waits for the sends. Should they never be recorded (the
+        process dies, or stops first), the lease runs out and the sweeper
+        publishes their jobs.
+        """
+        task = asyncio.create_task(self._handed_off(claimed, stop), name="mailer-hand-off")
+        self._hand_offs.add(task)
+        task.add_done_callback(self._hand_offs.discard)
+
+    async def drain(self) -> None:
+        """Wait for every hand-off still sending."""
+        while self._hand_offs:
+            await asyncio.gather(*self._hand_offs)
+
+    async def _handed_off(self, claimed: list[Claimed], stop: asyncio.Event) -> None:
+        async with self._gate.holding():
+            try:
+                await self._deliver(claimed, stop, Lane.CRITICAL)
+            except Stopping:
+                log.warning("mailer.hand_off_stopped", deliveries=len(claimed))
+            except Exception:
+                log.exception("mailer.hand_off_failed", deliveries=len(claimed))
+
+    async def _deliver(self, claimed: list[Claimed], stop: asyncio.Event, lane: Lane) -> None:
+        """Send claimed deliveries, record their outcomes, and park a retry job for each deferred one."""
         await persist(lambda: self._preload({c.alert_id for c in claimed}), stop=stop, what="load alerts")
         urgent = lane is Lane.CRITICAL
         outcomes = await asyncio.gather(*(self._attempt(c, urgent=urgent) for c in claimed))

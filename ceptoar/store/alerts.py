@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.errors import UnknownAlert
 from ceptoar.feed.notice import Notice
+from ceptoar.store.deliveries import Claimed, claim_in
 from ceptoar.store.engine import reading
 from ceptoar.store.states import DeliveryState
 from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, notices
@@ -26,8 +27,9 @@ class StoredAlert:
     """The outcome of storing a notice: a new alert, or the one it duplicates.
 
     `delivery_ids` are the deliveries whose jobs are still to be published:
-    all of a new alert's, or a duplicate's still queued when its jobs were
-    never confirmed (empty once they were).
+    all of a new alert's but those `claimed` when it was stored, or a
+    duplicate's still queued when its jobs were never confirmed (empty once
+    they were).
     """
 
     alert_id: str
@@ -38,6 +40,8 @@ class StoredAlert:
     severity: str
     # When the stored notice says it was sent (CAP keys a notice by sender, identifier and sent).
     sent: datetime | None = None
+    # Deliveries claimed in the storing transaction, for the caller to send itself (no job is published).
+    claimed: list[Claimed] = field(default_factory=list)
 
 
 class Addressee(Protocol):
@@ -114,8 +118,15 @@ class AlertRepo:
         message_id_domain: str,
         lifecycle: Lifecycle = Lifecycle(),
         history: Mapping[int, Sequence[str]] | None = None,
+        claim: int = 0,
+        lease_seconds: float = 300.0,
     ) -> StoredAlert:
         """Store notice, alert, deliveries and their `queued` events in one transaction.
+
+        The first `claim` deliveries are claimed in the same transaction, as
+        `DeliveryRepo.claim` would, and returned as `claimed`: the caller
+        sends them without a job. If it never does, their lease runs out
+        and the sweeper publishes their jobs.
 
         A notice already received (same source and id) stores nothing and
         returns the existing alert marked as a duplicate.
@@ -162,12 +173,21 @@ class AlertRepo:
                 ids = await _insert_deliveries(
                     conn, alert_id, recipients, message_id_domain, now, history or {}
                 )
+                claimed = await claim_in(conn, ids[:claim], lease_seconds=lease_seconds) if claim > 0 else []
         except IntegrityError:
             existing = await self.existing(notice.source, notice.id)
             if existing is None:
                 raise
             return existing
-        return StoredAlert(alert_id, ids, duplicate=False, jobs_published=False, severity=severity)
+        taken = {c.id for c in claimed}
+        return StoredAlert(
+            alert_id,
+            [i for i in ids if i not in taken],
+            duplicate=False,
+            jobs_published=False,
+            severity=severity,
+            claimed=claimed,
+        )
 
     async def existing(self, source: str, source_id: str) -> StoredAlert | None:
         """The alert already made from this notice.

@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.store.engine import reading
 from ceptoar.store.states import CLAIMABLE, DeliveryState
 from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, subscribers
 
-__all__ = ["Claimed", "DeliveryRepo", "Outcome", "transition_events"]
+__all__ = ["Claimed", "DeliveryRepo", "Outcome", "claim_in", "transition_events"]
 
 
 # A delivery with its address and the organisation it belongs to.
@@ -68,50 +68,8 @@ class DeliveryRepo:
         """Move the claimable ones of `ids` to `sending`; return those this call won."""
         if not ids:
             return []
-        now = datetime.now(UTC)
-        lease_until = datetime.fromtimestamp(now.timestamp() + lease_seconds, UTC)
-        claimable = or_(
-            deliveries.c.state.in_([s.value for s in CLAIMABLE]),
-            and_(deliveries.c.state == DeliveryState.SENDING, deliveries.c.lease_until < now),
-        )
         async with self._engine.begin() as conn:
-            won = (
-                await conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(ids), claimable)
-                    .values(
-                        state=DeliveryState.SENDING.value,
-                        attempts=deliveries.c.attempts + 1,
-                        lease_until=lease_until,
-                        updated_at=now,
-                    )
-                    .returning(deliveries.c.id, deliveries.c.attempts)
-                )
-            ).all()
-            if not won:
-                return []
-            await conn.execute(insert(delivery_events), transition_events(won, DeliveryState.SENDING, now))
-            rows = (
-                await conn.execute(
-                    select(
-                        deliveries.c.id,
-                        deliveries.c.alert_id,
-                        deliveries.c.email,
-                        deliveries.c.message_id,
-                        deliveries.c.attempts,
-                        addresses.c.language,
-                        addresses.c.role,
-                        subscribers.c.code,
-                        subscribers.c.name,
-                        deliveries.c.in_reply_to,
-                        deliveries.c.references,
-                    )
-                    .select_from(_WITH_RECIPIENT)
-                    .where(deliveries.c.id.in_([i for i, _ in won]))
-                    .order_by(deliveries.c.id)
-                )
-            ).all()
-        return [Claimed(*row) for row in rows]
+            return await claim_in(conn, ids, lease_seconds=lease_seconds)
 
     async def record(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """Apply outcomes to rows still `sending` for that attempt; return those applied.
@@ -336,6 +294,55 @@ def _event(o: Outcome, now: datetime) -> dict[str, Any]:
         "smtp_code": o.code,
         "smtp_reply": o.reply,
     }
+
+
+async def claim_in(conn: AsyncConnection, ids: Sequence[int], *, lease_seconds: float) -> list[Claimed]:
+    """`DeliveryRepo.claim` inside the caller's transaction."""
+    if not ids:
+        return []
+    now = datetime.now(UTC)
+    lease_until = datetime.fromtimestamp(now.timestamp() + lease_seconds, UTC)
+    claimable = or_(
+        deliveries.c.state.in_([s.value for s in CLAIMABLE]),
+        and_(deliveries.c.state == DeliveryState.SENDING, deliveries.c.lease_until < now),
+    )
+    won = (
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids), claimable)
+            .values(
+                state=DeliveryState.SENDING.value,
+                attempts=deliveries.c.attempts + 1,
+                lease_until=lease_until,
+                updated_at=now,
+            )
+            .returning(deliveries.c.id, deliveries.c.attempts)
+        )
+    ).all()
+    if not won:
+        return []
+    await conn.execute(insert(delivery_events), transition_events(won, DeliveryState.SENDING, now))
+    rows = (
+        await conn.execute(
+            select(
+                deliveries.c.id,
+                deliveries.c.alert_id,
+                deliveries.c.email,
+                deliveries.c.message_id,
+                deliveries.c.attempts,
+                addresses.c.language,
+                addresses.c.role,
+                subscribers.c.code,
+                subscribers.c.name,
+                deliveries.c.in_reply_to,
+                deliveries.c.references,
+            )
+            .select_from(_WITH_RECIPIENT)
+            .where(deliveries.c.id.in_([i for i, _ in won]))
+            .order_by(deliveries.c.id)
+        )
+    ).all()
+    return [Claimed(*row) for row in rows]
 
 
 def transition_events(
