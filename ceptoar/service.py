@@ -7,9 +7,10 @@ that dies is started again; the claim on each delivery row keeps two
 processes from sending the same mail.
 
 The sweeper is what makes a dead worker or a lost job harmless: a delivery
-left `sending` past its lease, an alert whose jobs were never confirmed,
-and a delivery left queued (or deferred) longer than any job should take
-get their jobs published again; the claim decides whether anything is sent.
+left `sending` past its lease, an alert whose jobs were never confirmed
+(with the deliveries it left pending written first), and a delivery left
+queued (or deferred) longer than any job should take get their jobs
+published again; the claim decides whether anything is sent.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ async def sweep(c: Components) -> int:
     republished = 0
     stale = datetime.now(UTC) - timedelta(seconds=c.settings.sweep_seconds)
     for alert_id, severity in await c.store.alerts.unpublished(older_than=stale):
+        await c.store.alerts.store_pending(alert_id)  # left by a dispatcher that died
         ids = await c.store.alerts.queued_delivery_ids(alert_id)
         await c.bus.publish_jobs(ids, lane=lane_for(severity), batch=c.settings.publish_batch)
         await c.store.alerts.mark_published(alert_id)

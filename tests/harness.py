@@ -143,16 +143,24 @@ class Stack:
         body = doc if isinstance(doc, bytes) else json.dumps(doc, ensure_ascii=False).encode()
         await self.bus.publish_notice(body, content_type=content_type)
 
-    async def store_alert(self, doc: dict[str, Any], *, published: bool) -> StoredAlert:
-        """Store an alert for every address as the dispatcher would, without publishing jobs."""
+    async def store_alert(
+        self, doc: dict[str, Any], *, published: bool, severity: str = "medium", claim: int = 0
+    ) -> StoredAlert:
+        """Store an alert for every address as the dispatcher would, without publishing jobs.
+
+        With `claim`, as a dispatcher that died before handing its first
+        deliveries off and writing the rest would leave it.
+        """
         stored = await self.store.alerts.create(
             notice=parse_notice(json.dumps(doc)),
             payload=json.dumps(doc),
             fmt="json",
-            severity="medium",
-            rules=["sender-medium"],
+            severity=severity,
+            rules=[f"sender-{severity}"],
             recipients=await self.store.subscribers.candidates(),
             message_id_domain=self.settings.message_id_domain,
+            claim=claim,
+            lease_seconds=self.settings.lease_seconds,
         )
         if published:
             await self.store.alerts.mark_published(stored.alert_id)

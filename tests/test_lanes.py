@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 import aio_pika
 
@@ -20,7 +21,7 @@ from ceptoar.mailbox import count
 from ceptoar.registry import RegistryRow
 from ceptoar.store import Claimed
 from tests.conftest import StackFactory
-from tests.harness import REPO, MailboxServer, notice_doc, running, subset
+from tests.harness import REPO, MailboxServer, Stack, notice_doc, running, subset
 
 
 def test_only_critical_alerts_take_the_critical_lane() -> None:
@@ -171,3 +172,44 @@ async def test_a_hand_off_that_never_sends_is_sent_once_its_lease_runs_out(
     for claimed in dropped:
         row = await stack.store.deliveries.get(claimed.id)
         assert row is not None and row["attempts"] == 2
+
+
+async def _attempts(stack: Stack, ids: list[int]) -> set[int]:
+    rows = [await stack.store.deliveries.get(i) for i in ids]
+    return {r["attempts"] for r in rows if r is not None}
+
+
+async def test_a_redelivered_notice_writes_what_its_dead_dispatcher_left_pending(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 3)
+    # The sweeper waits a minute: what gets sent here, the redelivered notice sent.
+    stack = await make_stack(mailbox=mailbox, rows=rows, sweep_seconds=60.0)
+    doc = notice_doc(id="SPLIT-1", severity="critical")
+    stored = await stack.store_alert(doc, published=False, severity="critical", claim=4)
+    assert stored.pending and len(stored.claimed) == 4
+    async with running(stack.settings):
+        await stack.publish(doc)  # the broker redelivers the unacked notice
+        deadline = time.monotonic() + 30
+        while (counts := await stack.store.alerts.counts(stored.alert_id)).get("sent", 0) < len(rows) - 4:
+            assert time.monotonic() < deadline, counts
+            await asyncio.sleep(0.1)
+    # The four claimed by the dead process wait for their lease to run out.
+    assert counts == {"sent": len(rows) - 4, "sending": 4}
+    assert count(mailbox.root) == len(rows) - 4
+    alert = await stack.store.alerts.get(stored.alert_id)
+    assert alert is not None and alert.jobs_published_at is not None
+
+
+async def test_the_sweeper_writes_what_a_dead_dispatcher_left_pending(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 3)
+    stack = await make_stack(mailbox=mailbox, rows=rows, lease_seconds=1.0)
+    stored = await stack.store_alert(notice_doc(id="SPLIT-2"), published=False, severity="critical", claim=4)
+    async with running(stack.settings):  # no notice comes again: only the sweeper knows
+        counts = await stack.wait_settled("SPLIT-2", within=30)
+    assert counts == {"sent": len(rows)}
+    assert count(mailbox.root) == len(rows)
+    alert = await stack.store.alerts.get(stored.alert_id)
+    assert alert is not None and alert.jobs_published_at is not None

@@ -55,8 +55,12 @@ async def test_schema_1_database_is_migrated_in_place(
         async with store.engine.connect() as conn:
             version = (await conn.execute(text("SELECT max(version) FROM schema_version"))).scalar()
             columns = await conn.run_sync(lambda c: {x["name"] for x in inspect(c).get_columns("addresses")})
+            alert_columns = await conn.run_sync(
+                lambda c: {x["name"] for x in inspect(c).get_columns("alerts")}
+            )
         assert version == LATEST
         assert {"min_severity", "categories", "prefectures", "wants_tests", "contact"} <= columns
+        assert {"state", "thread_id", "expires_at", "pending"} <= alert_columns
         (kept,) = await store.subscribers.candidates()
         assert (kept.email, kept.min_severity, kept.categories, kept.wants_tests) == (
             "primary@131016.lg.example",

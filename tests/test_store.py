@@ -175,32 +175,68 @@ async def test_outcome_applies_only_to_the_attempt_that_claimed(
     ]
 
 
-async def test_create_claims_the_first_deliveries_for_the_caller(
-    store: Store, registry_rows: list[RegistryRow]
-) -> None:
-    await store.subscribers.import_rows(subset(registry_rows, 3))
+async def _create_claiming(
+    store: Store, claim: int, history: dict[int, list[str]] | None = None
+) -> tuple[StoredAlert, Notice, list[int]]:
+    """A critical alert to every address, its first `claim` deliveries claimed; its notice and audience."""
     recipients = await store.subscribers.candidates()
+    notice = _notice(severity="critical")
     stored = await store.alerts.create(
-        notice=_notice(severity="critical"),
+        notice=notice,
         payload="{}",
         fmt="json",
         severity="critical",
         rules=["sender-critical"],
         recipients=recipients,
         message_id_domain="ceptoar.example",
-        claim=3,
+        history=history,
+        claim=claim,
         lease_seconds=60,
     )
+    return stored, notice, [r.address_id for r in recipients]
+
+
+async def test_create_claims_the_first_deliveries_and_leaves_the_rest_pending(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    await store.subscribers.import_rows(subset(registry_rows, 3))
+    stored, notice, audience = await _create_claiming(store, 3)
     handed = [c.id for c in stored.claimed]
     assert len(handed) == 3 and {c.attempt for c in stored.claimed} == {1}
-    assert {c.email for c in stored.claimed} <= {r.email for r in recipients}
-    # No job is to be published for a claimed delivery, and none is left out.
-    assert not set(handed) & set(stored.delivery_ids)
-    assert len(handed) + len(stored.delivery_ids) == len(recipients)
-    assert await store.alerts.counts(stored.alert_id) == {"sending": 3, "queued": len(recipients) - 3}
+    assert stored.delivery_ids == [] and stored.pending
+    # An address still pending counts as queued: nobody looking sees the alert as settled.
+    assert await store.alerts.counts(stored.alert_id) == {"sending": 3, "queued": len(audience) - 3}
+    again = await store.alerts.existing(notice.source, notice.id)
+    assert again is not None and again.pending and again.delivery_ids == []
+
+    rest = await store.alerts.store_pending(stored.alert_id)
+    assert await store.alerts.store_pending(stored.alert_id) == []  # once only
+    assert len(rest) == len(audience) - 3 and not set(rest) & set(handed)
+    assert await store.alerts.counts(stored.alert_id) == {"sending": 3, "queued": len(audience) - 3}
+    rows = await store.deliveries.report(stored.alert_id)
+    assert sorted(r["email"] for r in rows) == sorted(r.email for r in await store.subscribers.candidates())
+    assert [e["state"] for e in await store.deliveries.events(handed[0])] == ["queued", "sending"]
+    assert [e["state"] for e in await store.deliveries.events(rest[0])] == ["queued"]
     assert await store.deliveries.claim(handed, lease_seconds=60) == []
-    events = await store.deliveries.events(handed[0])
-    assert [e["state"] for e in events] == ["queued", "sending"]
+
+
+async def test_pending_deliveries_keep_their_thread_and_a_cancel_drops_them(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    await store.subscribers.import_rows(subset(registry_rows, 3))
+    audience = [r.address_id for r in await store.subscribers.candidates()]
+    last = audience[-1]
+    stored, _, _ = await _create_claiming(store, 2, history={last: ["<a@x.example>", "<b@x.example>"]})
+    rows = [await store.deliveries.get(i) for i in await store.alerts.store_pending(stored.alert_id)]
+    (row,) = [r for r in rows if r is not None and r["address_id"] == last]
+    assert (row["in_reply_to"], row["references"]) == ("<b@x.example>", "<a@x.example> <b@x.example>")
+
+    cancelled, _, _ = await _create_claiming(store, 2)
+    alert = await store.alerts.get(cancelled.alert_id)
+    assert alert is not None and alert.thread_id is not None
+    await store.threads.cancel(alert.thread_id)
+    assert await store.alerts.store_pending(cancelled.alert_id) == []
+    assert sum((await store.alerts.counts(cancelled.alert_id)).values()) == 2
 
 
 async def test_expired_lease_can_be_claimed_again(store: Store, registry_rows: list[RegistryRow]) -> None:

@@ -4,7 +4,8 @@ parse (JSON, CAP 1.2 or CSAF 2.0) → validate against the registry → dedupe
 → classify → lifecycle and audience → store alert and deliveries → publish
 one job per delivery (confirmed) → mark published → ack. A critical alert's
 first deliveries are claimed as it is stored and handed to this process's
-mailer instead of a job, so its first mail does not wait for the queue.
+mailer instead of a job, in a first transaction of their own: its first
+mail waits neither for the queue nor for the rest of the audience's rows.
 
 A notice refused for its content is dead-lettered with a reason naming the
 field and the consumer carries on; a store or broker outage is waited out
@@ -112,15 +113,18 @@ class Dispatcher:
                 return
             if stored.claimed and self._hand_off is not None:
                 self._hand_off(stored.claimed)
+            ids = stored.delivery_ids
+            if stored.pending:
+                ids = [*ids, *await self._store.alerts.store_pending(stored.alert_id)]
             await self._bus.publish_jobs(
-                stored.delivery_ids, lane=lane_for(stored.severity), batch=self._settings.publish_batch
+                ids, lane=lane_for(stored.severity), batch=self._settings.publish_batch
             )
             await self._store.alerts.mark_published(stored.alert_id)
             await message.ack()
             log.info(
                 "alert.dispatched",
                 alert_id=stored.alert_id,
-                deliveries=len(stored.delivery_ids) + len(stored.claimed),
+                jobs=len(ids),
                 handed_off=len(stored.claimed),
                 republished=stored.duplicate,
             )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, String, cast, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, String, and_, cast, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -42,6 +42,8 @@ class StoredAlert:
     sent: datetime | None = None
     # Deliveries claimed in the storing transaction, for the caller to send itself (no job is published).
     claimed: list[Claimed] = field(default_factory=list)
+    # Part of the audience has no delivery rows yet: `AlertRepo.store_pending` writes them.
+    pending: bool = False
 
 
 class Addressee(Protocol):
@@ -49,9 +51,6 @@ class Addressee(Protocol):
 
     @property
     def address_id(self) -> int: ...
-
-    @property
-    def email(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -123,15 +122,22 @@ class AlertRepo:
     ) -> StoredAlert:
         """Store notice, alert, deliveries and their `queued` events in one transaction.
 
-        The first `claim` deliveries are claimed in the same transaction, as
-        `DeliveryRepo.claim` would, and returned as `claimed`: the caller
-        sends them without a job. If it never does, their lease runs out
-        and the sweeper publishes their jobs.
+        With `claim`, the transaction holds only the first `claim`
+        recipients' deliveries, claimed as `DeliveryRepo.claim` would and
+        returned as `claimed`: the caller sends them without a job (if it
+        never does, their lease runs out and the sweeper publishes their
+        jobs). The rest of the audience is kept on the alert as `pending`,
+        for `store_pending` to write: the first mail of a large audience
+        need not wait for all of its rows.
 
         A notice already received (same source and id) stores nothing and
         returns the existing alert marked as a duplicate.
         """
         now = datetime.now(UTC)
+        audience = [r.address_id for r in recipients]
+        history = history or {}
+        first = audience[:claim] if claim > 0 else audience
+        rest = audience[len(first) :]
         try:
             async with self._engine.begin() as conn:
                 notice_pk = (
@@ -168,12 +174,11 @@ class AlertRepo:
                         parent_id=lifecycle.parent_id,
                         status=notice.status.value,
                         expires_at=notice.expires,
+                        pending=_pending(rest, history, message_id_domain) if rest else None,
                     )
                 )
-                ids = await _insert_deliveries(
-                    conn, alert_id, recipients, message_id_domain, now, history or {}
-                )
-                claimed = await claim_in(conn, ids[:claim], lease_seconds=lease_seconds) if claim > 0 else []
+                ids = await _insert_deliveries(conn, alert_id, first, history, message_id_domain, now)
+                claimed = await claim_in(conn, ids, lease_seconds=lease_seconds) if claim > 0 else []
         except IntegrityError:
             existing = await self.existing(notice.source, notice.id)
             if existing is None:
@@ -187,7 +192,38 @@ class AlertRepo:
             jobs_published=False,
             severity=severity,
             claimed=claimed,
+            pending=bool(rest),
         )
+
+    async def store_pending(self, alert_id: str) -> list[int]:
+        """Write the deliveries of the audience `create` left pending; return their ids (all queued).
+
+        Once only: a second call, or one racing it in another process, finds
+        nothing pending. A cancelled alert's pending addresses get no rows:
+        nothing was sent to them, and a cancel goes only to those mailed.
+        """
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(alerts.c.pending, alerts.c.state)
+                    .where(alerts.c.id == alert_id, alerts.c.pending.is_not(None))
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                return []
+            await conn.execute(update(alerts).where(alerts.c.id == alert_id).values(pending=None))
+            if row.state == "cancelled":
+                return []
+            threaded = {address_id: message_ids for address_id, message_ids in row.pending["threaded"]}
+            return await _insert_deliveries(
+                conn,
+                alert_id,
+                [*row.pending["fresh"], *threaded],
+                threaded,
+                row.pending["domain"],
+                datetime.now(UTC),
+            )
 
     async def existing(self, source: str, source_id: str) -> StoredAlert | None:
         """The alert already made from this notice.
@@ -198,7 +234,13 @@ class AlertRepo:
         async with reading(self._engine) as conn:
             row = (
                 await conn.execute(
-                    select(alerts.c.id, alerts.c.jobs_published_at, alerts.c.severity, notices.c.sent_at)
+                    select(
+                        alerts.c.id,
+                        alerts.c.jobs_published_at,
+                        alerts.c.severity,
+                        alerts.c.pending.is_not(None).label("pending"),
+                        notices.c.sent_at,
+                    )
                     .join(notices, alerts.c.notice_id == notices.c.id)
                     .where(alerts.c.source == source, alerts.c.source_id == source_id)
                 )
@@ -208,7 +250,13 @@ class AlertRepo:
         published = row.jobs_published_at is not None
         queued = [] if published else await self.queued_delivery_ids(row.id)
         return StoredAlert(
-            row.id, queued, duplicate=True, jobs_published=published, severity=row.severity, sent=row.sent_at
+            row.id,
+            queued,
+            duplicate=True,
+            jobs_published=published,
+            severity=row.severity,
+            sent=row.sent_at,
+            pending=bool(row.pending),
         )
 
     async def queued_delivery_ids(self, alert_id: str) -> list[int]:
@@ -289,7 +337,7 @@ class AlertRepo:
             return [_view(r) for r in (await conn.execute(query)).mappings().all()]
 
     async def counts(self, alert_id: str) -> dict[str, int]:
-        """Deliveries of the alert by state."""
+        """Deliveries of the alert by state; an address still pending (see `create`) counts as queued."""
         async with reading(self._engine) as conn:
             rows = (
                 await conn.execute(
@@ -298,7 +346,12 @@ class AlertRepo:
                     .group_by(deliveries.c.state)
                 )
             ).all()
-        return {state: n for state, n in rows}
+            pending = (await conn.execute(select(alerts.c.pending).where(alerts.c.id == alert_id))).scalar()
+        counts = {state: n for state, n in rows}
+        if pending:
+            waiting = len(pending["fresh"]) + len(pending["threaded"])
+            counts[DeliveryState.QUEUED.value] = counts.get(DeliveryState.QUEUED.value, 0) + waiting
+        return counts
 
 
 # Addresses per INSERT ... SELECT: well within every database's limit of bound values.
@@ -310,25 +363,38 @@ def _message_id_sql(alert_id: str, domain: str) -> ColumnElement[str]:
     return literal(f"<{alert_id}.") + cast(addresses.c.id, String) + literal(f"@{domain}>")
 
 
+def _pending(addresses: Sequence[int], history: Mapping[int, Sequence[str]], domain: str) -> dict[str, Any]:
+    """The part of an audience whose delivery rows are still to be written, as the alert keeps it."""
+    return {
+        "domain": domain,
+        "fresh": [a for a in addresses if not history.get(a)],
+        "threaded": [[a, list(history[a])] for a in addresses if history.get(a)],
+    }
+
+
 async def _insert_deliveries(
     conn: AsyncConnection,
     alert_id: str,
-    recipients: Sequence[Addressee],
+    audience: Sequence[int],
+    history: Mapping[int, Sequence[str]],
     domain: str,
     now: datetime,
-    history: Mapping[int, Sequence[str]],
 ) -> list[int]:
-    """Insert the deliveries and their `queued` events; return the delivery ids in order.
+    """Insert the audience's deliveries and their `queued` events; return the new delivery ids in order.
 
     Rows of addresses new to the thread are built by the database from the
-    address table (a fan-out to every address writes thousands of rows and
-    its first mail waits for them); only threaded rows, which carry earlier
-    Message-IDs, are built here.
+    address table (a fan-out to every address writes thousands of rows);
+    only threaded rows, which carry earlier Message-IDs, are built here.
     """
-    if not recipients:
+    if not audience:
         return []
-    fresh = [r.address_id for r in recipients if not history.get(r.address_id)]
-    threaded = [r for r in recipients if history.get(r.address_id)]
+    before = (
+        await conn.execute(
+            select(func.coalesce(func.max(deliveries.c.id), 0)).where(deliveries.c.alert_id == alert_id)
+        )
+    ).scalar_one()
+    fresh = [a for a in audience if not history.get(a)]
+    threaded = [a for a in audience if history.get(a)]
     at = literal(now, UtcDateTime)
     columns = [
         "alert_id",
@@ -353,39 +419,39 @@ async def _insert_deliveries(
         ).where(addresses.c.id.in_(fresh[start : start + _INSERT_CHUNK]))
         await conn.execute(insert(deliveries).from_select(columns, rows))
     if threaded:
+        emails = dict(
+            (
+                await conn.execute(
+                    select(addresses.c.id, addresses.c.email).where(addresses.c.id.in_(threaded))
+                )
+            ).all()
+        )
         await conn.execute(
             insert(deliveries),
             [
                 {
                     "alert_id": alert_id,
-                    "address_id": r.address_id,
-                    "email": r.email,
+                    "address_id": a,
+                    "email": emails[a],
                     "state": DeliveryState.QUEUED.value,
                     "attempts": 0,
-                    "message_id": message_id_for(alert_id, r.address_id, domain),
-                    "in_reply_to": history[r.address_id][-1],
-                    "references": " ".join(history[r.address_id]),
+                    "message_id": message_id_for(alert_id, a, domain),
+                    "in_reply_to": history[a][-1],
+                    "references": " ".join(history[a]),
                     "created_at": now,
                     "updated_at": now,
                 }
-                for r in threaded
+                for a in threaded
             ],
         )
+    mine = and_(deliveries.c.alert_id == alert_id, deliveries.c.id > before)
     await conn.execute(
         insert(delivery_events).from_select(
             ["delivery_id", "at", "state", "attempt"],
-            select(deliveries.c.id, at, literal(DeliveryState.QUEUED.value), literal(0)).where(
-                deliveries.c.alert_id == alert_id
-            ),
+            select(deliveries.c.id, at, literal(DeliveryState.QUEUED.value), literal(0)).where(mine),
         )
     )
-    return list(
-        (
-            await conn.execute(
-                select(deliveries.c.id).where(deliveries.c.alert_id == alert_id).order_by(deliveries.c.id)
-            )
-        ).scalars()
-    )
+    return list((await conn.execute(select(deliveries.c.id).where(mine).order_by(deliveries.c.id))).scalars())
 
 
 def _view(row: Any) -> AlertView:

@@ -4,7 +4,8 @@ Version 1 is the first cut (subscribers, addresses, notices, alerts,
 deliveries, delivery_events). Version 2 adds subscriptions to addresses,
 the lifecycle to alerts and threading headers to deliveries. Version 3 adds
 the HTTP feed's credentials (feeds) and what it accepted (receipts).
-Version 4 adds the operators' audit log. Each step
+Version 4 adds the operators' audit log. Version 5 adds the audience an
+alert still has to write as deliveries (alerts.pending). Each step
 runs in the same transaction as the version row that records it.
 """
 
@@ -79,7 +80,11 @@ def _v3(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3, 4: _v3}
+def _v5(conn: Connection) -> None:
+    _add_columns(conn, "alerts", [("pending", "JSON", None)])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3, 4: _v3, 5: _v5}
 LATEST = max(MIGRATIONS)
 
 

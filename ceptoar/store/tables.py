@@ -144,6 +144,9 @@ alerts = Table(
     # Set once every delivery job is confirmed by the broker; until then a
     # redelivered notice or the sweeper publishes the jobs again.
     Column("jobs_published_at", UtcDateTime, nullable=True),
+    # Schema 5: the audience whose delivery rows are still to be written
+    # (`AlertRepo.store_pending`); NULL once they are.
+    Column("pending", JSON(none_as_null=True), nullable=True),
 )
 
 deliveries = Table(
