@@ -177,7 +177,9 @@ class AlertRepo:
                         pending=_pending(rest, history, message_id_domain) if rest else None,
                     )
                 )
-                ids = await _insert_deliveries(conn, alert_id, first, history, message_id_domain, now)
+                ids = await _insert_deliveries(
+                    conn, alert_id, first, history, message_id_domain, now, new=True
+                )
                 claimed = await claim_in(conn, ids, lease_seconds=lease_seconds) if claim > 0 else []
         except IntegrityError:
             existing = await self.existing(notice.source, notice.id)
@@ -379,20 +381,25 @@ async def _insert_deliveries(
     history: Mapping[int, Sequence[str]],
     domain: str,
     now: datetime,
+    *,
+    new: bool = False,
 ) -> list[int]:
     """Insert the audience's deliveries and their `queued` events; return the new delivery ids in order.
 
     Rows of addresses new to the thread are built by the database from the
     address table (a fan-out to every address writes thousands of rows);
     only threaded rows, which carry earlier Message-IDs, are built here.
+    `new`: the alert has no deliveries yet.
     """
     if not audience:
         return []
-    before = (
-        await conn.execute(
-            select(func.coalesce(func.max(deliveries.c.id), 0)).where(deliveries.c.alert_id == alert_id)
-        )
-    ).scalar_one()
+    before = 0
+    if not new:
+        before = (
+            await conn.execute(
+                select(func.coalesce(func.max(deliveries.c.id), 0)).where(deliveries.c.alert_id == alert_id)
+            )
+        ).scalar_one()
     fresh = [a for a in audience if not history.get(a)]
     threaded = [a for a in audience if history.get(a)]
     at = literal(now, UtcDateTime)
