@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -156,6 +157,25 @@ class Fanout:
     first_mail: float
     peak_rss_mb: float
     sent: int
+    # CPU seconds (user + system) spent during the fan-out, by the service, the relay and the broker.
+    cpu: dict[str, float]
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User plus system CPU time the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            # Fields after the command name: state is field 3, utime 14 and stime 15.
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pids() -> list[int]:
+    """RabbitMQ's Erlang VM on this machine, if it runs here."""
+    found = subprocess.run(["pgrep", "-x", "beam.smp"], capture_output=True, text=True).stdout
+    return [int(p) for p in found.split()]
 
 
 class Service:
@@ -280,14 +300,19 @@ def notice(name: str, **changes: Any) -> dict[str, Any]:
     return doc
 
 
-async def fanout(port: int, rows: list[RegistryRow], database_url: str | None, mailers: int | None) -> Fanout:
-    async with started(port, rows, database_url, mailers) as s:
+async def fanout(
+    sink: Sink, rows: list[RegistryRow], database_url: str | None, mailers: int | None
+) -> Fanout:
+    async with started(sink.port, rows, database_url, mailers) as s:
         doc = notice("notice.json")
+        watched = {"service": s.service.pids(), "relay": [sink.proc.pid], "broker": broker_pids()}
+        cpu0 = {k: cpu_seconds(v) for k, v in watched.items()}
         start = time.perf_counter()
         wall0 = await s.publish(doc)
         alert = await s.alert(doc["id"])
         await s.until_sent(alert.id, len(rows))
         seconds = time.perf_counter() - start
+        cpu = {k: cpu_seconds(v) - cpu0[k] for k, v in watched.items()}
         times = await s.sent_times(alert.id)
         view = await s.store.alerts.get(alert.id)
         assert view is not None and view.jobs_published_at is not None
@@ -298,6 +323,7 @@ async def fanout(port: int, rows: list[RegistryRow], database_url: str | None, m
             (times[0] - wall0).total_seconds(),
             s.service.peak_rss_mb(),
             len(times),
+            cpu,
         )
 
 
@@ -360,14 +386,14 @@ def _header(n: int, args: argparse.Namespace, what: str) -> str:
     )
 
 
-def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], port: int) -> None:
+def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink) -> None:
     n = len(rows)
     fans, limits, naives = [], [], []
     for _ in range(args.runs):
-        fans.append(asyncio.run(fanout(port, rows, args.database_url, args.mailers)))
+        fans.append(asyncio.run(fanout(sink, rows, args.database_url, args.mailers)))
         if args.references:
-            limits.append(t_limit(port, n))
-            naives.append(t_naive(port, n))
+            limits.append(t_limit(sink.port, n))
+            naives.append(t_naive(sink.port, n))
     assert all(f.sent == n for f in fans), "not every delivery was sent"
     seconds = [f.seconds for f in fans]
     print(_header(n, args, "fan-out"))
@@ -379,6 +405,10 @@ def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], port: int) 
     print(_row("  messages/s", [n / s for s in seconds], "/s"))
     print(_row("  per address", [s / n * 1e6 for s in seconds], "µs"))
     print(_row("  peak RSS", [f.peak_rss_mb for f in fans], "MB"))
+    print(_row("  CPU, service", [f.cpu["service"] for f in fans]))
+    print(_row("  CPU per address", [f.cpu["service"] / n * 1e6 for f in fans], "µs"))
+    print(_row("  CPU, relay", [f.cpu["relay"] for f in fans]))
+    print(_row("  CPU, broker", [f.cpu["broker"] for f in fans]))
     print(f"exactly once: {n} of {n} sent, each delivery claimed once, in every run")
     med = statistics.median
     last = (
@@ -457,7 +487,7 @@ def main() -> None:
     sink = Sink()
     try:
         if args.scenario == "fanout":
-            report_fanout(args, rows, sink.port)
+            report_fanout(args, rows, sink)
         else:
             report_overtaking(args, rows, sink.port)
     finally:

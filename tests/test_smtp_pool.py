@@ -46,6 +46,21 @@ async def test_4xx_is_temporary_and_5xx_permanent_with_the_reply(mailbox: Mailbo
     assert count(mailbox.root, "gone@x.example") == 0
 
 
+@pytest.mark.parametrize(
+    "recipient",
+    ["no-at-sign.example", "a@b.example\r\nRCPT TO:<c@d.example>", "東京@x.example", "a b@x.example"],
+)
+async def test_an_address_that_cannot_go_on_the_rcpt_line_is_permanent(
+    mailbox: MailboxServer, recipient: str
+) -> None:
+    pool = _pool(mailbox.url, size=1)
+    with pytest.raises(PermanentDeliveryError, match="cannot send to"):
+        await pool.send(sender="a@ceptoar.example", recipient=recipient, message=MESSAGE)
+    await pool.send(sender="a@ceptoar.example", recipient="ok@x.example", message=MESSAGE)
+    await pool.close()
+    assert count(mailbox.root) == 1
+
+
 async def test_unreachable_relay_is_temporary() -> None:
     pool = _pool(f"smtp://127.0.0.1:{free_port()}")
     with pytest.raises(TemporaryDeliveryError, match=r"relay 127\.0\.0\.1"):
