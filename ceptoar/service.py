@@ -39,7 +39,8 @@ async def sweep(c: Components) -> int:
     republished = 0
     stale = datetime.now(UTC) - timedelta(seconds=c.settings.sweep_seconds)
     for alert_id, severity in await c.store.alerts.unpublished(older_than=stale):
-        await c.store.alerts.store_pending(alert_id)  # left by a dispatcher that died
+        async for _ in c.store.alerts.store_pending(alert_id):  # left by a dispatcher that died
+            pass
         ids = await c.store.alerts.queued_delivery_ids(alert_id)
         await c.bus.publish_jobs(ids, lane=lane_for(severity), batch=c.settings.publish_batch)
         await c.store.alerts.mark_published(alert_id)

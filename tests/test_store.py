@@ -196,10 +196,31 @@ async def _create_claiming(
     return stored, notice, [r.address_id for r in recipients]
 
 
+async def _pending_chunks(store: Store, alert_id: str, first_chunk: int = 500) -> list[list[int]]:
+    return [ids async for ids in store.alerts.store_pending(alert_id, first_chunk=first_chunk)]
+
+
+async def test_a_writer_that_died_half_way_is_run_again_without_a_second_row(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    await store.subscribers.import_rows(subset(registry_rows, 5))
+    stored, _, audience = await _create_claiming(store, 2)
+    # The first chunk is committed, then its writer dies.
+    writer = store.alerts.store_pending(stored.alert_id, first_chunk=3)
+    first = await anext(writer)
+    await writer.aclose()
+    assert len(first) == 3
+    rest = [i for c in await _pending_chunks(store, stored.alert_id) for i in c]
+    assert len(rest) == len(audience) - 2 - 3 and not set(rest) & set(first)
+    assert sum((await store.alerts.counts(stored.alert_id)).values()) == len(audience)
+    rows = await store.deliveries.report(stored.alert_id)
+    assert len({r["email"] for r in rows}) == len(rows) == len(audience)
+
+
 async def test_create_claims_the_first_deliveries_and_leaves_the_rest_pending(
     store: Store, registry_rows: list[RegistryRow]
 ) -> None:
-    await store.subscribers.import_rows(subset(registry_rows, 3))
+    await store.subscribers.import_rows(subset(registry_rows, 20))
     stored, notice, audience = await _create_claiming(store, 3)
     handed = [c.id for c in stored.claimed]
     assert len(handed) == 3 and {c.attempt for c in stored.claimed} == {1}
@@ -209,8 +230,10 @@ async def test_create_claims_the_first_deliveries_and_leaves_the_rest_pending(
     again = await store.alerts.existing(notice.source, notice.id)
     assert again is not None and again.pending and again.delivery_ids == []
 
-    rest = await store.alerts.store_pending(stored.alert_id)
-    assert await store.alerts.store_pending(stored.alert_id) == []  # once only
+    chunks = await _pending_chunks(store, stored.alert_id, first_chunk=2)
+    assert [len(c) for c in chunks[:3]] == [2, 4, 8]  # growing, each committed on its own
+    rest = [i for c in chunks for i in c]
+    assert await _pending_chunks(store, stored.alert_id) == []  # once only
     assert len(rest) == len(audience) - 3 and not set(rest) & set(handed)
     assert await store.alerts.counts(stored.alert_id) == {"sending": 3, "queued": len(audience) - 3}
     rows = await store.deliveries.report(stored.alert_id)
@@ -227,7 +250,8 @@ async def test_pending_deliveries_keep_their_thread_and_a_cancel_drops_them(
     audience = [r.address_id for r in await store.subscribers.candidates()]
     last = audience[-1]
     stored, _, _ = await _create_claiming(store, 2, history={last: ["<a@x.example>", "<b@x.example>"]})
-    rows = [await store.deliveries.get(i) for i in await store.alerts.store_pending(stored.alert_id)]
+    written = [i for c in await _pending_chunks(store, stored.alert_id) for i in c]
+    rows = [await store.deliveries.get(i) for i in written]
     (row,) = [r for r in rows if r is not None and r["address_id"] == last]
     assert (row["in_reply_to"], row["references"]) == ("<b@x.example>", "<a@x.example> <b@x.example>")
 
@@ -235,7 +259,7 @@ async def test_pending_deliveries_keep_their_thread_and_a_cancel_drops_them(
     alert = await store.alerts.get(cancelled.alert_id)
     assert alert is not None and alert.thread_id is not None
     await store.threads.cancel(alert.thread_id)
-    assert await store.alerts.store_pending(cancelled.alert_id) == []
+    assert await _pending_chunks(store, cancelled.alert_id) == []
     assert sum((await store.alerts.counts(cancelled.alert_id)).values()) == 2
 
 

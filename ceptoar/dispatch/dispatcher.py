@@ -113,18 +113,20 @@ class Dispatcher:
                 return
             if stored.claimed and self._hand_off is not None:
                 self._hand_off(stored.claimed)
-            ids = stored.delivery_ids
+            lane = lane_for(stored.severity)
+            await self._bus.publish_jobs(stored.delivery_ids, lane=lane, batch=self._settings.publish_batch)
+            jobs = len(stored.delivery_ids)
             if stored.pending:
-                ids = [*ids, *await self._store.alerts.store_pending(stored.alert_id)]
-            await self._bus.publish_jobs(
-                ids, lane=lane_for(stored.severity), batch=self._settings.publish_batch
-            )
+                # Each chunk's jobs go out as soon as its rows are committed.
+                async for ids in self._store.alerts.store_pending(stored.alert_id):
+                    await self._bus.publish_jobs(ids, lane=lane, batch=self._settings.publish_batch)
+                    jobs += len(ids)
             await self._store.alerts.mark_published(stored.alert_id)
             await message.ack()
             log.info(
                 "alert.dispatched",
                 alert_id=stored.alert_id,
-                jobs=len(ids),
+                jobs=jobs,
                 handed_off=len(stored.claimed),
                 republished=stored.duplicate,
             )

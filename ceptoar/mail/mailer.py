@@ -25,7 +25,6 @@ import os
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
-from structlog.contextvars import bound_contextvars
 
 from ceptoar.bus import JOB_SIZE, Bus, Inbox, Lane, job_delivery_ids
 from ceptoar.config import Settings
@@ -209,31 +208,30 @@ class Mailer:
         return alert
 
     async def _attempt(self, c: Claimed, *, urgent: bool) -> Outcome:
-        with bound_contextvars(alert_id=c.alert_id, delivery_id=c.id):
-            try:
-                alert = await self._alert(c.alert_id)
-                if alert.is_expired(datetime.now(UTC)):
-                    expired = f"not sent: the alert expired at {alert.expires_at:%Y-%m-%dT%H:%M:%S%z}"
-                    return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, expired)
-                data = self._renderer.message(
-                    alert,
-                    language=c.language,
-                    to=c.email,
-                    message_id=c.message_id,
-                    in_reply_to=c.in_reply_to,
-                    references=c.references,
-                )
-                reply = await self._pool.send(
-                    sender=self._settings.mail_from, recipient=c.email, message=data, urgent=urgent
-                )
-            except TemporaryDeliveryError as exc:
-                exhausted = c.attempt >= self._settings.max_attempts
-                state = DeliveryState.FAILED if exhausted else DeliveryState.DEFERRED
-                said = f"{exc.reply} (attempts exhausted: {c.attempt})" if exhausted else exc.reply
-                return Outcome(c.id, state, c.attempt, exc.code, said, datetime.now(UTC))
-            except PermanentDeliveryError as exc:
-                return Outcome(c.id, DeliveryState.FAILED, c.attempt, exc.code, exc.reply, datetime.now(UTC))
-            return Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message, datetime.now(UTC))
+        try:
+            alert = await self._alert(c.alert_id)
+            if alert.is_expired(datetime.now(UTC)):
+                expired = f"not sent: the alert expired at {alert.expires_at:%Y-%m-%dT%H:%M:%S%z}"
+                return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, expired)
+            data = self._renderer.message(
+                alert,
+                language=c.language,
+                to=c.email,
+                message_id=c.message_id,
+                in_reply_to=c.in_reply_to,
+                references=c.references,
+            )
+            reply = await self._pool.send(
+                sender=self._settings.mail_from, recipient=c.email, message=data, urgent=urgent
+            )
+        except TemporaryDeliveryError as exc:
+            exhausted = c.attempt >= self._settings.max_attempts
+            state = DeliveryState.FAILED if exhausted else DeliveryState.DEFERRED
+            said = f"{exc.reply} (attempts exhausted: {c.attempt})" if exhausted else exc.reply
+            return Outcome(c.id, state, c.attempt, exc.code, said, datetime.now(UTC))
+        except PermanentDeliveryError as exc:
+            return Outcome(c.id, DeliveryState.FAILED, c.attempt, exc.code, exc.reply, datetime.now(UTC))
+        return Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message, datetime.now(UTC))
 
 
 def _job_weight(message: AbstractIncomingMessage) -> int:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, String, and_, cast, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, String, and_, cast, exists, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -197,35 +197,50 @@ class AlertRepo:
             pending=bool(rest),
         )
 
-    async def store_pending(self, alert_id: str) -> list[int]:
-        """Write the deliveries of the audience `create` left pending; return their ids (all queued).
+    async def store_pending(self, alert_id: str, *, first_chunk: int = 500) -> AsyncIterator[list[int]]:
+        """Write the deliveries `create` left pending, a transaction per chunk; yield each chunk's new ids.
 
-        Once only: a second call, or one racing it in another process, finds
-        nothing pending. A cancelled alert's pending addresses get no rows:
-        nothing was sent to them, and a cancel goes only to those mailed.
+        Chunks grow from `first_chunk`, so the caller can publish the first
+        jobs while the rest are written. A chunk skips addresses that already
+        have a row: a writer that died half-way is just run again. The last
+        chunk clears `pending`, and then another writer finds nothing to do.
+        A cancelled alert's pending addresses get no rows: nothing was sent
+        to them, and a cancel goes only to those mailed.
         """
-        async with self._engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(alerts.c.pending, alerts.c.state)
-                    .where(alerts.c.id == alert_id, alerts.c.pending.is_not(None))
-                    .with_for_update()
+        async with reading(self._engine) as conn:
+            pending = (await conn.execute(select(alerts.c.pending).where(alerts.c.id == alert_id))).scalar()
+        if not pending:
+            return
+        threaded = {address_id: message_ids for address_id, message_ids in pending["threaded"]}
+        audience = [*pending["fresh"], *threaded]
+        start, size = 0, first_chunk
+        while start < len(audience):
+            last = start + size >= len(audience)
+            async with self._engine.begin() as conn:
+                state = (
+                    await conn.execute(
+                        select(alerts.c.state)
+                        .where(alerts.c.id == alert_id, alerts.c.pending.is_not(None))
+                        .with_for_update()
+                    )
+                ).scalar()
+                if state is None:
+                    return  # another writer finished it
+                if last or state == "cancelled":
+                    await conn.execute(update(alerts).where(alerts.c.id == alert_id).values(pending=None))
+                if state == "cancelled":
+                    return
+                ids = await _insert_deliveries(
+                    conn,
+                    alert_id,
+                    audience[start : start + size],
+                    threaded,
+                    pending["domain"],
+                    datetime.now(UTC),
                 )
-            ).first()
-            if row is None:
-                return []
-            await conn.execute(update(alerts).where(alerts.c.id == alert_id).values(pending=None))
-            if row.state == "cancelled":
-                return []
-            threaded = {address_id: message_ids for address_id, message_ids in row.pending["threaded"]}
-            return await _insert_deliveries(
-                conn,
-                alert_id,
-                [*row.pending["fresh"], *threaded],
-                threaded,
-                row.pending["domain"],
-                datetime.now(UTC),
-            )
+            if ids:
+                yield ids
+            start, size = start + size, min(2 * size, _INSERT_CHUNK)
 
     async def existing(self, source: str, source_id: str) -> StoredAlert | None:
         """The alert already made from this notice.
@@ -389,7 +404,8 @@ async def _insert_deliveries(
     Rows of addresses new to the thread are built by the database from the
     address table (a fan-out to every address writes thousands of rows);
     only threaded rows, which carry earlier Message-IDs, are built here.
-    `new`: the alert has no deliveries yet.
+    An address that already has a row for the alert is skipped, unless
+    `new` says the alert has none yet.
     """
     if not audience:
         return []
@@ -402,6 +418,15 @@ async def _insert_deliveries(
         ).scalar_one()
     fresh = [a for a in audience if not history.get(a)]
     threaded = [a for a in audience if history.get(a)]
+    has_row = exists().where(deliveries.c.alert_id == alert_id, deliveries.c.address_id == addresses.c.id)
+    if threaded and not new:
+        done = await conn.execute(
+            select(deliveries.c.address_id).where(
+                deliveries.c.alert_id == alert_id, deliveries.c.address_id.in_(threaded)
+            )
+        )
+        written = set(done.scalars())
+        threaded = [a for a in threaded if a not in written]
     at = literal(now, UtcDateTime)
     columns = [
         "alert_id",
@@ -424,6 +449,8 @@ async def _insert_deliveries(
             at,
             at,
         ).where(addresses.c.id.in_(fresh[start : start + _INSERT_CHUNK]))
+        if not new:
+            rows = rows.where(~has_row)
         await conn.execute(insert(deliveries).from_select(columns, rows))
     if threaded:
         emails = dict(
