@@ -9,8 +9,10 @@ with a fresh SQLite file (or --database-url), and RabbitMQ on this machine.
 It then measures:
 
 - T_fanout: from publishing one notice to every one of its deliveries being
-  `sent`, with the first mail's latency, messages per second, and the
-  service's peak memory (VmHWM);
+  `sent` (the last row's update time, read from the store, so the bench's
+  own polling stays slow and off the cores), with the first mail's
+  latency, messages per second, the service's peak memory (VmHWM), and
+  the CPU time of the service, the relay and the broker;
 - T_limit: Postfix's smtp-source, 4 sessions, the same number of 4 KB
   messages, into the same sink;
 - T_naive: one smtplib connection, one EmailMessage with a Japanese subject
@@ -244,21 +246,31 @@ class Running:
     async def sent(self, alert_id: str) -> int:
         return (await self.store.alerts.counts(alert_id)).get("sent", 0)
 
-    async def until_sent(self, alert_id: str, total: int, within: float = 1800) -> None:
+    async def until_sent(
+        self, alert_id: str, total: int, *, every: float = 0.02, within: float = 1800
+    ) -> None:
         """Poll the store, as an operator's status would, until `total` deliveries are sent."""
         deadline = time.monotonic() + within
         while await self.sent(alert_id) < total:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not every delivery was sent within {within}s")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(every)
 
     async def sent_times(self, alert_id: str) -> list[datetime]:
         """When the relay accepted each mail of the alert, in order; checks each was claimed once."""
+        return sorted(r["sent_at"] for r in await self._sent_rows(alert_id))
+
+    async def all_sent_at(self, alert_id: str) -> datetime:
+        """When the last delivery row of the alert was recorded `sent`."""
+        last: datetime = max(r["updated_at"] for r in await self._sent_rows(alert_id))
+        return last
+
+    async def _sent_rows(self, alert_id: str) -> list[dict[str, Any]]:
         rows = await self.store.deliveries.report(alert_id)
         twice = [r["email"] for r in rows if r["attempts"] != 1]
         if twice:
             raise RuntimeError(f"{len(twice)} deliveries were claimed more than once, e.g. {twice[0]}")
-        return sorted(r["sent_at"] for r in rows if r["sent_at"])
+        return [r for r in rows if r["sent_at"]]
 
 
 @asynccontextmanager
@@ -307,17 +319,16 @@ async def fanout(
         doc = notice("notice.json")
         watched = {"service": s.service.pids(), "relay": [sink.proc.pid], "broker": broker_pids()}
         cpu0 = {k: cpu_seconds(v) for k, v in watched.items()}
-        start = time.perf_counter()
         wall0 = await s.publish(doc)
         alert = await s.alert(doc["id"])
-        await s.until_sent(alert.id, len(rows))
-        seconds = time.perf_counter() - start
+        # T_fanout is read off the rows, so the poll can be slow: it shares the cores with the service.
+        await s.until_sent(alert.id, len(rows), every=0.25)
         cpu = {k: cpu_seconds(v) - cpu0[k] for k, v in watched.items()}
         times = await s.sent_times(alert.id)
         view = await s.store.alerts.get(alert.id)
         assert view is not None and view.jobs_published_at is not None
         return Fanout(
-            seconds,
+            (await s.all_sent_at(alert.id) - wall0).total_seconds(),
             (view.created_at - wall0).total_seconds(),
             (view.jobs_published_at - wall0).total_seconds(),
             (times[0] - wall0).total_seconds(),
