@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -197,7 +197,7 @@ class AlertRepo:
             pending=bool(rest),
         )
 
-    async def store_pending(self, alert_id: str, *, first_chunk: int = 500) -> AsyncIterator[list[int]]:
+    async def store_pending(self, alert_id: str, *, first_chunk: int = 500) -> AsyncGenerator[list[int]]:
         """Write the deliveries `create` left pending, a transaction per chunk; yield each chunk's new ids.
 
         Chunks grow from `first_chunk`, so the caller can publish the first
