@@ -334,3 +334,17 @@ async def test_an_outcome_keeps_the_time_the_server_answered(
     row = await store.deliveries.get(one)
     assert row is not None and row["sent_at"] == answered
     assert (await store.deliveries.events(one))[-1]["at"] == answered
+
+
+async def test_a_writer_waits_out_another_process_holding_the_write_lock(
+    tmp_path: Path, registry_rows: list[RegistryRow]
+) -> None:
+    """SQLite has one writer: a second one waits for the lock instead of failing."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    async with await Store.open(url) as one, await Store.open(url) as two:
+        async with one.engine.begin():  # BEGIN IMMEDIATE: the write lock, as another process holds it
+            waiting = asyncio.create_task(two.subscribers.import_rows(subset(registry_rows, 2)))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+        await waiting
+        assert (await one.subscribers.counts()).addresses == len(subset(registry_rows, 2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,7 +12,9 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from ceptoar.store.migrations import migrate
 
@@ -28,13 +32,37 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=0")
+    cursor.close()
+
+
 def _sqlite_begin(conn: Any) -> None:
     # IMMEDIATE takes the write lock up front: a transaction that reads and
     # then writes can otherwise fail at once with SQLITE_BUSY under a second
-    # process instead of waiting for busy_timeout. A read-only connection
-    # (see `reading`) needs no lock: WAL lets it read beside the writer.
-    read_only = conn.get_execution_options().get(READ_ONLY, False)
-    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    # process. A read-only connection (see `reading`) needs no lock: WAL
+    # lets it read beside the writer.
+    if conn.get_execution_options().get(READ_ONLY, False):
+        conn.exec_driver_sql("BEGIN")
+        return
+    # SQLite's own busy handler sleeps ever longer between tries (up to
+    # 100 ms), so under steady contention from another process a writer
+    # can starve for most of a second; try again every millisecond instead,
+    # without blocking the event loop.
+    deadline = time.monotonic() + _WRITE_LOCK_WAIT
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        await_only(asyncio.sleep(0.001))
+
+
+# How long a writer waits for another process's write lock before giving up.
+_WRITE_LOCK_WAIT = 30.0
 
 
 READ_ONLY = "ceptoar_read_only"
@@ -70,6 +98,8 @@ def create_engine(url: str) -> AsyncEngine:
         for e in (engine, readers):
             event.listen(e.sync_engine, "connect", _sqlite_pragmas)
             event.listen(e.sync_engine, "begin", _sqlite_begin)
+        # The writer waits for the write lock in `_sqlite_begin`, not in SQLite.
+        event.listen(engine.sync_engine, "connect", _no_busy_wait)
         _READERS[engine] = readers
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
