@@ -130,3 +130,12 @@ def test_templates_run_sandboxed(tmp_path: Path) -> None:
     sandboxed = _renderer_with_subject(tmp_path, "{{ alert.__class__.__mro__ }}")
     with pytest.raises(PermanentDeliveryError, match="unsafe"):
         sandboxed.message(_alert(), language="ja", to="a@x", message_id="<1@c>")
+
+
+def test_templates_compile_ahead_of_the_first_alert_and_syntax_errors_are_named(tmp_path: Path) -> None:
+    assert (
+        Renderer(default_templates_dir(), sender="a@ceptoar.example", sender_name="x").load_templates() == []
+    )
+    broken = _renderer_with_subject(tmp_path, "{% if %}")
+    errors = broken.load_templates()
+    assert [e.split(":")[0] for e in errors] == ["ja/alert.subject.j2", "en/alert.subject.j2"]

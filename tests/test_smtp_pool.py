@@ -61,6 +61,21 @@ async def test_an_address_that_cannot_go_on_the_rcpt_line_is_permanent(
     assert count(mailbox.root) == 1
 
 
+async def test_open_makes_every_session_ahead_of_the_first_send(mailbox: MailboxServer) -> None:
+    pool = SmtpPool(mailbox.url, size=2, reserved=1, timeout=5, helo_name="ceptoar.example")
+    assert await pool.open() is None
+    opened = list(pool._idle)
+    await pool.send(sender="a@ceptoar.example", recipient="p@x.example", message=MESSAGE)
+    assert len(opened) == 3 and set(pool._idle) == set(opened)  # the send used one of them
+    await pool.close()
+
+
+async def test_open_names_a_relay_it_cannot_reach() -> None:
+    pool = _pool(f"smtp://127.0.0.1:{free_port()}")
+    assert "relay 127.0.0.1" in (await pool.open() or "")
+    assert pool._idle == []
+
+
 async def test_unreachable_relay_is_temporary() -> None:
     pool = _pool(f"smtp://127.0.0.1:{free_port()}")
     with pytest.raises(TemporaryDeliveryError, match=r"relay 127\.0\.0\.1"):

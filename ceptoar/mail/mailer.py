@@ -63,8 +63,16 @@ class Mailer:
         self._gate = gate or BulkGate()
         self._hand_offs: set[asyncio.Task[None]] = set()
 
+    async def warm_up(self) -> None:
+        """Compile the templates and open the SMTP sessions, so the first job is sent at full speed."""
+        for broken in self._renderer.load_templates():
+            log.error("template.broken", error=broken)
+        if (unreachable := await self._pool.open()) is not None:
+            log.warning("relay.unreachable", error=unreachable)
+
     async def run(self, stop: asyncio.Event, *, workers: int = 2) -> None:
         """Consume both lanes with `workers` batch loops each, so one batch's I/O overlaps another's."""
+        warming = asyncio.create_task(self.warm_up(), name="mailer-warm-up")
         size = self._settings.mailer_batch
         prefetch = max(2, size // JOB_SIZE + 1) * workers
         loops = []
@@ -73,6 +81,7 @@ class Mailer:
             loops += [self._loop(inbox, lane, stop) for _ in range(workers)]
         await asyncio.gather(*loops)
         await self.drain()
+        await warming
 
     async def _loop(self, inbox: Inbox, lane: Lane, stop: asyncio.Event) -> None:
         size = self._settings.mailer_batch

@@ -145,6 +145,7 @@ class SmtpPool:
         self._timeout = timeout
         self._helo = helo_name
         self._slots = _Slots(size, reserved)
+        self._capacity = size + reserved
         self._idle: list[aiosmtplib.SMTP] = []
         self._senders: dict[str, bytes] = {}
 
@@ -167,6 +168,23 @@ class SmtpPool:
         if client.is_ehlo_or_helo_needed:
             await client.ehlo()
         return client
+
+    async def open(self) -> str | None:
+        """Open every session now, so the first alert is not kept waiting; the error, if any failed.
+
+        A session that cannot be opened is tried again at its first send.
+        """
+        wanted = self._capacity - len(self._idle)
+        opened = await asyncio.gather(*(self._connect() for _ in range(wanted)), return_exceptions=True)
+        failed = None
+        for client in opened:
+            if not isinstance(client, aiosmtplib.SMTP):
+                failed = f"relay {self.relay}: {client}"
+            elif len(self._idle) < self._capacity:  # sends may have opened some meanwhile
+                self._idle.append(client)
+            else:
+                client.close()
+        return failed
 
     async def _checkout(self) -> aiosmtplib.SMTP:
         while self._idle:

@@ -78,6 +78,18 @@ class Renderer:
         self._from = Address(display_name=sender_name, addr_spec=sender)
         self._cache: dict[tuple[str, str], RenderedAlert] = {}
 
+    def load_templates(self) -> list[str]:
+        """Compile every language's templates now rather than at the first alert; return the errors."""
+        errors = []
+        for lang in LANGUAGES:
+            for part in ("subject", "txt", "html"):
+                name = f"{lang}/alert.{part}.j2"
+                try:
+                    self._env.get_template(name)
+                except TemplateError as exc:
+                    errors.append(f"{name}: {exc}")
+        return errors
+
     def render(self, alert: AlertView, language: str) -> RenderedAlert:
         """The alert in `language` (cached; an unknown language falls back to Japanese)."""
         lang = language if language in LANGUAGES else "ja"
