@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.store.engine import reading
@@ -69,7 +69,13 @@ class DeliveryRepo:
         if not ids:
             return []
         async with self._engine.begin() as conn:
-            return await claim_in(conn, ids, lease_seconds=lease_seconds)
+            won = await _take(conn, ids, lease_seconds=lease_seconds)
+        if not won:
+            return []
+        # Read outside the write transaction: rows this call owns, and the
+        # write lock is the store's narrowest point under a fan-out.
+        async with reading(self._engine) as conn:
+            return await _recipients(conn, won)
 
     async def record(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """Apply outcomes to rows still `sending` for that attempt; return those applied.
@@ -298,6 +304,12 @@ def _event(o: Outcome, now: datetime) -> dict[str, Any]:
 
 async def claim_in(conn: AsyncConnection, ids: Sequence[int], *, lease_seconds: float) -> list[Claimed]:
     """`DeliveryRepo.claim` inside the caller's transaction."""
+    won = await _take(conn, ids, lease_seconds=lease_seconds)
+    return await _recipients(conn, won) if won else []
+
+
+async def _take(conn: AsyncConnection, ids: Sequence[int], *, lease_seconds: float) -> list[int]:
+    """Move the claimable ones of `ids` to `sending`, with their events; return those won."""
     if not ids:
         return []
     now = datetime.now(UTC)
@@ -319,9 +331,25 @@ async def claim_in(conn: AsyncConnection, ids: Sequence[int], *, lease_seconds: 
             .returning(deliveries.c.id, deliveries.c.attempts)
         )
     ).all()
-    if not won:
-        return []
-    await conn.execute(insert(delivery_events), transition_events(won, DeliveryState.SENDING, now))
+    taken = [delivery_id for delivery_id, _ in won]
+    if taken:
+        # Built by the database: a batch's events differ only in their row's id and attempt.
+        await conn.execute(
+            insert(delivery_events).from_select(
+                ["delivery_id", "at", "state", "attempt"],
+                select(
+                    deliveries.c.id,
+                    literal(now, UtcDateTime),
+                    literal(DeliveryState.SENDING.value),
+                    deliveries.c.attempts,
+                ).where(deliveries.c.id.in_(taken)),
+            )
+        )
+    return taken
+
+
+async def _recipients(conn: AsyncConnection, ids: Sequence[int]) -> list[Claimed]:
+    """The claimed deliveries with what sending them needs of their address and organisation."""
     rows = (
         await conn.execute(
             select(
@@ -338,7 +366,7 @@ async def claim_in(conn: AsyncConnection, ids: Sequence[int], *, lease_seconds: 
                 deliveries.c.references,
             )
             .select_from(_WITH_RECIPIENT)
-            .where(deliveries.c.id.in_([i for i, _ in won]))
+            .where(deliveries.c.id.in_(ids))
             .order_by(deliveries.c.id)
         )
     ).all()
