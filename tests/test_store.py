@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -24,16 +25,19 @@ def _notice(**fields: object) -> Notice:
     return parse_notice(json.dumps(notice_doc(**fields)))
 
 
-async def _create(store: Store, notice: Notice, *, area: list[str] | None = None) -> StoredAlert:
+async def _create(
+    store: Store, notice: Notice, *, area: list[str] | None = None, severity: str = "high", **more: Any
+) -> StoredAlert:
     recipients = [c for c in await store.subscribers.candidates() if in_area(c, area or [])]
     return await store.alerts.create(
         notice=notice,
         payload="{}",
         fmt="json",
-        severity="high",
-        rules=["sender-high"],
+        severity=severity,
+        rules=[f"sender-{severity}"],
         recipients=recipients,
         message_id_domain="ceptoar.example",
+        **more,
     )
 
 
@@ -179,21 +183,9 @@ async def _create_claiming(
     store: Store, claim: int, history: dict[int, list[str]] | None = None
 ) -> tuple[StoredAlert, Notice, list[int]]:
     """A critical alert to every address, its first `claim` deliveries claimed; its notice and audience."""
-    recipients = await store.subscribers.candidates()
     notice = _notice(severity="critical")
-    stored = await store.alerts.create(
-        notice=notice,
-        payload="{}",
-        fmt="json",
-        severity="critical",
-        rules=["sender-critical"],
-        recipients=recipients,
-        message_id_domain="ceptoar.example",
-        history=history,
-        claim=claim,
-        lease_seconds=60,
-    )
-    return stored, notice, [r.address_id for r in recipients]
+    stored = await _create(store, notice, severity="critical", history=history, claim=claim, lease_seconds=60)
+    return stored, notice, [c.address_id for c in await store.subscribers.candidates()]
 
 
 async def _pending_chunks(store: Store, alert_id: str, first_chunk: int = 500) -> list[list[int]]:
