@@ -165,8 +165,11 @@ class SmtpPool:
             password=self._password,
         )
         await client.connect()
-        if client.is_ehlo_or_helo_needed:
-            await client.ehlo()
+        if client.is_ehlo_or_helo_needed:  # as aiosmtplib's sendmail would before its first command
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()
         return client
 
     async def open(self) -> str | None:
