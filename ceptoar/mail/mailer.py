@@ -81,7 +81,9 @@ class Mailer:
             loops += [self._loop(inbox, lane, stop) for _ in range(workers)]
         await asyncio.gather(*loops)
         await self.drain()
-        await warming
+        warming.cancel()  # a relay that never answers must not hold up stopping
+        with contextlib.suppress(asyncio.CancelledError):
+            await warming
 
     async def _loop(self, inbox: Inbox, lane: Lane, stop: asyncio.Event) -> None:
         size = self._settings.mailer_batch
