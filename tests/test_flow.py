@@ -400,3 +400,38 @@ async def _deliveries(stack: Stack, alert_id: str) -> list[dict[str, Any]]:
     async with stack.store.engine.connect() as conn:
         rows = await conn.execute(select(deliveries.c.id).where(deliveries.c.alert_id == alert_id))
         return [dict(r) for r in rows.mappings()]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for its new parent to reap it has exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_mailer_processes_stop_when_serve_is_killed_outright(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1))
+    env = {**os.environ, **cli_env(stack.settings)}
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ceptoar", "serve", "--mailers", "3", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert serve.stderr is not None
+    async for line in serve.stderr:
+        if json.loads(line)["event"] == "service.started":
+            break
+    children = _children(serve.pid)
+    assert len(children) == 2 and all(_alive(p) for p in children)
+    serve.kill()  # SIGKILL: no chance to stop its children
+    await serve.wait()
+    for _ in range(200):
+        if not any(_alive(p) for p in children):
+            break
+        await asyncio.sleep(0.1)
+    assert not any(_alive(p) for p in children), "a mailer process outlived ceptoar serve"

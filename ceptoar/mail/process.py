@@ -2,22 +2,27 @@
 
 It works the same job queues as the service's own mailer and imports only
 what sending needs. It writes one line, `ready`, on stdout once it consumes,
-and stops cleanly on SIGTERM or SIGINT.
+and stops cleanly on SIGTERM or SIGINT, or once the process that started
+it is gone (killed outright, it could not stop its children).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from contextlib import AsyncExitStack
 
 from ceptoar.cli.common import install_stop_signals
 from ceptoar.components import make_pool, make_renderer, open_components
 from ceptoar.config import Settings, get_settings
-from ceptoar.log import configure_logging
+from ceptoar.log import configure_logging, get_logger
 from ceptoar.mail.mailer import Mailer
+from ceptoar.retry import pause
 
 __all__ = ["main", "run_mailer"]
+
+log = get_logger(__name__)
 
 
 async def run_mailer(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
@@ -35,9 +40,18 @@ async def run_mailer(settings: Settings, stop: asyncio.Event, *, ready: asyncio.
         await work
 
 
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Set `stop` once this process has another parent: the one that started it died."""
+    while not await pause(1.0, stop=stop):
+        if os.getppid() != parent:
+            log.warning("mailer.parent_gone", parent=parent)
+            stop.set()
+
+
 async def _main(settings: Settings) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
+    watching = asyncio.create_task(_watch_parent(os.getppid(), stop))
     ready = asyncio.Event()
     work = asyncio.create_task(run_mailer(settings, stop, ready=ready))
     waiting = asyncio.create_task(ready.wait())
@@ -47,6 +61,8 @@ async def _main(settings: Settings) -> None:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
     await work
+    stop.set()
+    await watching
 
 
 def main() -> None:
