@@ -71,6 +71,11 @@ class Dispatcher:
         self._rules = rules
 
     async def run(self, stop: asyncio.Event) -> None:
+        # Read the registry now: the first notice after a start should not wait for it.
+        try:
+            await persist(self._store.subscribers.candidates, stop=stop, what="read the registry")
+        except Stopping:
+            return
         inbox = await self._bus.consume(self._bus.names.notices, prefetch=4)
         while (message := await inbox.next(stop)) is not None:
             async with self._gate.holding():
