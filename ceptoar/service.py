@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
@@ -29,7 +30,7 @@ from ceptoar.mail.mailer import Mailer
 from ceptoar.priority import BulkGate
 from ceptoar.retry import pause
 
-__all__ = ["run_service", "sweep"]
+__all__ = ["restart_delay", "run_service", "sweep"]
 
 log = get_logger(__name__)
 
@@ -69,10 +70,27 @@ async def _sweeper(c: Components, stop: asyncio.Event) -> None:
         await pause(c.settings.sweep_seconds, stop=stop)
 
 
+def restart_delay(previous: float, ran: float) -> float:
+    """Seconds before starting a child again that ran `ran` seconds; `previous` was the last delay.
+
+    A child that keeps dying soon after its start (a relay or database it
+    cannot reach, say) is started ever less often, up to once a minute; one
+    that ran for a minute starts again at once.
+    """
+    if ran >= _RESTART_MAX:
+        return _RESTART_FIRST
+    return min(max(2 * previous, _RESTART_FIRST), _RESTART_MAX)
+
+
+_RESTART_FIRST, _RESTART_MAX = 1.0, 60.0
+
+
 async def _mailer_process(stop: asyncio.Event, started: asyncio.Event) -> None:
     """Keep one `python -m ceptoar.mail` child running until `stop`; it inherits the environment."""
+    delay = 0.0
     try:
         while not stop.is_set():
+            began = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "ceptoar.mail", stdout=asyncio.subprocess.PIPE
             )
@@ -88,8 +106,9 @@ async def _mailer_process(stop: asyncio.Event, started: asyncio.Event) -> None:
                 proc.terminate()
                 await exited
                 return
-            log.error("mailer.process_exited", pid=proc.pid, code=proc.returncode)
-            await pause(1.0, stop=stop)
+            delay = restart_delay(delay, time.monotonic() - began)
+            log.error("mailer.process_exited", pid=proc.pid, code=proc.returncode, restart_in=delay)
+            await pause(delay, stop=stop)
     finally:
         started.set()
 

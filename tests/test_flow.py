@@ -24,7 +24,7 @@ from ceptoar.components import open_components
 from ceptoar.mailbox import count, list_messages
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.registry import RegistryRow
-from ceptoar.service import sweep
+from ceptoar.service import restart_delay, sweep
 from ceptoar.store import AlertView, DeliveryState, Store
 from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory
@@ -435,3 +435,12 @@ async def test_mailer_processes_stop_when_serve_is_killed_outright(
             break
         await asyncio.sleep(0.1)
     assert not any(_alive(p) for p in children), "a mailer process outlived ceptoar serve"
+
+
+def test_a_mailer_process_that_keeps_dying_is_restarted_ever_less_often() -> None:
+    delays = [restart_delay(0.0, 0.5)]
+    for _ in range(8):
+        delays.append(restart_delay(delays[-1], 0.5))
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    # One that ran for a minute is started again at the first delay.
+    assert restart_delay(60.0, 61.0) == 1.0
