@@ -325,7 +325,31 @@ async def test_an_outcome_keeps_the_time_the_server_answered(
     await store.deliveries.record([Outcome(one, DeliveryState.SENT, 1, 250, "Ok", answered)])
     row = await store.deliveries.get(one)
     assert row is not None and row["sent_at"] == answered
-    assert (await store.deliveries.events(one))[-1]["at"] == answered
+    last = (await store.deliveries.events(one))[-1]
+    assert (last["at"], last["state"], last["smtp_code"], last["smtp_reply"]) == (answered, "sent", 250, "Ok")
+
+
+async def test_one_record_logs_sent_and_deferred_outcomes_each_with_its_reply(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    sent, deferred = await _claimed_one(store, registry_rows), await _claimed_one(store, registry_rows)
+    answered = datetime(2026, 11, 28, 12, 0, 0, 123000, tzinfo=UTC)
+    outcomes = [
+        Outcome(sent, DeliveryState.SENT, 1, 250, "2.0.0 Ok: queued as A1", answered),
+        Outcome(
+            deferred, DeliveryState.DEFERRED, 1, 451, "4.7.1 Greylisted", answered + timedelta(seconds=1)
+        ),
+    ]
+    assert await store.deliveries.record(outcomes) == outcomes
+    for outcome in outcomes:
+        last = (await store.deliveries.events(outcome.delivery_id))[-1]
+        assert (last["at"], last["state"], last["attempt"], last["smtp_code"], last["smtp_reply"]) == (
+            outcome.at,
+            outcome.state.value,
+            1,
+            outcome.code,
+            outcome.reply,
+        )
 
 
 async def test_a_writer_waits_out_another_process_holding_the_write_lock(

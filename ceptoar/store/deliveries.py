@@ -118,7 +118,7 @@ class DeliveryRepo:
                     ),
                     [_outcome_params(o, now) for o in applied],
                 )
-                await conn.execute(insert(delivery_events), [_event(o, now) for o in applied])
+                await _record_events(conn, applied, now)
         return applied
 
     async def expired_leases(self, *, limit: int = 10_000) -> list[tuple[int, str]]:
@@ -289,6 +289,33 @@ def _outcome_params(o: Outcome, now: datetime) -> dict[str, Any]:
         "b_reply": o.reply,
         "b_sent_at": sent_at,
     }
+
+
+async def _record_events(conn: AsyncConnection, applied: Sequence[Outcome], now: datetime) -> None:
+    """The events of outcomes just applied to their rows.
+
+    A sent row holds all its event says (its reply and when it was
+    accepted), so those events are built by the database: a fan-out's
+    batch is all sent, and this runs under the write lock.
+    """
+    sent = [o.delivery_id for o in applied if o.state is DeliveryState.SENT]
+    if sent:
+        await conn.execute(
+            insert(delivery_events).from_select(
+                ["delivery_id", "at", "state", "attempt", "smtp_code", "smtp_reply"],
+                select(
+                    deliveries.c.id,
+                    deliveries.c.sent_at,
+                    deliveries.c.state,
+                    deliveries.c.attempts,
+                    deliveries.c.last_code,
+                    deliveries.c.last_reply,
+                ).where(deliveries.c.id.in_(sent)),
+            )
+        )
+    others = [_event(o, now) for o in applied if o.state is not DeliveryState.SENT]
+    if others:
+        await conn.execute(insert(delivery_events), others)
 
 
 def _event(o: Outcome, now: datetime) -> dict[str, Any]:
