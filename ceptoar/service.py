@@ -75,7 +75,7 @@ def restart_delay(previous: float, ran: float) -> float:
 
     A child that keeps dying soon after its start (a relay or database it
     cannot reach, say) is started ever less often, up to once a minute; one
-    that ran for a minute starts again at once.
+    that ran for a minute starts again after the first delay.
     """
     if ran >= _RESTART_MAX:
         return _RESTART_FIRST
