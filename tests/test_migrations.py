@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, text
 
 from ceptoar.registry import RegistryRow
@@ -101,3 +102,20 @@ async def test_subscriptions_round_trip_through_the_store(store: Store) -> None:
     result = await store.subscribers.import_rows(changed)
     assert result.addresses_updated == 1
     assert (await store.subscribers.export_rows())[1].min_severity == "medium"
+
+
+@pytest.mark.postgres
+async def test_a_schema_4_postgresql_database_gets_alerts_pending(
+    pg_url: str, registry_rows: list[RegistryRow]
+) -> None:
+    async with await Store.open(pg_url) as store:
+        await store.subscribers.import_rows(subset(registry_rows, 1))
+        async with store.engine.begin() as conn:  # as schema 4 left it
+            await conn.execute(text("ALTER TABLE alerts DROP COLUMN pending"))
+            await conn.execute(text("UPDATE schema_version SET version = 4 WHERE version = 5"))
+    async with await Store.open(pg_url) as store:
+        async with store.engine.connect() as conn:
+            version = (await conn.execute(text("SELECT max(version) FROM schema_version"))).scalar()
+            columns = await conn.run_sync(lambda c: {x["name"] for x in inspect(c).get_columns("alerts")})
+        assert version == LATEST == 5 and "pending" in columns
+        assert (await store.subscribers.counts()).addresses == 2
