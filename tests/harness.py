@@ -159,7 +159,8 @@ class Stack:
             rules=[f"sender-{severity}"],
             recipients=await self.store.subscribers.candidates(),
             message_id_domain=self.settings.message_id_domain,
-            claim=claim,
+            first=claim,
+            claim=claim > 0,
             lease_seconds=self.settings.lease_seconds,
         )
         if published:

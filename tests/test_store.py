@@ -184,7 +184,9 @@ async def _create_claiming(
 ) -> tuple[StoredAlert, Notice, list[int]]:
     """A critical alert to every address, its first `claim` deliveries claimed; its notice and audience."""
     notice = _notice(severity="critical")
-    stored = await _create(store, notice, severity="critical", history=history, claim=claim, lease_seconds=60)
+    stored = await _create(
+        store, notice, severity="critical", history=history, first=claim, claim=True, lease_seconds=60
+    )
     return stored, notice, [c.address_id for c in await store.subscribers.candidates()]
 
 

@@ -2,10 +2,12 @@
 
 parse (JSON, CAP 1.2 or CSAF 2.0) → validate against the registry → dedupe
 → classify → lifecycle and audience → store alert and deliveries → publish
-one job per delivery (confirmed) → mark published → ack. A critical alert's
-first deliveries are claimed as it is stored and handed to this process's
-mailer instead of a job, in a first transaction of their own: its first
-mail waits neither for the queue nor for the rest of the audience's rows.
+one job per delivery (confirmed) → mark published → ack. An alert's first
+transaction holds only its first deliveries; the rest follow in chunks,
+each chunk's jobs published once it is committed, so the first mail never
+waits for a large audience's rows. A critical alert's first deliveries are
+claimed in that transaction and handed to this process's mailer instead of
+a job: its first mail does not wait for the queue either.
 
 A notice refused for its content is dead-lettered with a reason naming the
 field and the consumer carries on; a store or broker outage is waited out
@@ -41,7 +43,7 @@ from ceptoar.feed.notice import OPERATOR_SOURCE, MsgType, Notice
 from ceptoar.log import get_logger
 from ceptoar.priority import BulkGate
 from ceptoar.retry import Stopping, persist
-from ceptoar.store import AlertView, Claimed, Lifecycle, Store, StoredAlert
+from ceptoar.store import FIRST_ROWS, AlertView, Claimed, Lifecycle, Store, StoredAlert
 
 __all__ = ["Dispatcher"]
 
@@ -157,6 +159,7 @@ class Dispatcher:
                 history = await self._store.threads.history(lifecycle.thread_id)
             if not audience.recipients:
                 log.error("alert.no_audience", tlp=notice.tlp.value, removed=dict(audience.removed))
+        first, claim = self._first_rows(result)
         return await self._store.alerts.create(
             notice=notice,
             payload=payload,
@@ -167,15 +170,21 @@ class Dispatcher:
             message_id_domain=self._settings.message_id_domain,
             lifecycle=lifecycle,
             history=history,
-            claim=self._handing_off(result),
+            first=first,
+            claim=claim,
             lease_seconds=self._settings.lease_seconds,
         )
 
-    def _handing_off(self, result: Classification) -> int:
-        """How many deliveries to claim as the alert is stored, for this process to send at once."""
-        if self._hand_off is None or lane_for(result.severity.value) is not Lane.CRITICAL:
-            return 0
-        return self._settings.critical_handoff
+    def _first_rows(self, result: Classification) -> tuple[int, bool]:
+        """How many deliveries the alert's first transaction writes, and whether it claims them.
+
+        A critical alert's first ones are claimed for this process to send
+        at once; any other alert's first jobs go out after its first rows.
+        """
+        critical = lane_for(result.severity.value) is Lane.CRITICAL
+        if critical and self._hand_off is not None and self._settings.critical_handoff > 0:
+            return self._settings.critical_handoff, True
+        return FIRST_ROWS, False
 
     async def _lifecycle(self, notice: Notice) -> tuple[Lifecycle, AlertView | None]:
         """Which thread the notice joins, and whether it must be held for an operator."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ceptoar.store.alerts import AlertRepo, AlertView, Lifecycle, StoredAlert
+from ceptoar.store.alerts import FIRST_ROWS, AlertRepo, AlertView, Lifecycle, StoredAlert
 from ceptoar.store.audit import AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
 from ceptoar.store.engine import create_engine, create_schema, dispose, reading
@@ -16,6 +16,7 @@ from ceptoar.store.threads import ThreadRepo
 
 __all__ = [
     "CLAIMABLE",
+    "FIRST_ROWS",
     "MAILED",
     "OPEN",
     "AlertView",

@@ -19,7 +19,7 @@ from ceptoar.store.engine import reading
 from ceptoar.store.states import DeliveryState
 from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, notices
 
-__all__ = ["Addressee", "AlertRepo", "AlertView", "Lifecycle", "StoredAlert"]
+__all__ = ["FIRST_ROWS", "Addressee", "AlertRepo", "AlertView", "Lifecycle", "StoredAlert"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,10 @@ def message_id_for(alert_id: str, address_id: int, domain: str) -> str:
     return f"<{alert_id}.{address_id}@{domain}>"
 
 
+# Deliveries in an alert's first transaction, and in the first chunk after it, unless told otherwise.
+FIRST_ROWS = 500
+
+
 class AlertRepo:
     """Stores notices and alerts; answers what became of them."""
 
@@ -117,18 +121,20 @@ class AlertRepo:
         message_id_domain: str,
         lifecycle: Lifecycle = Lifecycle(),
         history: Mapping[int, Sequence[str]] | None = None,
-        claim: int = 0,
+        first: int = 0,
+        claim: bool = False,
         lease_seconds: float = 300.0,
     ) -> StoredAlert:
         """Store notice, alert, deliveries and their `queued` events in one transaction.
 
-        With `claim`, the transaction holds only the first `claim`
-        recipients' deliveries, claimed as `DeliveryRepo.claim` would and
-        returned as `claimed`: the caller sends them without a job (if it
-        never does, their lease runs out and the sweeper publishes their
-        jobs). The rest of the audience is kept on the alert as `pending`,
-        for `store_pending` to write: the first mail of a large audience
-        need not wait for all of its rows.
+        With `first`, the transaction holds only the first `first`
+        recipients' deliveries, and the rest of the audience is kept on the
+        alert as `pending`, for `store_pending` to write: the first mail of
+        a large audience need not wait for all of its rows. With `claim`,
+        the deliveries written are also claimed, as `DeliveryRepo.claim`
+        would, and returned as `claimed`: the caller sends them without a
+        job (if it never does, their lease runs out and the sweeper
+        publishes their jobs).
 
         A notice already received (same source and id) stores nothing and
         returns the existing alert marked as a duplicate.
@@ -136,8 +142,8 @@ class AlertRepo:
         now = datetime.now(UTC)
         audience = [r.address_id for r in recipients]
         history = history or {}
-        first = audience[:claim] if claim > 0 else audience
-        rest = audience[len(first) :]
+        written = audience[:first] if first > 0 else audience
+        rest = audience[len(written) :]
         try:
             async with self._engine.begin() as conn:
                 notice_pk = (
@@ -178,9 +184,9 @@ class AlertRepo:
                     )
                 )
                 ids = await _insert_deliveries(
-                    conn, alert_id, first, history, message_id_domain, now, new=True
+                    conn, alert_id, written, history, message_id_domain, now, new=True
                 )
-                claimed = await claim_in(conn, ids, lease_seconds=lease_seconds) if claim > 0 else []
+                claimed = await claim_in(conn, ids, lease_seconds=lease_seconds) if claim else []
         except IntegrityError:
             existing = await self.existing(notice.source, notice.id)
             if existing is None:
@@ -197,7 +203,9 @@ class AlertRepo:
             pending=bool(rest),
         )
 
-    async def store_pending(self, alert_id: str, *, first_chunk: int = 500) -> AsyncGenerator[list[int]]:
+    async def store_pending(
+        self, alert_id: str, *, first_chunk: int = FIRST_ROWS
+    ) -> AsyncGenerator[list[int]]:
         """Write the deliveries `create` left pending, a transaction per chunk; yield each chunk's new ids.
 
         Chunks grow from `first_chunk`, so the caller can publish the first
