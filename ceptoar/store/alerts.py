@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.errors import UnknownAlert
 from ceptoar.feed.notice import Notice
-from ceptoar.store.deliveries import Claimed, claim_in
+from ceptoar.store.deliveries import Claimed, claim_in, row_events
 from ceptoar.store.engine import reading
 from ceptoar.store.states import DeliveryState
-from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, notices
+from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, notices
 
 __all__ = ["FIRST_ROWS", "Addressee", "AlertRepo", "AlertView", "Lifecycle", "StoredAlert"]
 
@@ -487,12 +487,7 @@ async def _insert_deliveries(
             ],
         )
     mine = and_(deliveries.c.alert_id == alert_id, deliveries.c.id > before)
-    await conn.execute(
-        insert(delivery_events).from_select(
-            ["delivery_id", "at", "state", "attempt"],
-            select(deliveries.c.id, at, literal(DeliveryState.QUEUED.value), literal(0)).where(mine),
-        )
-    )
+    await row_events(conn, mine, DeliveryState.QUEUED, now)
     return list((await conn.execute(select(deliveries.c.id).where(mine).order_by(deliveries.c.id))).scalars())
 
 

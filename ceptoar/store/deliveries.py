@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.store.engine import reading
 from ceptoar.store.states import CLAIMABLE, DeliveryState
 from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, subscribers
 
-__all__ = ["Claimed", "DeliveryRepo", "Outcome", "claim_in", "transition_events"]
+__all__ = ["Claimed", "DeliveryRepo", "Outcome", "claim_in", "row_events", "transition_events"]
 
 
 # A delivery with its address and the organisation it belongs to.
@@ -355,24 +355,31 @@ async def _take(conn: AsyncConnection, ids: Sequence[int], *, lease_seconds: flo
                 lease_until=lease_until,
                 updated_at=now,
             )
-            .returning(deliveries.c.id, deliveries.c.attempts)
+            .returning(deliveries.c.id)
         )
-    ).all()
-    taken = [delivery_id for delivery_id, _ in won]
+    ).scalars()
+    taken = list(won)
     if taken:
-        # Built by the database: a batch's events differ only in their row's id and attempt.
-        await conn.execute(
-            insert(delivery_events).from_select(
-                ["delivery_id", "at", "state", "attempt"],
-                select(
-                    deliveries.c.id,
-                    literal(now, UtcDateTime),
-                    literal(DeliveryState.SENDING.value),
-                    deliveries.c.attempts,
-                ).where(deliveries.c.id.in_(taken)),
-            )
-        )
+        await row_events(conn, deliveries.c.id.in_(taken), DeliveryState.SENDING, now)
     return taken
+
+
+async def row_events(
+    conn: AsyncConnection, rows: ColumnElement[bool], state: DeliveryState, at: datetime
+) -> None:
+    """Log that the delivery rows `rows` select moved to `state` at `at`, each with its attempt.
+
+    Built by the database: such a batch's events differ only in their
+    row's id and attempt, and building them runs under the write lock.
+    """
+    await conn.execute(
+        insert(delivery_events).from_select(
+            ["delivery_id", "at", "state", "attempt"],
+            select(
+                deliveries.c.id, literal(at, UtcDateTime), literal(state.value), deliveries.c.attempts
+            ).where(rows),
+        )
+    )
 
 
 async def _recipients(conn: AsyncConnection, ids: Sequence[int]) -> list[Claimed]:
