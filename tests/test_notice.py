@@ -84,3 +84,20 @@ def test_not_a_notice_at_all(data: bytes) -> None:
 def test_severity_ranks_order_urgency() -> None:
     ranked = sorted(Severity, key=lambda s: s.rank, reverse=True)
     assert ranked == [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("expires", "9999-12-31T23:59:59Z"),
+        ("sent", "9999-01-01T00:00:00+09:00"),
+        ("sent", "0001-01-01T00:00:00+14:00"),
+        ("sent", "1969-12-31T23:59:59Z"),
+        ("expires", "2200-01-01T09:00:00+09:00"),  # 2200-01-01T00:00:00Z
+    ],
+)
+def test_a_time_outside_the_range_is_refused_naming_its_field(field: str, value: str) -> None:
+    with pytest.raises(InvalidNotice) as info:
+        parse_notice(json.dumps(notice_doc(**{field: value})))
+    assert info.value.field == field
+    assert "outside the accepted range, 1970 to 2200" in info.value.reason

@@ -139,3 +139,14 @@ def test_templates_compile_ahead_of_the_first_alert_and_syntax_errors_are_named(
     broken = _renderer_with_subject(tmp_path, "{% if %}")
     errors = broken.load_templates()
     assert [e.split(":")[0] for e in errors] == ["ja/alert.subject.j2", "en/alert.subject.j2"]
+
+
+def test_times_at_the_edge_of_the_accepted_range_render(renderer: Renderer) -> None:
+    """The latest time a notice may carry still converts to JST for the mail."""
+    alert = _alert(sent="1970-01-01T00:00:00+00:00", expires="2199-12-31T23:59:59+00:00")
+    text = _parse(
+        renderer.message(alert, language="ja", to="a@x.lg.example", message_id="<m@ceptoar.example>")
+    ).get_body(preferencelist=("plain",))
+    assert text is not None
+    body = text.get_content()
+    assert "1970" in body and "2200" in body  # 2199-12-31T23:59:59Z is 2200-01-01 08:59:59 JST

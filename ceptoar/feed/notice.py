@@ -9,7 +9,7 @@ dotted form an operator can find in the document (`cvss.score`, `area[2]`).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
@@ -145,6 +145,24 @@ class Category(StrEnum):
 
 
 _Ident = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s\x00-\x1f]+$")]
+
+# The times a notice may carry: every one of them is stored in UTC and shown
+# in JST, which a date near the ends of datetime's range cannot survive.
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _in_range(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise ValueError(f"{value.isoformat()} is outside the accepted range, {EARLIEST:%Y} to {LATEST:%Y}")
+    return value
+
+
+_Time = Annotated[AwareDatetime, AfterValidator(_in_range)]
 _AreaCode = Annotated[str, AfterValidator(validate_area_code)]
 
 
@@ -204,7 +222,7 @@ class Notice(BaseModel):
     # A feed's name, a CAP sender's address or a CSAF publisher's host.
     source: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._@+-]{0,63}$")]
     id: _Ident
-    sent: AwareDatetime
+    sent: _Time
     msg_type: MsgType = MsgType.ALERT
     status: NoticeStatus = NoticeStatus.ACTUAL
     references: list[_Ident] = Field(default_factory=list, max_length=100, validate_default=True)
@@ -218,7 +236,7 @@ class Notice(BaseModel):
     cap: CapRating | None = None
     known_exploited: bool = False
     tlp: Tlp
-    expires: AwareDatetime | None = None
+    expires: _Time | None = None
     links: list[HttpUrl] = Field(default_factory=list, max_length=50)
     area: list[_AreaCode] = Field(default_factory=list, max_length=2000)
     language: Literal["ja", "en"] = "ja"
