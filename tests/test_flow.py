@@ -219,7 +219,7 @@ async def test_sweep_resends_a_delivery_whose_worker_died(
     stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1), lease_seconds=0.2)
     stored = await stack.store_alert(notice_doc(id="LEASE-1"), published=True)
     # A worker claimed both deliveries, then died: no job is left in the queue.
-    await stack.store.deliveries.claim(stored.delivery_ids, lease_seconds=0.2)
+    await stack.store.deliveries.claim(stored.delivery_ids, lease_seconds=0.2, max_attempts=3)
     async with running(stack.settings):
         counts = await stack.wait_settled("LEASE-1", within=30)
     assert counts == {"sent": 2}

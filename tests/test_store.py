@@ -46,7 +46,7 @@ async def _claimed_one(store: Store, registry_rows: list[RegistryRow]) -> int:
     await store.subscribers.import_rows(subset(registry_rows, 1))
     stored = await _create(store, _notice())
     one = stored.delivery_ids[0]
-    await store.deliveries.claim([one], lease_seconds=60)
+    await store.deliveries.claim([one], lease_seconds=60, max_attempts=6)
     return one
 
 
@@ -139,10 +139,11 @@ async def test_claim_wins_once(store: Store, registry_rows: list[RegistryRow]) -
     stored = await _create(store, _notice())
     ids = stored.delivery_ids
     a, b = await asyncio.gather(
-        store.deliveries.claim(ids, lease_seconds=60), store.deliveries.claim(ids, lease_seconds=60)
+        store.deliveries.claim(ids, lease_seconds=60, max_attempts=6),
+        store.deliveries.claim(ids, lease_seconds=60, max_attempts=6),
     )
     assert sorted(c.id for c in a + b) == ids
-    assert await store.deliveries.claim(ids, lease_seconds=60) == []
+    assert await store.deliveries.claim(ids, lease_seconds=60, max_attempts=6) == []
     claimed = (a + b)[0]
     assert claimed.attempt == 1 and claimed.org_code in {r.code for r in registry_rows}
 
@@ -156,7 +157,7 @@ async def test_outcome_applies_only_to_the_attempt_that_claimed(
     deferred = Outcome(one, DeliveryState.DEFERRED, 1, 451, "4.3.0 try later")
     assert await store.deliveries.record([deferred]) == [deferred]
     assert await store.deliveries.record([deferred]) == []  # no longer `sending`
-    (again,) = await store.deliveries.claim([one], lease_seconds=60)
+    (again,) = await store.deliveries.claim([one], lease_seconds=60, max_attempts=6)
     assert again.attempt == 2
     sent = Outcome(one, DeliveryState.SENT, 2, 250, "2.0.0 Ok")
     assert await store.deliveries.record([sent]) == [sent]
@@ -234,7 +235,7 @@ async def test_create_claims_the_first_deliveries_and_leaves_the_rest_pending(
     assert sorted(r["email"] for r in rows) == sorted(r.email for r in await store.subscribers.candidates())
     assert [e["state"] for e in await store.deliveries.events(handed[0])] == ["queued", "sending"]
     assert [e["state"] for e in await store.deliveries.events(rest[0])] == ["queued"]
-    assert await store.deliveries.claim(handed, lease_seconds=60) == []
+    assert await store.deliveries.claim(handed, lease_seconds=60, max_attempts=6) == []
 
 
 async def test_pending_deliveries_keep_their_thread_and_a_cancel_drops_them(
@@ -260,7 +261,7 @@ async def test_pending_deliveries_keep_their_thread_and_a_cancel_drops_them(
 async def test_expired_lease_can_be_claimed_again(store: Store, registry_rows: list[RegistryRow]) -> None:
     one = await _claimed_one(store, registry_rows)
     assert await store.deliveries.expired_leases() == []
-    assert await store.deliveries.claim([one], lease_seconds=60) == []
+    assert await store.deliveries.claim([one], lease_seconds=60, max_attempts=6) == []
     async with store.engine.begin() as conn:
         await conn.execute(
             update(deliveries)
@@ -268,7 +269,7 @@ async def test_expired_lease_can_be_claimed_again(store: Store, registry_rows: l
             .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
         )
     assert await store.deliveries.expired_leases() == [(one, "high")]
-    (again,) = await store.deliveries.claim([one], lease_seconds=60)
+    (again,) = await store.deliveries.claim([one], lease_seconds=60, max_attempts=6)
     assert again.attempt == 2
 
 
@@ -366,3 +367,33 @@ async def test_a_writer_waits_out_another_process_holding_the_write_lock(
             assert not waiting.done()
         await waiting
         assert (await one.subscribers.counts()).addresses == len(subset(registry_rows, 2))
+
+
+async def test_a_delivery_claimed_max_attempts_times_ends_failed_whatever_brings_it_back(
+    store: Store, registry_rows: list[RegistryRow]
+) -> None:
+    """Each claim is an attempt: a worker that dies (or a batch that fails) every time cannot loop for ever."""
+    one = await _claimed_one(store, registry_rows)  # attempt 1, then its worker died
+    async with store.engine.begin() as conn:
+        await conn.execute(update(deliveries).values(last_code=451, last_reply="4.4.2 lost connection"))
+    for attempt in (2, 3):
+        async with store.engine.begin() as conn:  # the lease runs out
+            await conn.execute(update(deliveries).values(lease_until=datetime.now(UTC) - timedelta(seconds=1)))
+        (again,) = await store.deliveries.claim([one], lease_seconds=60, max_attempts=3)
+        assert again.attempt == attempt
+    async with store.engine.begin() as conn:
+        await conn.execute(update(deliveries).values(lease_until=datetime.now(UTC) - timedelta(seconds=1)))
+    assert await store.deliveries.claim([one], lease_seconds=60, max_attempts=3) == []
+    row = await store.deliveries.get(one)
+    assert row is not None
+    assert (row["state"], row["attempts"], row["lease_until"]) == ("failed", 3, None)
+    assert row["last_reply"] == (
+        "attempts exhausted: claimed 3 times without a recorded outcome; last reply: 4.4.2 lost connection"
+    )
+    events = await store.deliveries.events(one)
+    assert [(e["state"], e["attempt"]) for e in events][-2:] == [("sending", 3), ("failed", 3)]
+    assert events[-1]["smtp_reply"] == row["last_reply"]
+    # An operator's resend starts a new series of attempts.
+    assert await store.deliveries.requeue(row["alert_id"], states=[DeliveryState.FAILED], why="resend") == [one]
+    (fresh,) = await store.deliveries.claim([one], lease_seconds=60, max_attempts=3)
+    assert fresh.attempt == 1

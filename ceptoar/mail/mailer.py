@@ -133,9 +133,11 @@ class Mailer:
             await self._work_chunk(ids[start : start + size], stop, lane)
 
     async def _work_chunk(self, ids: list[int], stop: asyncio.Event, lane: Lane) -> None:
-        lease = self._settings.lease_seconds
+        lease, most = self._settings.lease_seconds, self._settings.max_attempts
         claimed = await persist(
-            lambda: self._store.deliveries.claim(ids, lease_seconds=lease), stop=stop, what="claim"
+            lambda: self._store.deliveries.claim(ids, lease_seconds=lease, max_attempts=most),
+            stop=stop,
+            what="claim",
         )
         if len(claimed) < len(ids):
             log.debug("job.duplicates", count=len(ids) - len(claimed))
@@ -242,7 +244,17 @@ class Mailer:
             return Outcome(c.id, state, c.attempt, exc.code, said, datetime.now(UTC))
         except PermanentDeliveryError as exc:
             return Outcome(c.id, DeliveryState.FAILED, c.attempt, exc.code, exc.reply, datetime.now(UTC))
+        except Exception as exc:
+            # A bug or a value nothing foresaw fails this delivery alone: failing
+            # the batch would send its other mail again, and this one for ever.
+            log.exception("delivery.internal_error", delivery_id=c.id, alert_id=c.alert_id)
+            said = f"internal error: {exc.__class__.__name__}: {exc}"[:_REPLY_MAX]
+            return Outcome(c.id, DeliveryState.FAILED, c.attempt, None, said, datetime.now(UTC))
         return Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message, datetime.now(UTC))
+
+
+# How much of an unforeseen error's text a delivery keeps as its reply.
+_REPLY_MAX = 500
 
 
 def _job_weight(message: AbstractIncomingMessage) -> int:

@@ -186,7 +186,10 @@ class AlertRepo:
                 ids = await _insert_deliveries(
                     conn, alert_id, written, history, message_id_domain, now, new=True
                 )
-                claimed = await claim_in(conn, ids, lease_seconds=lease_seconds) if claim else []
+                # New rows: none has been attempted, so none can be exhausted.
+                claimed = (
+                    await claim_in(conn, ids, lease_seconds=lease_seconds, max_attempts=1) if claim else []
+                )
         except IntegrityError:
             existing = await self.existing(notice.source, notice.id)
             if existing is None:

@@ -64,12 +64,17 @@ class DeliveryRepo:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def claim(self, ids: Sequence[int], *, lease_seconds: float) -> list[Claimed]:
-        """Move the claimable ones of `ids` to `sending`; return those this call won."""
+    async def claim(self, ids: Sequence[int], *, lease_seconds: float, max_attempts: int) -> list[Claimed]:
+        """Move the claimable ones of `ids` to `sending`; return those this call won.
+
+        A claim is an attempt: a claimable delivery already claimed
+        `max_attempts` times (its worker died, or its batch kept failing,
+        each time) is `failed` instead, whatever brought its job back.
+        """
         if not ids:
             return []
         async with self._engine.begin() as conn:
-            won = await _take(conn, ids, lease_seconds=lease_seconds)
+            won = await _take(conn, ids, lease_seconds=lease_seconds, max_attempts=max_attempts)
         if not won:
             return []
         # Read outside the write transaction: rows this call owns, and the
@@ -144,7 +149,8 @@ class DeliveryRepo:
         """Put deliveries of an alert back to `queued` for another send; return their ids.
 
         `states` picks them by state (failed, deferred), `email` one address
-        in any state but `sending` and `cancelled`. Each gets an event saying why.
+        in any state but `sending` and `cancelled`. Each gets an event saying
+        why. An operator's resend starts a new series of attempts.
         """
         now = datetime.now(UTC)
         query = update(deliveries).where(deliveries.c.alert_id == alert_id)
@@ -159,7 +165,7 @@ class DeliveryRepo:
             rows = (
                 await conn.execute(
                     query.values(
-                        state=DeliveryState.QUEUED.value, lease_until=None, updated_at=now
+                        state=DeliveryState.QUEUED.value, attempts=0, lease_until=None, updated_at=now
                     ).returning(deliveries.c.id, deliveries.c.attempts)
                 )
             ).all()
@@ -300,22 +306,29 @@ async def _record_events(conn: AsyncConnection, applied: Sequence[Outcome], now:
     """
     sent = [o.delivery_id for o in applied if o.state is DeliveryState.SENT]
     if sent:
-        await conn.execute(
-            insert(delivery_events).from_select(
-                ["delivery_id", "at", "state", "attempt", "smtp_code", "smtp_reply"],
-                select(
-                    deliveries.c.id,
-                    deliveries.c.sent_at,
-                    deliveries.c.state,
-                    deliveries.c.attempts,
-                    deliveries.c.last_code,
-                    deliveries.c.last_reply,
-                ).where(deliveries.c.id.in_(sent)),
-            )
-        )
+        await _copied_events(conn, deliveries.c.id.in_(sent), at=deliveries.c.sent_at)
     others = [_event(o, now) for o in applied if o.state is not DeliveryState.SENT]
     if others:
         await conn.execute(insert(delivery_events), others)
+
+
+async def _copied_events(
+    conn: AsyncConnection, rows: ColumnElement[bool], *, at: Any = deliveries.c.updated_at
+) -> None:
+    """Log the rows `rows` selects in the state, attempt and reply they now hold, built by the database."""
+    await conn.execute(
+        insert(delivery_events).from_select(
+            ["delivery_id", "at", "state", "attempt", "smtp_code", "smtp_reply"],
+            select(
+                deliveries.c.id,
+                at,
+                deliveries.c.state,
+                deliveries.c.attempts,
+                deliveries.c.last_code,
+                deliveries.c.last_reply,
+            ).where(rows),
+        )
+    )
 
 
 def _event(o: Outcome, now: datetime) -> dict[str, Any]:
@@ -329,26 +342,39 @@ def _event(o: Outcome, now: datetime) -> dict[str, Any]:
     }
 
 
-async def claim_in(conn: AsyncConnection, ids: Sequence[int], *, lease_seconds: float) -> list[Claimed]:
+async def claim_in(
+    conn: AsyncConnection, ids: Sequence[int], *, lease_seconds: float, max_attempts: int
+) -> list[Claimed]:
     """`DeliveryRepo.claim` inside the caller's transaction."""
-    won = await _take(conn, ids, lease_seconds=lease_seconds)
+    won = await _take(conn, ids, lease_seconds=lease_seconds, max_attempts=max_attempts)
     return await _recipients(conn, won) if won else []
 
 
-async def _take(conn: AsyncConnection, ids: Sequence[int], *, lease_seconds: float) -> list[int]:
-    """Move the claimable ones of `ids` to `sending`, with their events; return those won."""
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """Rows a mailer may take: queued, deferred, or left `sending` by a worker whose lease ran out."""
+    return or_(
+        deliveries.c.state.in_([s.value for s in CLAIMABLE]),
+        and_(deliveries.c.state == DeliveryState.SENDING, deliveries.c.lease_until < now),
+    )
+
+
+async def _take(
+    conn: AsyncConnection, ids: Sequence[int], *, lease_seconds: float, max_attempts: int
+) -> list[int]:
+    """Move the claimable ones of `ids` to `sending`, with their events; return those won.
+
+    Those already claimed `max_attempts` times are failed instead (`_exhaust`).
+    """
     if not ids:
         return []
     now = datetime.now(UTC)
     lease_until = datetime.fromtimestamp(now.timestamp() + lease_seconds, UTC)
-    claimable = or_(
-        deliveries.c.state.in_([s.value for s in CLAIMABLE]),
-        and_(deliveries.c.state == DeliveryState.SENDING, deliveries.c.lease_until < now),
-    )
+    claimable = _claimable(now)
+    await _exhaust(conn, ids, claimable, max_attempts, now)
     won = (
         await conn.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(ids), claimable)
+            .where(deliveries.c.id.in_(ids), claimable, deliveries.c.attempts < max_attempts)
             .values(
                 state=DeliveryState.SENDING.value,
                 attempts=deliveries.c.attempts + 1,
@@ -362,6 +388,41 @@ async def _take(conn: AsyncConnection, ids: Sequence[int], *, lease_seconds: flo
     if taken:
         await row_events(conn, deliveries.c.id.in_(taken), DeliveryState.SENDING, now)
     return taken
+
+
+async def _exhaust(
+    conn: AsyncConnection,
+    ids: Sequence[int],
+    claimable: ColumnElement[bool],
+    max_attempts: int,
+    now: datetime,
+) -> None:
+    """Fail the claimable ones of `ids` that were claimed `max_attempts` times already.
+
+    A delivery comes back this often only when no attempt could be
+    recorded (its worker died, or its batch failed, each time): sending it
+    again and again could flood its address, so it stops here, its last
+    reply kept beside the reason.
+    """
+    spent = (
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids), claimable, deliveries.c.attempts >= max_attempts)
+            .values(
+                state=DeliveryState.FAILED.value,
+                lease_until=None,
+                updated_at=now,
+                last_reply=literal(
+                    f"attempts exhausted: claimed {max_attempts} times without a recorded outcome"
+                )
+                + func.coalesce(literal("; last reply: ") + deliveries.c.last_reply, literal("")),
+            )
+            .returning(deliveries.c.id)
+        )
+    ).scalars()
+    failed = list(spent)
+    if failed:
+        await _copied_events(conn, deliveries.c.id.in_(failed))
 
 
 async def row_events(
