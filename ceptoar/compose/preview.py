@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ceptoar.dispatch.audience import Audience, choose_audience, hold_reason
+from ceptoar.dispatch.audience import Audience, cancel_audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
 from ceptoar.feed.notice import MsgType, Notice
 from ceptoar.registry.prefectures import PREFECTURES
@@ -55,7 +55,7 @@ async def preview(store: Store, rules: RuleSet, notice: Notice, parent: AlertVie
         thread = parent.thread_id or parent.id
         if notice.msg_type is MsgType.CANCEL:
             mailed = set(await store.threads.history(thread))
-            audience = Audience([c for c in candidates if c.address_id in mailed])
+            audience = cancel_audience(candidates, notice=notice, mailed=mailed)
             counts = await store.alerts.counts(parent.id)
             unsent = counts.get("queued", 0) + counts.get("deferred", 0)
         else:

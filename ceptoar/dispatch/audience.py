@@ -9,9 +9,11 @@ tested without servers and reused to preview an alert before it is sent.
 - Test and exercise notices go only to addresses that asked for tests.
 - Subscriptions: an address's minimum severity and categories; a critical
   alert reaches every primary and security address regardless.
-- TLP: CLEAR and GREEN reach every matching address; AMBER only the
-  security role; AMBER+STRICT only an organisation's designated security
-  contact; RED is held for an operator and reaches no one automatically.
+- TLP (`ceptoar.tlp`): CLEAR and GREEN reach every matching address;
+  AMBER only the security role; AMBER+STRICT only an organisation's
+  designated security contact; RED is held for an operator and reaches
+  no one automatically. A cancel goes to those its thread mailed, as far
+  as its own TLP allows.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from dataclasses import dataclass, field
 
 from ceptoar.feed.notice import Notice, NoticeStatus, Severity, Tlp
 from ceptoar.store.subscribers import Candidate
+from ceptoar.tlp import tlp_withholds
 
-__all__ = ["Audience", "choose_audience", "hold_reason", "in_area"]
+__all__ = ["Audience", "cancel_audience", "choose_audience", "hold_reason", "in_area"]
 
 ALWAYS_GET_CRITICAL = frozenset({"primary", "security"})
 _RANK = {s.value: s.rank for s in Severity}
@@ -56,16 +59,6 @@ def in_area(c: Candidate, area: Sequence[str]) -> bool:
     return c.code in area or c.prefecture in area or any(p in prefectures for p in c.prefectures)
 
 
-def _tlp_excludes(c: Candidate, tlp: Tlp) -> str | None:
-    if tlp in (Tlp.CLEAR, Tlp.GREEN):
-        return None
-    if tlp is Tlp.AMBER:
-        return None if c.role == "security" else "tlp-amber-needs-security-role"
-    if tlp is Tlp.AMBER_STRICT:
-        return None if c.contact else "tlp-amber-strict-needs-contact"
-    return "tlp-red"
-
-
 def _subscription_excludes(c: Candidate, notice: Notice, severity: Severity) -> str | None:
     if severity is Severity.CRITICAL and c.role in ALWAYS_GET_CRITICAL:
         return None
@@ -96,7 +89,7 @@ def choose_audience(
         kept = c.address_id in already
         if not kept and not in_area(c, notice.area):
             continue
-        reason = _tlp_excludes(c, notice.tlp)
+        reason = tlp_withholds(notice.tlp.value, role=c.role, contact=c.contact)
         if reason is None and testing and not c.wants_tests:
             reason = "not-a-test-subscriber"
         if reason is None and not kept:
@@ -106,3 +99,13 @@ def choose_audience(
         else:
             removed[reason] += 1
     return Audience(recipients, removed)
+
+
+def cancel_audience(candidates: Sequence[Candidate], *, notice: Notice, mailed: Collection[int]) -> Audience:
+    """Who a cancel goes to: the addresses mailed in its thread, as far as the cancel's own TLP allows."""
+    return choose_audience(
+        [c for c in candidates if c.address_id in mailed],
+        notice=notice,
+        severity=Severity.LOW,  # unused: every address here is kept whatever it subscribed to
+        already=mailed,
+    )

@@ -35,7 +35,7 @@ from structlog.contextvars import bound_contextvars
 
 from ceptoar.bus import Bus, Lane, lane_for
 from ceptoar.config import Settings
-from ceptoar.dispatch.audience import Audience, choose_audience, hold_reason
+from ceptoar.dispatch.audience import Audience, cancel_audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.formats import parse_any
@@ -222,7 +222,7 @@ class Dispatcher:
         if notice.msg_type is MsgType.CANCEL:
             await self._cancel(thread)
             mailed = set((await self._store.threads.history(thread)).keys())
-            return Audience([c for c in candidates if c.address_id in mailed])
+            return cancel_audience(candidates, notice=notice, mailed=mailed)
         already = await self._store.threads.members(thread)
         return choose_audience(candidates, notice=notice, severity=result.severity, already=already)
 

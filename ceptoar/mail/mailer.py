@@ -35,6 +35,7 @@ from ceptoar.priority import BulkGate
 from ceptoar.render import Renderer
 from ceptoar.retry import Stopping, persist
 from ceptoar.store import AlertView, Claimed, DeliveryState, Outcome, Store
+from ceptoar.tlp import tlp_withholds, withheld_reply
 
 __all__ = ["Mailer"]
 
@@ -226,6 +227,10 @@ class Mailer:
             if alert.is_expired(datetime.now(UTC)):
                 expired = f"not sent: the alert expired at {alert.expires_at:%Y-%m-%dT%H:%M:%S%z}"
                 return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, expired)
+            if tlp_withholds(alert.tlp, role=c.role, contact=c.contact) is not None:
+                # However the delivery came to be (a resend, a role changed since), TLP has the last word.
+                log.error("delivery.withheld_by_tlp", delivery_id=c.id, alert_id=c.alert_id, tlp=alert.tlp)
+                return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, withheld_reply(alert.tlp))
             data = self._renderer.message(
                 alert,
                 language=c.language,

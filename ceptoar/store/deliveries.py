@@ -43,6 +43,8 @@ class Claimed:
     org_name: str
     in_reply_to: str | None = None
     references: str | None = None
+    # The organisation's designated security contact (TLP:AMBER+STRICT).
+    contact: bool = False
 
 
 @dataclass(frozen=True)
@@ -459,6 +461,7 @@ async def _recipients(conn: AsyncConnection, ids: Sequence[int]) -> list[Claimed
                 subscribers.c.name,
                 deliveries.c.in_reply_to,
                 deliveries.c.references,
+                addresses.c.contact,
             )
             .select_from(_WITH_RECIPIENT)
             .where(deliveries.c.id.in_(ids))

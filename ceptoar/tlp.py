@@ -1,0 +1,38 @@
+"""The one TLP 2.0 gate every mail passes, whatever its kind.
+
+CLEAR and GREEN reach any address; AMBER only addresses with the security
+role; AMBER+STRICT only an organisation's designated security contact; RED
+is never fanned out. The dispatcher applies it when it chooses an audience
+(alert, update, cancel alike), and the mailer once more just before it
+sends, so a path that chose its recipients otherwise (a resend, an address
+whose role changed since) cannot let a mail through either.
+"""
+
+from __future__ import annotations
+
+__all__ = ["tlp_withholds", "withheld_reply"]
+
+_NEEDS = {
+    "AMBER": ("tlp-amber-needs-security-role", "TLP:AMBER reaches only addresses with the security role"),
+    "AMBER+STRICT": (
+        "tlp-amber-strict-needs-contact",
+        "TLP:AMBER+STRICT reaches only the organisation's designated security contact",
+    ),
+    "RED": ("tlp-red", "TLP:RED is never fanned out"),
+}
+
+
+def tlp_withholds(tlp: str, *, role: str, contact: bool) -> str | None:
+    """Why TLP keeps a mail labelled `tlp` from an address with this role, or None when it may have it."""
+    if tlp in ("CLEAR", "GREEN"):
+        return None
+    if tlp == "AMBER" and role == "security":
+        return None
+    if tlp == "AMBER+STRICT" and contact:
+        return None
+    return _NEEDS.get(tlp, ("tlp-unknown", f"unknown TLP label {tlp!r}"))[0]
+
+
+def withheld_reply(tlp: str) -> str:
+    """What a delivery stopped by the gate keeps as its reason."""
+    return "not sent: " + _NEEDS.get(tlp, ("", f"unknown TLP label {tlp!r}"))[1]
