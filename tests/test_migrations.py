@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 
 from ceptoar.registry import RegistryRow
 from ceptoar.store import Store
 from ceptoar.store.migrations import LATEST
+from tests.conftest import _create_pg_database, _drop_pg_database, _pg_url
 from tests.harness import subset
 
 # Schema 1, as the first release created it (SQLite).
@@ -112,10 +113,74 @@ async def test_a_schema_4_postgresql_database_gets_alerts_pending(
         await store.subscribers.import_rows(subset(registry_rows, 1))
         async with store.engine.begin() as conn:  # as schema 4 left it
             await conn.execute(text("ALTER TABLE alerts DROP COLUMN pending"))
-            await conn.execute(text("UPDATE schema_version SET version = 4 WHERE version = 5"))
+            await conn.execute(text("UPDATE schema_version SET version = 4"))
     async with await Store.open(pg_url) as store:
         async with store.engine.connect() as conn:
             version = (await conn.execute(text("SELECT max(version) FROM schema_version"))).scalar()
             columns = await conn.run_sync(lambda c: {x["name"] for x in inspect(c).get_columns("alerts")})
-        assert version == LATEST == 5 and "pending" in columns
+        assert version == LATEST and "pending" in columns
         assert (await store.subscribers.counts()).addresses == 2
+
+
+def _shape(conn: Connection) -> dict[str, object]:
+    """Each table's columns, indexes (name, columns, unique) and unique constraints."""
+    inspector = inspect(conn)
+    return {
+        table: (
+            sorted(c["name"] for c in inspector.get_columns(table)),
+            sorted((ix["name"], tuple(ix["column_names"]), bool(ix["unique"])) for ix in inspector.get_indexes(table)),
+            _uniques(conn, table),
+        )
+        for table in sorted(inspector.get_table_names())
+    }
+
+
+def _uniques(conn: Connection, table: str) -> list[tuple[str, ...]]:
+    """The column sets a table's unique constraints cover (SQLite: a column's own UNIQUE too)."""
+    if conn.dialect.name != "sqlite":
+        return sorted(tuple(u["column_names"]) for u in inspect(conn).get_unique_constraints(table))
+    found = []
+    for _, name, unique, origin, _ in conn.exec_driver_sql(f"PRAGMA index_list('{table}')").all():
+        if unique and origin == "u":
+            found.append(tuple(r[2] for r in conn.exec_driver_sql(f"PRAGMA index_info('{name}')").all()))
+    return sorted(found)
+
+
+async def _shape_of(url: str) -> dict[str, object]:
+    async with await Store.open(url) as store, store.engine.connect() as conn:
+        return await conn.run_sync(_shape)
+
+
+async def test_a_database_migrated_from_schema_1_has_exactly_the_shape_of_a_new_one(tmp_path: Path) -> None:
+    from ceptoar.store.engine import create_engine, dispose
+
+    old = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(old)
+    async with engine.begin() as conn:
+        for statement in SCHEMA_1:
+            await conn.execute(text(statement))
+    await dispose(engine)
+    migrated, new = await _shape_of(old), await _shape_of(f"sqlite+aiosqlite:///{tmp_path / 'new.db'}")
+    assert migrated == new
+    assert ("ix_alerts_thread_id", ("thread_id",), False) in new["alerts"][1]  # type: ignore[index]
+
+
+@pytest.mark.postgres
+async def test_a_postgresql_database_from_schema_4_has_exactly_the_shape_of_a_new_one(pg_url: str) -> None:
+    async with await Store.open(pg_url) as store, store.engine.begin() as conn:  # as schema 4 left it
+        for statement in (
+            "ALTER TABLE alerts DROP COLUMN pending",
+            "ALTER TABLE audit DROP COLUMN os_user",
+            "ALTER TABLE audit DROP COLUMN host",
+            "DROP INDEX ix_alerts_thread_id",
+            "DROP INDEX ix_audit_notice_id",
+            "UPDATE schema_version SET version = 4",
+        ):
+            await conn.execute(text(statement))
+    fresh = await _create_pg_database()
+    try:
+        new = await _shape_of(_pg_url(fresh))
+    finally:
+        await _drop_pg_database(fresh)
+    assert await _shape_of(pg_url) == new
+    assert ("ix_alerts_thread_id", ("thread_id",), False) in new["alerts"][1]  # type: ignore[index]

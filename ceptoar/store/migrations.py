@@ -5,7 +5,9 @@ deliveries, delivery_events). Version 2 adds subscriptions to addresses,
 the lifecycle to alerts and threading headers to deliveries. Version 3 adds
 the HTTP feed's credentials (feeds) and what it accepted (receipts).
 Version 4 adds the operators' audit log. Version 5 adds the audience an
-alert still has to write as deliveries (alerts.pending). Each step
+alert still has to write as deliveries (alerts.pending). Version 6 adds
+the operator's account and host to the audit log, and creates the
+indexes that columns added by earlier steps lacked. Each step
 runs in the same transaction as the version row that records it.
 """
 
@@ -84,7 +86,22 @@ def _v5(conn: Connection) -> None:
     _add_columns(conn, "alerts", [("pending", "JSON", None)])
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3, 4: _v3, 5: _v5}
+def _create_missing_indexes(conn: Connection) -> None:
+    """Create every index the tables declare that the database lacks (columns added by ALTER get none)."""
+    inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {ix["name"] for ix in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in present:
+                index.create(conn)
+
+
+def _v6(conn: Connection) -> None:
+    _add_columns(conn, "audit", [("os_user", "VARCHAR(64)", None), ("host", "VARCHAR(255)", None)])
+    _create_missing_indexes(conn)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3, 4: _v3, 5: _v5, 6: _v6}
 LATEST = max(MIGRATIONS)
 
 

@@ -209,8 +209,11 @@ audit = Table(
     Column("operator", String(128), nullable=False),
     Column("action", String(32), nullable=False),
     Column("alert_id", String(32), nullable=True),
-    Column("notice_id", String(128), nullable=True),
+    Column("notice_id", String(128), nullable=True, index=True),
     Column("detail", JSON, nullable=False),
+    # Schema 6: the account and host the operator's command ran under.
+    Column("os_user", String(64), nullable=True),
+    Column("host", String(255), nullable=True),
 )
 
 schema_version = Table(
