@@ -444,3 +444,24 @@ def test_a_mailer_process_that_keeps_dying_is_restarted_ever_less_often() -> Non
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
     # One that ran for a minute is started again at the first delay.
     assert restart_delay(60.0, 61.0) == 1.0
+
+
+async def test_a_notice_in_the_operators_name_that_no_audit_entry_records_is_dead_lettered(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    """Whoever may publish to the feed exchange cannot speak as the operators: their notices are audited first."""
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2))
+    forged = notice_doc(id="OP-20261202-000000-dead", source="operator", severity_override="critical")
+    async with running(stack.settings):
+        await stack.publish(forged)
+        dead = await stack.get_dead()
+        await stack.publish(notice_doc(id="AFTER-FORGED"))
+        await stack.wait_settled("AFTER-FORGED")
+    headers = dead.headers or {}
+    assert headers["x-ceptoar-field"] == "source"
+    assert "no operator's action in the audit log published notice OP-20261202-000000-dead" in str(
+        headers["x-ceptoar-reason"]
+    )
+    with pytest.raises(LookupError):
+        await stack.store.alerts.resolve("OP-20261202-000000-dead")
+    assert count(mailbox.root) == 4  # only AFTER-FORGED

@@ -310,3 +310,31 @@ def test_the_openapi_document_describes_every_route(path: str) -> None:
             "application/csaf+json",
         }
         assert json.dumps(doc["components"]["securitySchemes"]).count("bearer") >= 1
+
+
+async def test_no_feed_may_post_as_the_operators(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    """Even a feed stored with the reserved source (as an older release allowed) is refused."""
+    from sqlalchemy import update
+
+    from ceptoar.store.feeds import ReservedSource
+    from ceptoar.store.tables import feeds
+
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2))
+    for name, sources in (("rogue", ["operator"]), ("operator", [])):
+        with pytest.raises(ReservedSource, match="'operator' is reserved"):
+            await stack.store.feeds.add(name, sources=sources)
+    rogue = await stack.store.feeds.add("rogue")
+    async with stack.store.engine.begin() as conn:
+        await conn.execute(update(feeds).where(feeds.c.name == "rogue").values(sources=["rogue", "operator"]))
+    forged = notice_doc(id="OP-FORGED", source="operator", severity_override="critical", tlp="CLEAR")
+    async with api_running(stack.settings) as url, httpx.AsyncClient(base_url=url) as http:
+        answer = await http.post("/v1/notices", json=forged, headers={"Authorization": f"Bearer {rogue.key}"})
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["error"] == {
+        "code": "reserved_source",
+        "message": "source 'operator' is reserved for CEPTOAR's operators; no feed may post as it",
+        "field": "source",
+    }
+    assert await _queued_notices(stack) == 0

@@ -12,7 +12,7 @@ from ceptoar.mailbox import count, list_messages
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.registry import RegistryRow
 from tests.conftest import StackFactory
-from tests.harness import MailboxServer, Stack, cli_env, run_cli_async, running, subset
+from tests.harness import MailboxServer, Stack, cli_env, free_port, notice_doc, run_cli_async, running, subset
 
 OPERATOR = {"CEPTOAR_OPERATOR": "suzuki"}
 FLAGS = ["--summary", "都内団体向けの注意喚起です。", "--category", "advisory", "--tlp", "GREEN"]
@@ -166,3 +166,36 @@ async def test_an_unknown_alert_is_named_with_the_closest_ones(
         ]
         == 2
     )
+
+
+async def test_the_operator_is_audited_before_anything_is_published(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    """With the broker away, the compose is on record, then marked unpublished; nothing went out."""
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1))
+    down = {**_env(stack), "CEPTOAR_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/"}
+    result = await run_cli_async("compose", "--title", "届かない", *FLAGS, "--target", "all", "--yes", env=down)
+    assert result.returncode == 3, result.stderr
+    entries = await stack.store.audit.since()
+    assert [(e.operator, e.action) for e in entries] == [("suzuki", "compose"), ("suzuki", "unpublished")]
+    assert entries[0].notice_id == entries[1].notice_id and entries[0].notice_id is not None
+    assert entries[0].os_user and entries[0].host  # the account and machine behind the name
+    assert await stack.store.alerts.recent(since=datetime(2000, 1, 1, tzinfo=UTC)) == []
+
+
+async def test_an_operator_name_that_could_forge_an_audit_line_is_refused(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1))
+    forged = {**_env(stack), "CEPTOAR_OPERATOR": "suzuki\n2026-12-01 09:00:00  root  compose"}
+    for args in (["compose", "--title", "偽名", *FLAGS, "--target", "all", "--yes"], ["cancel", "X", "--yes"]):
+        result = await run_cli_async(*args, env=forged)
+        assert result.returncode == 2
+        assert "CEPTOAR_OPERATOR: 'suzuki\\n2026-12-01 09:00:00  root  compose' is not a usable" in result.stderr
+    rogue = await run_cli_async("feeds", "add", "rogue", "--source", "operator", env=_env(stack))
+    assert rogue.returncode == 2 and "'operator' is reserved" in rogue.stderr
+    notice = stack.settings.var_dir / "op.json"
+    notice.write_text(json.dumps(notice_doc(source="operator")), encoding="utf-8")
+    published = await run_cli_async("publish", str(notice), env=_env(stack))
+    assert published.returncode == 2 and "source 'operator' is reserved" in published.stderr
+    assert await stack.store.audit.since() == []

@@ -23,14 +23,14 @@ from ceptoar.bus import Bus
 from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, EXIT_NOT_FOUND, fail, run, settings
 from ceptoar.cli.feed import read_notice
 from ceptoar.components import make_renderer
-from ceptoar.compose import Draft, TargetError, build_notice, operator_name, parse_targets, short_code
+from ceptoar.compose import Draft, TargetError, build_notice, current_actor, parse_targets, short_code
 from ceptoar.compose.preview import Preview, preview, preview_mail
 from ceptoar.config import Settings
 from ceptoar.dispatch.rules import load_rules
 from ceptoar.errors import InvalidNotice, UnknownAlert
 from ceptoar.feed.notice import Category, Notice, Severity, Tlp
 from ceptoar.render import SEVERITY_LABELS
-from ceptoar.store import AlertView, Store
+from ceptoar.store import Actor, AlertView, Store
 
 __all__ = ["cancel", "compose"]
 
@@ -214,19 +214,11 @@ async def _resolve(store: Store, ident: str) -> AlertView:
         fail(f"{exc}{hint}", EXIT_NOT_FOUND)
 
 
-async def _send(s: Settings, store: Store, p: Preview, action: str, parent: AlertView | None) -> None:
+async def _send(
+    s: Settings, store: Store, p: Preview, action: str, parent: AlertView | None, who: Actor
+) -> None:
+    """Audit the operator's action, then publish it: nothing an operator sends goes out unrecorded."""
     n = p.notice
-    async with AsyncExitStack() as stack:
-        bus = Bus.from_settings(s)
-        await bus.connect(name="ceptoar-compose")
-        stack.push_async_callback(bus.close)
-        await bus.publish_notice(
-            n.model_dump_json(by_alias=True, exclude_none=True).encode(),
-            content_type="application/json",
-            message_id=f"{n.source}:{n.id}",
-            routing_key="notice.json",
-        )
-    who = operator_name()
     detail = {
         "title": n.title,
         "severity": p.classification.severity.value,
@@ -249,9 +241,24 @@ async def _send(s: Settings, store: Store, p: Preview, action: str, parent: Aler
                 "instead_of": computed.severity.value if computed else None,
             },
         )
+    try:
+        async with AsyncExitStack() as stack:
+            bus = Bus.from_settings(s)
+            await bus.connect(name="ceptoar-compose")
+            stack.push_async_callback(bus.close)
+            await bus.publish_notice(
+                n.model_dump_json(by_alias=True, exclude_none=True).encode(),
+                content_type="application/json",
+                message_id=f"{n.source}:{n.id}",
+                routing_key="notice.json",
+            )
+    except BaseException as exc:
+        await store.audit.record(who, "unpublished", notice_id=n.id, detail={"error": repr(exc)[:300]})
+        raise
 
 
 async def _compose(s: Settings, f: Fields, opts: dict[str, object]) -> None:
+    who = current_actor()
     now = datetime.now(UTC)
     async with await Store.open(s.db_url) as store:
         parent = None
@@ -278,7 +285,7 @@ async def _compose(s: Settings, f: Fields, opts: dict[str, object]) -> None:
             click.echo("dry run: nothing was published")
             return
         _confirm(p, bool(opts["yes"]))
-        await _send(s, store, p, "update" if parent else "compose", parent)
+        await _send(s, store, p, "update" if parent else "compose", parent, who)
     click.echo(f"sent {notice.id}; follow it with: ceptoar status {notice.id} --watch")
 
 
@@ -351,6 +358,7 @@ def compose(**kw: object) -> None:
 
 
 async def _cancel(s: Settings, ident: str, reason: str | None, yes: bool, dry_run: bool) -> None:
+    who = current_actor()
     async with await Store.open(s.db_url) as store:
         parent = await _resolve(store, ident)
         original = Notice.model_validate(parent.notice)
@@ -371,7 +379,7 @@ async def _cancel(s: Settings, ident: str, reason: str | None, yes: bool, dry_ru
             return
         if not yes and not click.confirm(f"Cancel alert {parent.id}?"):
             fail("not cancelled", EXIT_DECLINED)
-        await _send(s, store, p, "cancel", parent)
+        await _send(s, store, p, "cancel", parent, who)
     click.echo(f"cancel sent as {notice.id}")
 
 

@@ -15,6 +15,7 @@ import click
 from ceptoar import __version__
 from ceptoar.cli.api import api, feeds, serve_api
 from ceptoar.cli.common import (
+    EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
     fail,
     install_stop_signals,
@@ -30,6 +31,7 @@ from ceptoar.cli.subscribers import subscribers
 from ceptoar.components import open_components
 from ceptoar.errors import UnknownAlert
 from ceptoar.feed.formats import CONTENT_TYPES
+from ceptoar.feed.notice import OPERATOR_SOURCE
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.service import run_service
 from ceptoar.store import OPEN, DeliveryState, Store
@@ -86,6 +88,12 @@ def publish(file: Path) -> None:
     s = settings()
     body, parsed = read_notice(file)
     notice = parsed.notice
+    if notice.source == OPERATOR_SOURCE:
+        fail(
+            f"{file}: source {OPERATOR_SOURCE!r} is reserved for operators' notices, which "
+            "`ceptoar compose` audits before it publishes them; nothing was published",
+            EXIT_BAD_INPUT,
+        )
 
     async def _publish() -> None:
         async with AsyncExitStack() as stack:

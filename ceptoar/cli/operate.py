@@ -11,7 +11,7 @@ import click
 
 from ceptoar.bus import Bus, lane_for
 from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_NOT_FOUND, fail, run, settings
-from ceptoar.compose import operator_name
+from ceptoar.compose import current_actor
 from ceptoar.config import Settings
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.report import csv_report, html_report, text_report
@@ -66,15 +66,21 @@ def alerts(since: str, severities: tuple[str, ...]) -> None:
 
 
 async def _resend(s: Settings, ident: str, which: str, address: str | None) -> int:
+    who = current_actor()
     async with await Store.open(s.db_url) as store:
         try:
             alert = await store.alerts.resolve(ident)
         except LookupError as exc:
             fail(str(exc), EXIT_NOT_FOUND)
-        who = operator_name()
-        why = f"resend ({which}) by {who}"
+        why = f"resend ({which}) by {who.operator}"
         states = {"failed": [DeliveryState.FAILED], "deferred": [DeliveryState.DEFERRED]}.get(which, [])
-        ids = await store.deliveries.requeue(alert.id, states=states, email=address, why=why)
+        ids = await store.deliveries.requeue(
+            alert.id,
+            states=states,
+            email=address,
+            why=why,
+            audit=(who, "resend", {"which": which, "address": address}),
+        )
         if address and not ids:
             fail(f"alert {alert.id} has no delivery to {address} that can be sent again", EXIT_NOT_FOUND)
         if ids:
@@ -84,12 +90,6 @@ async def _resend(s: Settings, ident: str, which: str, address: str | None) -> i
                 await bus.publish_jobs(ids, lane=lane_for(alert.severity), batch=s.publish_batch)
             finally:
                 await bus.close()
-        await store.audit.record(
-            who,
-            "resend",
-            alert_id=alert.id,
-            detail={"which": which, "address": address, "deliveries": len(ids)},
-        )
         return len(ids)
 
 
@@ -160,4 +160,5 @@ def audit(since: str | None) -> None:
         at = e.at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         target = e.alert_id or e.notice_id or "-"
         detail = " ".join(f"{k}={v}" for k, v in e.detail.items() if v not in (None, [], ""))
-        click.echo(f"{at}  {e.operator:<12} {e.action:<8} {target}  {detail}")
+        where = f"  ({e.os_user or '?'}@{e.host or '?'})" if e.os_user or e.host else ""
+        click.echo(f"{at}  {e.operator:<12} {e.action:<8} {target}  {detail}{where}")

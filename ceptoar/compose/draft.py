@@ -5,21 +5,46 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import secrets
+import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ceptoar.errors import ConfigError
 from ceptoar.feed.notice import OPERATOR_SOURCE, Notice, parse_notice
+from ceptoar.store.audit import Actor
 
-__all__ = ["SENDER_NAME", "Draft", "build_notice", "operator_name", "short_code"]
+__all__ = ["SENDER_NAME", "Draft", "build_notice", "current_actor", "short_code"]
 
 SENDER_NAME = "地方公共団体CEPTOAR"
 
 
-def operator_name() -> str:
-    """Who is acting: CEPTOAR_OPERATOR, else the login name."""
-    return os.environ.get("CEPTOAR_OPERATOR") or getpass.getuser()
+# Letters (any script), digits, and . @ - _ with single inner spaces: a name, never a line of its own.
+_OPERATOR = re.compile(r"[^\W_](?:[\w.@-]| (?! )){0,62}[\w.]|[^\W_]")
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry (a container), nor LOGNAME
+        return str(os.getuid())
+
+
+def current_actor() -> Actor:
+    """Who is acting: CEPTOAR_OPERATOR, else the login name; with the account and host it runs under.
+
+    ConfigError when the name could forge or garble an audit line.
+    """
+    login = _login()
+    name = os.environ.get("CEPTOAR_OPERATOR", login)
+    if not _OPERATOR.fullmatch(name):
+        raise ConfigError(
+            f"CEPTOAR_OPERATOR: {name!r} is not a usable operator name: letters, digits, '.', '@', "
+            "'-' and '_', single spaces between, at most 64 characters"
+        )
+    return Actor(name, login[:64], socket.gethostname()[:255])
 
 
 def short_code(notice_id: str) -> str:

@@ -139,6 +139,13 @@ class Dispatcher:
             )
 
     async def _check(self, notice: Notice) -> None:
+        if notice.source == OPERATOR_SOURCE and not await self._store.audit.records_notice(notice.id):
+            # Anyone who may publish to the feed exchange could otherwise speak as the operators.
+            raise InvalidNotice(
+                f"source {OPERATOR_SOURCE!r} is reserved for CEPTOAR's operators, and no operator's "
+                f"action in the audit log published notice {notice.id}",
+                field="source",
+            )
         if notice.is_expired(datetime.now(UTC)):
             raise InvalidNotice(f"expired at {notice.expires:%Y-%m-%dT%H:%M:%S%z}", field="expires")
         unknown = set(await self._store.subscribers.unknown_codes(notice.area))

@@ -37,6 +37,7 @@ from ceptoar.config import Settings
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.errors import MalformedNotice, UnsupportedFormat
 from ceptoar.feed.formats import CONTENT_TYPES, Parsed, parse_any
+from ceptoar.feed.notice import OPERATOR_SOURCE
 from ceptoar.log import get_logger
 from ceptoar.retry import is_transient
 from ceptoar.store import DeliveryState, Feed, Store
@@ -274,6 +275,14 @@ _BODY_TYPES = {t: {"schema": {"type": "string"}} for t in (*CONTENT_TYPES.values
 async def _accept(ctx: Context, feed: Feed, body: bytes, content_type: str | None) -> Accepted | JSONResponse:
     parsed = _parse(body, content_type)
     notice = parsed.notice
+    if notice.source == OPERATOR_SOURCE:
+        # Whatever a feed was given: its notices would pass as the operators', unaudited.
+        raise ApiError(
+            403,
+            "reserved_source",
+            f"source {OPERATOR_SOURCE!r} is reserved for CEPTOAR's operators; no feed may post as it",
+            field="source",
+        )
     if notice.source not in feed.sources:
         raise ApiError(
             403, "wrong_source", f"feed {feed.name} may not post as {notice.source!r}", field="source"

@@ -6,7 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.store.alerts import FIRST_ROWS, AlertRepo, AlertView, Lifecycle, StoredAlert
-from ceptoar.store.audit import AuditEntry, AuditRepo
+from ceptoar.store.audit import Actor, AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
 from ceptoar.store.engine import create_engine, create_schema, dispose, reading
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
@@ -19,6 +19,7 @@ __all__ = [
     "FIRST_ROWS",
     "MAILED",
     "OPEN",
+    "Actor",
     "AlertView",
     "AuditEntry",
     "Candidate",

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ceptoar.store.audit import Actor, insert_audit
 from ceptoar.store.engine import reading
 from ceptoar.store.states import CLAIMABLE, DeliveryState
 from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, subscribers
@@ -146,13 +147,21 @@ class DeliveryRepo:
             ]
 
     async def requeue(
-        self, alert_id: str, *, states: Sequence[DeliveryState] = (), email: str | None = None, why: str
+        self,
+        alert_id: str,
+        *,
+        states: Sequence[DeliveryState] = (),
+        email: str | None = None,
+        why: str,
+        audit: tuple[Actor, str, dict[str, Any]] | None = None,
     ) -> list[int]:
         """Put deliveries of an alert back to `queued` for another send; return their ids.
 
         `states` picks them by state (failed, deferred), `email` one address
         in any state but `sending` and `cancelled`. Each gets an event saying
-        why. An operator's resend starts a new series of attempts.
+        why. An operator's resend starts a new series of attempts; `audit`
+        (who, action, detail) is written in the same transaction when
+        anything was put back, before any job can send it.
         """
         now = datetime.now(UTC)
         query = update(deliveries).where(deliveries.c.alert_id == alert_id)
@@ -175,6 +184,11 @@ class DeliveryRepo:
                 await conn.execute(
                     insert(delivery_events), transition_events(rows, DeliveryState.QUEUED, now, reply=why)
                 )
+                if audit is not None:
+                    who, action, detail = audit
+                    await insert_audit(
+                        conn, who, action, alert_id=alert_id, detail={**detail, "deliveries": len(rows)}
+                    )
         return [i for i, _ in rows]
 
     async def report(self, alert_id: str) -> list[dict[str, Any]]:

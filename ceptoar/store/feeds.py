@@ -20,10 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.errors import CeptoarError
+from ceptoar.feed.notice import OPERATOR_SOURCE
 from ceptoar.store.engine import reading
 from ceptoar.store.tables import feeds, receipts
 
-__all__ = ["Feed", "FeedExists", "FeedRepo", "NewFeed", "hash_key"]
+__all__ = ["Feed", "FeedExists", "FeedRepo", "NewFeed", "ReservedSource", "hash_key"]
 
 KEY_PREFIX = "cep_"
 # Longer than any publish may take (the endpoint gives the broker 10 s to confirm).
@@ -32,6 +33,10 @@ ABANDONED_AFTER = 60
 
 class FeedExists(CeptoarError, ValueError):
     """A feed of that name is already registered."""
+
+
+class ReservedSource(CeptoarError, ValueError):
+    """A feed asked for the source name that only the operators' own notices carry."""
 
 
 def hash_key(key: str) -> str:
@@ -64,6 +69,11 @@ class FeedRepo:
         self._engine = engine
 
     async def add(self, name: str, *, sources: Sequence[str] = (), signed: bool = False) -> NewFeed:
+        if OPERATOR_SOURCE in (name, *sources):
+            raise ReservedSource(
+                f"{OPERATOR_SOURCE!r} is reserved for CEPTOAR's operators (ceptoar compose, cancel, "
+                "release); a feed may neither be named so nor post as it"
+            )
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         secret = secrets.token_urlsafe(32) if signed else None
         try:
