@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,8 +23,10 @@ from tests.harness import (
     REPO,
     FaultyMailbox,
     MailboxServer,
+    Relay,
     Stack,
     delete_topology,
+    free_port,
     start_mailbox_process,
 )
 
@@ -117,6 +120,17 @@ async def mailbox(tmp_path: Path) -> AsyncIterator[MailboxServer]:
     yield MailboxServer(handler.root, port, handler)
     server.close()
     await server.wait_closed()
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    """The built-in mailbox as a relay a test can take down and bring back on the same port."""
+    handler = FaultyMailbox(tmp_path / "relay")
+    relay = Relay(handler, free_port())
+    await relay.up()
+    yield relay
+    with contextlib.suppress(AssertionError):
+        await relay.down()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from ceptoar.bus import delete_topology as delete_prefix
 from ceptoar.config import Settings
 from ceptoar.feed import parse_notice
 from ceptoar.mailbox import MaildirHandler
+from ceptoar.mailbox.server import mailbox_session
 from ceptoar.registry import RegistryRow
 from ceptoar.service import run_service
 from ceptoar.store import OPEN, Store, StoredAlert
@@ -106,6 +108,38 @@ class MailboxServer:
     @property
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
+
+
+class Relay:
+    """The in-process mailbox as a relay that can go away: its port closed and its sessions cut."""
+
+    def __init__(self, handler: FaultyMailbox, port: int) -> None:
+        self.server = MailboxServer(handler.root, port, handler)
+        self._handler = handler
+        self._listening: asyncio.Server | None = None
+        self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
+        self.connections_cut = 0
+
+    def _session(self) -> SMTP:
+        session = mailbox_session(self._handler)
+        self._sessions.add(session)
+        return session
+
+    async def up(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._listening = await loop.create_server(self._session, host="127.0.0.1", port=self.server.port)
+
+    async def down(self) -> None:
+        """Stop listening and cut every open session, as a relay that crashed."""
+        assert self._listening is not None
+        self._listening.close()
+        for session in list(self._sessions):
+            transport = session.transport
+            if isinstance(transport, asyncio.Transport) and not transport.is_closing():
+                transport.abort()
+                self.connections_cut += 1
+        await self._listening.wait_closed()
+        self._listening = None
 
 
 def start_mailbox_process(root: Path) -> tuple[MailboxServer, subprocess.Popen[bytes]]:
@@ -216,16 +250,16 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
-    """The environment that points the CLI at a test's own prefix, database and relay."""
-    return {
-        "CEPTOAR_VAR_DIR": str(settings.var_dir),
-        "CEPTOAR_PREFIX": settings.prefix,
-        "CEPTOAR_DATABASE_URL": settings.db_url,
-        "CEPTOAR_AMQP_URL": settings.amqp_url,
-        "CEPTOAR_SMTP_URL": settings.smtp_url,
-        "CEPTOAR_RETRY_DELAYS": json.dumps(settings.retry_delays),
-        "CEPTOAR_LOG_FORMAT": "json",
-    }
+    """The environment that gives a child process the test's settings: its prefix, database, relay, and
+    every other setting the test chose."""
+    env = {"CEPTOAR_DATABASE_URL": settings.db_url, "CEPTOAR_LOG_FORMAT": "json"}
+    for name in settings.model_fields_set:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        env[f"CEPTOAR_{name.upper()}"] = text
+    return env
 
 
 @asynccontextmanager

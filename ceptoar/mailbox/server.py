@@ -10,7 +10,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ceptoar.mailbox.maildir import deliver
 
-__all__ = ["MaildirHandler", "start_mailbox"]
+__all__ = ["MaildirHandler", "mailbox_session", "start_mailbox"]
 
 
 class MaildirHandler:
@@ -31,13 +31,12 @@ class MaildirHandler:
         return f"250 2.0.0 Ok: stored as {' '.join(keys)}"
 
 
+def mailbox_session(handler: Any) -> SMTP:
+    """One SMTP session of the mailbox, for a server's protocol factory."""
+    return SMTP(handler, hostname="mailbox.ceptoar.example", enable_SMTPUTF8=True, ident="ceptoar mailbox")
+
+
 async def start_mailbox(handler: Any, *, host: str = "127.0.0.1", port: int = 2525) -> asyncio.Server:
     """Serve SMTP for `handler` on host:port (port 0 picks a free one)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: SMTP(
-            handler, hostname="mailbox.ceptoar.example", enable_SMTPUTF8=True, ident="ceptoar mailbox"
-        ),
-        host=host,
-        port=port,
-    )
+    return await loop.create_server(lambda: mailbox_session(handler), host=host, port=port)
