@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 import aio_pika
+import aio_pika.exceptions
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -34,6 +35,7 @@ from aio_pika.abc import (
 )
 
 from ceptoar.config import Settings
+from ceptoar.log import get_logger
 from ceptoar.retry import deferral_delay
 
 __all__ = [
@@ -46,7 +48,10 @@ __all__ = [
     "delete_topology",
     "job_delivery_ids",
     "lane_for",
+    "settle",
 ]
+
+log = get_logger(__name__)
 
 DELIVERY_LIMIT = 10
 
@@ -171,8 +176,33 @@ def job_delivery_ids(body: bytes) -> list[int]:
     return ids
 
 
-def _one(_message: AbstractIncomingMessage) -> int:
-    return 1
+# What acking or rejecting a message raises once its channel is gone.
+_CHANNEL_GONE = (
+    aio_pika.exceptions.ChannelInvalidStateError,
+    aio_pika.exceptions.AMQPConnectionError,
+    aio_pika.exceptions.AMQPChannelError,
+    ConnectionError,
+    asyncio.TimeoutError,
+)
+
+
+async def settle(message: AbstractIncomingMessage, *, ack: bool = True) -> bool:
+    """Ack a message, or else give it back to its queue; False when its channel is gone.
+
+    An ack that cannot be delivered is harmless: the broker delivers the
+    message again, and whatever it asks is found done already (a claimed
+    delivery, a stored notice). So a broker restart costs a few duplicate
+    messages, never the consumer that held them.
+    """
+    try:
+        if ack:
+            await message.ack()
+        else:
+            await message.nack(requeue=True)
+    except _CHANNEL_GONE as exc:
+        log.warning("amqp.settle_lost", ack=ack, routing_key=message.routing_key, error=repr(exc))
+        return False
+    return True
 
 
 class Inbox:

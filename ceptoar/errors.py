@@ -19,6 +19,7 @@ __all__ = [
     "PermanentDeliveryError",
     "RegistryError",
     "RegistryProblem",
+    "RelayUnavailable",
     "TemporaryDeliveryError",
     "UnknownAlert",
 ]
@@ -83,6 +84,14 @@ class DeliveryError(CeptoarError):
 
 class TemporaryDeliveryError(DeliveryError, ConnectionError):
     """Worth retrying later: a 4xx reply, a refused or lost connection, a timeout."""
+
+
+class RelayUnavailable(TemporaryDeliveryError):
+    """The relay could not be reached, or would not open a session: nothing was attempted.
+
+    It says nothing about the recipient, so it costs a delivery no attempt;
+    the mailer waits for the relay instead.
+    """
 
 
 class PermanentDeliveryError(DeliveryError):

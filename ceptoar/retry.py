@@ -30,6 +30,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,
     aio_pika.exceptions.AMQPError,
+    # Raised on a channel that a lost connection closed, until it reopens.
+    aio_pika.exceptions.ChannelInvalidStateError,
     ConnectionError,
     OSError,
     asyncio.TimeoutError,

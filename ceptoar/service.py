@@ -28,7 +28,7 @@ from ceptoar.dispatch import Dispatcher, load_rules
 from ceptoar.log import get_logger
 from ceptoar.mail.mailer import Mailer
 from ceptoar.priority import BulkGate
-from ceptoar.retry import pause
+from ceptoar.retry import Stopping, pause
 
 __all__ = ["restart_delay", "run_service", "sweep"]
 
@@ -125,7 +125,10 @@ async def run_service(
     `mailer_processes` above one starts that many minus one mailer-only children.
     """
     async with AsyncExitStack() as stack:
-        c = await open_components(settings, stack, name="ceptoar-serve")
+        try:
+            c = await open_components(settings, stack, name="ceptoar-serve", stop=stop)
+        except Stopping:
+            return  # stopped while the database or the broker was still away
         pool = make_pool(settings)
         stack.push_async_callback(pool.close)
         counts = await c.store.subscribers.counts()

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from aio_pika.abc import AbstractIncomingMessage
 from structlog.contextvars import bound_contextvars
 
-from ceptoar.bus import Bus, Lane, lane_for
+from ceptoar.bus import Bus, Lane, lane_for, settle
 from ceptoar.config import Settings
 from ceptoar.dispatch.audience import Audience, cancel_audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
@@ -84,20 +84,37 @@ class Dispatcher:
                 await self.handle(message, stop)
 
     async def handle(self, message: AbstractIncomingMessage, stop: asyncio.Event) -> None:
-        """Dispatch one notice; never raises for anything about the notice itself."""
+        """Dispatch one notice; never raises for the notice, nor for an outage (it is waited out)."""
         with bound_contextvars(amqp_message_id=message.message_id):
             try:
                 await persist(lambda: self._dispatch(message), stop=stop, what="dispatch")
             except InvalidNotice as exc:
                 log.warning("notice.rejected", field=exc.field, reason=exc.reason)
-                await self._bus.dead_letter(message, reason=str(exc), field=exc.field)
-                await message.ack()
+                await self._refuse(message, stop, reason=str(exc), field=exc.field)
+                return
             except Stopping:
-                await message.nack(requeue=True)
+                await settle(message, ack=False)
+                return
             except Exception as exc:
                 log.exception("notice.internal_error")
-                await self._bus.dead_letter(message, reason=f"internal error: {exc!r}")
-                await message.ack()
+                await self._refuse(message, stop, reason=f"internal error: {exc!r}")
+                return
+            await settle(message)
+
+    async def _refuse(
+        self, message: AbstractIncomingMessage, stop: asyncio.Event, *, reason: str, field: str | None = None
+    ) -> None:
+        """Dead-letter a refused notice with the reason, then ack it (the broker's outage is waited out)."""
+        try:
+            await persist(
+                lambda: self._bus.dead_letter(message, reason=reason, field=field),
+                stop=stop,
+                what="dead-letter",
+            )
+        except Stopping:
+            await settle(message, ack=False)
+            return
+        await settle(message)
 
     async def _dispatch(self, message: AbstractIncomingMessage) -> None:
         payload = message.body.decode("utf-8", errors="replace")
@@ -116,7 +133,6 @@ class Dispatcher:
                 stored = await self._store_alert(notice, payload, parsed.format)
             elif stored.jobs_published:
                 log.info("notice.duplicate", alert_id=stored.alert_id)
-                await message.ack()
                 return
             if stored.claimed and self._hand_off is not None:
                 self._hand_off(stored.claimed)
@@ -129,7 +145,6 @@ class Dispatcher:
                     await self._bus.publish_jobs(ids, lane=lane, batch=self._settings.publish_batch)
                     jobs += len(ids)
             await self._store.alerts.mark_published(stored.alert_id)
-            await message.ack()
             log.info(
                 "alert.dispatched",
                 alert_id=stored.alert_id,

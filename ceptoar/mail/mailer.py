@@ -26,14 +26,14 @@ from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from ceptoar.bus import JOB_SIZE, Bus, Inbox, Lane, job_delivery_ids
+from ceptoar.bus import JOB_SIZE, Bus, Inbox, Lane, job_delivery_ids, settle
 from ceptoar.config import Settings
-from ceptoar.errors import PermanentDeliveryError, TemporaryDeliveryError
+from ceptoar.errors import PermanentDeliveryError, RelayUnavailable, TemporaryDeliveryError
 from ceptoar.log import get_logger
 from ceptoar.mail.pool import SmtpPool
 from ceptoar.priority import BulkGate
 from ceptoar.render import Renderer
-from ceptoar.retry import Stopping, persist
+from ceptoar.retry import Stopping, is_transient, persist
 from ceptoar.store import AlertView, Claimed, DeliveryState, Outcome, Store
 from ceptoar.tlp import tlp_withholds, withheld_reply
 
@@ -109,22 +109,29 @@ class Mailer:
                 waiting.append(message)
             except ValueError as exc:
                 log.error("job.malformed", reason=str(exc))
-                await self._bus.dead_letter(message, reason=str(exc), field="delivery_ids")
-                await message.ack()
+                await self._dead_letter(message, reason=str(exc))
+        done = True
         try:
             await self._work(list(dict.fromkeys(ids)), stop, lane)
         except Stopping:
             # Rows left `sending` are re-sent by the sweeper once their lease runs out.
-            for message in waiting:
-                await message.nack(requeue=True)
-            return
+            done = False
         except Exception:
             log.exception("mailer.batch_failed", deliveries=len(ids))
-            for message in waiting:
-                await message.nack(requeue=True)
-            return
+            done = False
         for message in waiting:
-            await message.ack()
+            await settle(message, ack=done)
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, *, reason: str) -> None:
+        """Keep a message that is not a job in the dead-letter queue; while the broker is away, it returns."""
+        try:
+            await self._bus.dead_letter(message, reason=reason, field="delivery_ids")
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("job.dead_letter_failed", error=repr(exc))
+            return
+        await settle(message)
 
     async def _work(self, ids: list[int], stop: asyncio.Event, lane: Lane) -> None:
         # Never more than mailer_batch deliveries claimed at once: what is
@@ -134,15 +141,18 @@ class Mailer:
             await self._work_chunk(ids[start : start + size], stop, lane)
 
     async def _work_chunk(self, ids: list[int], stop: asyncio.Event, lane: Lane) -> None:
+        claimed = await self._claim(ids, stop)
+        if len(claimed) < len(ids):
+            log.debug("job.duplicates", count=len(ids) - len(claimed))
+        await self._deliver(claimed, stop, lane)
+
+    async def _claim(self, ids: list[int], stop: asyncio.Event) -> list[Claimed]:
         lease, most = self._settings.lease_seconds, self._settings.max_attempts
-        claimed = await persist(
+        return await persist(
             lambda: self._store.deliveries.claim(ids, lease_seconds=lease, max_attempts=most),
             stop=stop,
             what="claim",
         )
-        if len(claimed) < len(ids):
-            log.debug("job.duplicates", count=len(ids) - len(claimed))
-        await self._deliver(claimed, stop, lane)
 
     def hand_off(self, claimed: list[Claimed], stop: asyncio.Event) -> None:
         """Send deliveries already claimed for this process (a critical alert's first ones), now.
@@ -170,7 +180,22 @@ class Mailer:
                 log.exception("mailer.hand_off_failed", deliveries=len(claimed))
 
     async def _deliver(self, claimed: list[Claimed], stop: asyncio.Event, lane: Lane) -> None:
-        """Send claimed deliveries, record their outcomes, and park a retry job for each deferred one."""
+        """Send claimed deliveries, record their outcomes, and park a retry job for each deferred one.
+
+        Deliveries the relay could not even be reached for go back to
+        `queued` without spending an attempt; once the relay answers again
+        they are claimed and sent (`Stopping` if told to stop meanwhile).
+        """
+        while claimed:
+            returned = await self._deliver_once(claimed, stop, lane)
+            if not returned:
+                return
+            log.warning("mailer.waiting_for_relay", deliveries=len(returned), relay=self._pool.relay)
+            await self._pool.wait_reachable(stop)
+            claimed = await self._claim(returned, stop)
+
+    async def _deliver_once(self, claimed: list[Claimed], stop: asyncio.Event, lane: Lane) -> list[int]:
+        """One attempt at each claimed delivery; the ids given back because the relay was away."""
         await persist(lambda: self._preload({c.alert_id for c in claimed}), stop=stop, what="load alerts")
         urgent = lane is Lane.CRITICAL
         outcomes = await asyncio.gather(*(self._attempt(c, urgent=urgent) for c in claimed))
@@ -189,6 +214,7 @@ class Mailer:
                 log.warning(
                     "delivery.failed", delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply
                 )
+        return [o.delivery_id for o in applied if not o.counted]
 
     async def _defer(self, outcome: Outcome, stop: asyncio.Event, lane: Lane) -> None:
         delay = await persist(
@@ -242,6 +268,9 @@ class Mailer:
             reply = await self._pool.send(
                 sender=self._settings.mail_from, recipient=c.email, message=data, urgent=urgent
             )
+        except RelayUnavailable as exc:
+            said, now = f"not attempted: {exc.reply}", datetime.now(UTC)
+            return Outcome(c.id, DeliveryState.QUEUED, c.attempt, None, said, now, counted=False)
         except TemporaryDeliveryError as exc:
             exhausted = c.attempt >= self._settings.max_attempts
             state = DeliveryState.FAILED if exhausted else DeliveryState.DEFERRED

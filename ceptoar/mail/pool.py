@@ -6,10 +6,13 @@ before any other, so a critical alert waits for at most one message of a
 bulk fan-out, and never for one when a reserved connection is free.
 
 `send` returns the server's reply on acceptance and otherwise raises
-`TemporaryDeliveryError` (4xx, refused or lost connection, timeout) or
-`PermanentDeliveryError` (5xx, an address that cannot be sent to). A
-connection that failed at the transport level is dropped and replaced; one
-that only got a negative reply is reset and reused.
+`TemporaryDeliveryError` (4xx, a lost connection, a timeout),
+`PermanentDeliveryError` (5xx, an address that cannot be sent to), or
+`RelayUnavailable` when no session with the relay could be opened: then
+nothing was attempted, and every send fails at once with it until
+`wait_reachable` has opened a session again. A connection that failed at
+the transport level is dropped and replaced; one that only got a negative
+reply is reset and reused.
 """
 
 from __future__ import annotations
@@ -24,9 +27,17 @@ import aiosmtplib
 from aiosmtplib import SMTPStatus
 from aiosmtplib.email import quote_address
 
-from ceptoar.errors import ConfigError, PermanentDeliveryError, TemporaryDeliveryError
+from ceptoar.errors import ConfigError, PermanentDeliveryError, RelayUnavailable, TemporaryDeliveryError
+from ceptoar.log import get_logger
+from ceptoar.retry import FIRST_WAIT, Stopping, pause
 
 __all__ = ["SmtpPool", "SmtpReply"]
+
+log = get_logger(__name__)
+
+# The longest wait between two tries to reach a relay that is down: a try is
+# one connection, and an alert should not wait long once the relay is back.
+_PROBE_MAX = 5.0
 
 _SCHEMES = {"smtp": (25, False, False), "smtp+starttls": (587, False, True), "smtps": (465, True, False)}
 _TRANSPORT_ERRORS = (
@@ -148,6 +159,9 @@ class SmtpPool:
         self._capacity = size + reserved
         self._idle: list[aiosmtplib.SMTP] = []
         self._senders: dict[str, bytes] = {}
+        # Why the relay is taken to be down (a connection could not be opened), until one opens again.
+        self._down: str | None = None
+        self._probing = asyncio.Lock()
 
     @property
     def relay(self) -> str:
@@ -194,10 +208,31 @@ class SmtpPool:
             client = self._idle.pop()
             if client.is_connected:
                 return client
+        if self._down is not None:
+            # Every send would wait out its own connection timeout otherwise.
+            raise RelayUnavailable(self._down)
         try:
             return await self._connect()
         except (*_TRANSPORT_ERRORS, aiosmtplib.SMTPResponseException) as exc:
-            raise TemporaryDeliveryError(f"relay {self.relay}: {exc}") from exc
+            self._down = f"relay {self.relay} unreachable: {exc}"
+            raise RelayUnavailable(self._down) from exc
+
+    async def wait_reachable(self, stop: asyncio.Event) -> None:
+        """Return once a session with the relay opens, trying ever less often; Stopping if told to stop."""
+        async with self._probing:
+            wait = FIRST_WAIT
+            while self._down is not None:
+                try:
+                    client = await self._connect()
+                except (*_TRANSPORT_ERRORS, aiosmtplib.SMTPResponseException) as exc:
+                    log.warning("relay.unreachable", relay=self.relay, error=str(exc), retry_in=wait)
+                    if await pause(wait, stop=stop):
+                        raise Stopping("wait for the relay") from exc
+                    wait = min(2 * wait, _PROBE_MAX)
+                    continue
+                self._down = None
+                self._idle.append(client)
+                log.info("relay.reachable", relay=self.relay)
 
     async def send(self, *, sender: str, recipient: str, message: bytes, urgent: bool = False) -> SmtpReply:
         """Hand one message for one recipient to the relay; `urgent` sends go first."""
@@ -221,6 +256,11 @@ class SmtpPool:
             reply = await _transaction(client, mail_from, rcpt_to, message)
         except _TRANSPORT_ERRORS as exc:
             client.close()
+            # The idle sessions were most likely cut too (a relay that restarted):
+            # open fresh ones rather than fail one delivery on each of them.
+            idle, self._idle = self._idle, []
+            for other in idle:
+                other.close()
             raise TemporaryDeliveryError(f"relay {self.relay}: {exc}") from exc
         except aiosmtplib.SMTPResponseException as exc:
             # 421: the server is closing the session; don't reuse it.

@@ -18,7 +18,7 @@ from ceptoar.components import make_pool, make_renderer, open_components
 from ceptoar.config import Settings, get_settings
 from ceptoar.log import configure_logging, get_logger
 from ceptoar.mail.mailer import Mailer
-from ceptoar.retry import pause
+from ceptoar.retry import Stopping, pause
 
 __all__ = ["main", "run_mailer"]
 
@@ -28,7 +28,10 @@ log = get_logger(__name__)
 async def run_mailer(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
     """Work the job queues until `stop` is set."""
     async with AsyncExitStack() as stack:
-        c = await open_components(settings, stack, name="ceptoar-mailer")
+        try:
+            c = await open_components(settings, stack, name="ceptoar-mailer", stop=stop)
+        except Stopping:
+            return  # stopped while the database or the broker was still away
         pool = make_pool(settings)
         stack.push_async_callback(pool.close)
         mailer = Mailer(

@@ -52,7 +52,11 @@ class Store:
     async def open(cls, url: str) -> Store:
         """Connect and create any missing tables."""
         engine = create_engine(url)
-        await create_schema(engine)
+        try:
+            await create_schema(engine)
+        except BaseException:
+            await dispose(engine)
+            raise
         return cls(engine)
 
     async def ping(self) -> None:

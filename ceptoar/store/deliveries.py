@@ -59,6 +59,8 @@ class Outcome:
     reply: str
     # When the server answered (recording comes later, a batch at a time).
     at: datetime | None = None
+    # False when nothing reached the relay (it could not be reached): the claim is given back.
+    counted: bool = True
 
 
 class DeliveryRepo:
@@ -88,6 +90,9 @@ class DeliveryRepo:
     async def record(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """Apply outcomes to rows still `sending` for that attempt; return those applied.
 
+        An outcome that did not count (the relay could not be reached) gives
+        its attempt back, so an outage costs no delivery one of its attempts.
+
         One locked read picks the rows still owned by these attempts, then one
         batched UPDATE and one batched INSERT of events: a row changed
         meanwhile (cancelled, claimed again) is left alone.
@@ -116,6 +121,7 @@ class DeliveryRepo:
                     .where(deliveries.c.id == bindparam("b_id"))
                     .values(
                         state=bindparam("b_state"),
+                        attempts=deliveries.c.attempts - bindparam("b_refund"),
                         last_code=bindparam("b_code"),
                         last_reply=bindparam("b_reply"),
                         lease_until=None,
@@ -310,6 +316,7 @@ def _outcome_params(o: Outcome, now: datetime) -> dict[str, Any]:
         "b_code": o.code,
         "b_reply": o.reply,
         "b_sent_at": sent_at,
+        "b_refund": 0 if o.counted else 1,
     }
 
 
@@ -352,7 +359,7 @@ def _event(o: Outcome, now: datetime) -> dict[str, Any]:
         "delivery_id": o.delivery_id,
         "at": o.at or now,
         "state": o.state.value,
-        "attempt": o.attempt,
+        "attempt": o.attempt if o.counted else o.attempt - 1,
         "smtp_code": o.code,
         "smtp_reply": o.reply,
     }
