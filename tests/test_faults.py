@@ -274,3 +274,37 @@ async def _pg_restart() -> None:
         assert proc.returncode == 0, f"pg_ctlcluster {action}: {err.decode()}"
         if action == "stop":
             await asyncio.sleep(3)
+
+
+@pytest.mark.postgres
+async def test_serve_started_while_the_database_is_away_waits_for_it(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow], pg_url: str
+) -> None:
+    from tests.test_flow import _set_database_reachable
+
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2), database_url=pg_url)
+    await stack.store.close()  # nothing of the test's own holds a connection
+    await _set_database_reachable(pg_url, False)
+    try:
+        serve = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ceptoar",
+            "serve",
+            "--mailers",
+            "1",
+            env={**os.environ, **cli_env(stack.settings)},
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await asyncio.sleep(4)
+        assert serve.returncode is None, "serve gave up on the database"
+    finally:
+        await _set_database_reachable(pg_url, True)
+    stack.store = await Store.open(pg_url)
+    try:
+        await stack.publish(notice_doc(id="LATE-DB-1"))
+        assert await _settled(stack, "LATE-DB-1") == {"sent": 4}
+    finally:
+        serve.terminate()
+        assert await asyncio.wait_for(serve.wait(), 60) == 0
+        await stack.store.close()
