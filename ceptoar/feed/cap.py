@@ -30,6 +30,7 @@ Mapping to the Notice:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -44,7 +45,7 @@ from ceptoar.feed.errors import MalformedNotice, UnsupportedFormat
 from ceptoar.feed.notice import Category, Notice, validation_error
 from ceptoar.registry.codes import check_digit, is_prefecture, validate_lgcode
 
-__all__ = ["CAP12", "CapDocument", "cap_to_notice", "parse_cap"]
+__all__ = ["CAP12", "CapDocument", "cap_source", "cap_to_notice", "parse_cap", "peek_cap_key"]
 
 CAP12 = "urn:oasis:names:tc:emergency:cap:1.2"
 OLDER = {
@@ -54,7 +55,7 @@ OLDER = {
 }
 _SCHEMA_FILE = Path(__file__).with_name("schemas") / "CAP-v1.2.xsd"
 _NS = {"c": CAP12}
-_DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_PLAIN_SOURCE = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
 _ELEMENT = re.compile(r"Element '\{[^}]*\}(\w+)'")
 _NAMESPACE = re.compile(r"\{(urn|https?):[^}]*\}")
 
@@ -158,12 +159,46 @@ def _info(el: Any, index: int) -> CapInfo:
 
 
 def _root(data: bytes) -> Any:
-    if _DOCTYPE.search(data[:8192]):
-        raise InvalidNotice("a DOCTYPE or entity declaration is refused in CAP documents", field="alert")
+    """The document's root element; a DOCTYPE anywhere, in any encoding, is refused by what the parser saw."""
     try:
-        return etree.fromstring(data, _parser())
+        root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         raise MalformedNotice(f"not well-formed XML: {exc}") from exc
+    except (etree.LxmlError, ValueError) as exc:  # an encoding lxml cannot read, say
+        raise MalformedNotice(f"not readable XML: {exc}") from exc
+    info = root.getroottree().docinfo
+    if info.doctype or info.internalDTD is not None or info.externalDTD is not None:
+        raise InvalidNotice(
+            "a DOCTYPE (and with it any entity declaration) is refused in CAP documents", field="alert"
+        )
+    return root
+
+
+def cap_source(sender: str) -> str:
+    """ceptoar's source key for a CAP sender, which is kept as sent beside it.
+
+    A plain sender (an address or a host name, as CAP senders usually are)
+    is its own key, lower-cased. Any other (a URL, say: CAP forbids only
+    spaces, commas and '<' and '&' there) keeps a readable part and gains a
+    hash of the whole, so two senders never share a key.
+    """
+    low = sender.strip().lower()
+    if _PLAIN_SOURCE.fullmatch(low):
+        return low
+    readable = re.sub(r"[^a-z0-9._@+-]+", "-", low.split("://", 1)[-1]).strip("-._@+")[:46]
+    return f"{readable or 'sender'}+{hashlib.sha256(low.encode()).hexdigest()[:12]}"
+
+
+def peek_cap_key(data: bytes) -> tuple[str, str] | None:
+    """(source, id) of a CAP document, read without validating it; None where it is not clear."""
+    try:
+        root = _root(data)
+    except InvalidNotice:
+        return None
+    sender, identifier = _text(root, "sender"), _text(root, "identifier")
+    if sender is None or identifier is None:
+        return None
+    return cap_source(sender), identifier
 
 
 def parse_cap(data: bytes) -> CapDocument:
@@ -177,7 +212,11 @@ def parse_cap(data: bytes) -> CapDocument:
         found = f"CAP {version}" if version else f"namespace {qname.namespace!r}"
         raise UnsupportedFormat(f"{found} is not accepted; ceptoar accepts CAP 1.2 ({CAP12})", field="alert")
     schema = _schema()
-    if not schema.validate(root):
+    try:
+        valid = schema.validate(root)
+    except etree.LxmlError as exc:
+        raise InvalidNotice(f"cannot be checked against the CAP 1.2 schema: {exc}", field="alert") from exc
+    if not valid:
         entry = next(iter(schema.error_log))
         element = _ELEMENT.search(entry.message)
         message = _NAMESPACE.sub("", entry.message)
@@ -260,7 +299,7 @@ def cap_to_notice(doc: CapDocument) -> Notice:
     )
     fields: dict[str, Any] = {
         "schema": "ceptoar.notice/1",
-        "source": doc.sender.lower(),
+        "source": cap_source(doc.sender),
         "id": doc.identifier,
         "sent": doc.sent,
         "msg_type": MSG_TYPES[doc.msg_type],

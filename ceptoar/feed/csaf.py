@@ -30,10 +30,10 @@ from pydantic import ValidationError
 from referencing import Registry, Resource
 
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed.errors import MalformedNotice
+from ceptoar.feed.jsonsafe import load_json
 from ceptoar.feed.notice import Notice, validation_error
 
-__all__ = ["csaf_to_notice", "parse_csaf", "parse_csaf_notice"]
+__all__ = ["check_csaf", "csaf_key", "csaf_notice", "csaf_to_notice", "parse_csaf", "parse_csaf_notice"]
 
 _SCHEMAS = Path(__file__).with_name("schemas")
 STATUS_LISTS = (
@@ -121,10 +121,11 @@ def _mandatory_tests(doc: dict[str, Any]) -> None:
 
 def parse_csaf(data: bytes) -> dict[str, Any]:
     """A schema-valid CSAF 2.0 document that passes mandatory tests 6.1.1 and 6.1.2."""
-    try:
-        doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedNotice(f"not valid JSON: {exc}") from exc
+    return check_csaf(load_json(data))
+
+
+def check_csaf(doc: Any) -> dict[str, Any]:
+    """`doc`, decoded, if it is schema-valid CSAF 2.0 and passes mandatory tests 6.1.1 and 6.1.2."""
     error = best_match(_validator().iter_errors(doc))
     if error is not None:
         raise InvalidNotice(f"CSAF schema: {error.message}", field=error.json_path)
@@ -183,6 +184,18 @@ def _exploited(vulns: list[dict[str, Any]]) -> bool:
     )
 
 
+def csaf_key(doc: Any) -> tuple[str, str]:
+    """(source, id) of an advisory: its publisher's host, and its tracking id (with the version once revised).
+
+    KeyError or TypeError when the document lacks them.
+    """
+    tracking = doc["document"]["tracking"]
+    namespace = doc["document"]["publisher"]["namespace"]
+    host = urlsplit(namespace).hostname or namespace
+    revised = len(tracking.get("revision_history", [])) > 1
+    return str(host).lower(), f"{tracking['id']}@{tracking['version']}" if revised else str(tracking["id"])
+
+
 def csaf_to_notice(doc: dict[str, Any]) -> Notice:
     """The Notice a CSAF advisory stands for."""
     meta = doc["document"]
@@ -191,11 +204,11 @@ def csaf_to_notice(doc: dict[str, Any]) -> Notice:
     summary, body = _notes_text(meta.get("notes", []))
     vuln_titles = [v["title"] for v in vulns if v.get("title")]
     revised = len(tracking.get("revision_history", [])) > 1
-    host = urlsplit(meta["publisher"]["namespace"]).hostname or meta["publisher"]["namespace"]
+    source, ident = csaf_key(doc)
     fields: dict[str, Any] = {
         "schema": "ceptoar.notice/1",
-        "source": host.lower(),
-        "id": f"{tracking['id']}@{tracking['version']}" if revised else tracking["id"],
+        "source": source,
+        "id": ident,
         "sent": tracking["current_release_date"],
         "msg_type": "update" if revised else "alert",
         "references": [tracking["id"]] if revised else [],
@@ -223,5 +236,10 @@ def csaf_to_notice(doc: dict[str, Any]) -> Notice:
 
 def parse_csaf_notice(data: bytes) -> tuple[Notice, list[str]]:
     """A CSAF document as a Notice, with its language."""
-    doc = parse_csaf(data)
-    return csaf_to_notice(doc), [str(doc["document"].get("lang", "en"))]
+    return csaf_notice(load_json(data))
+
+
+def csaf_notice(doc: Any) -> tuple[Notice, list[str]]:
+    """A decoded CSAF document as a Notice, with its language."""
+    advisory = check_csaf(doc)
+    return csaf_to_notice(advisory), [str(advisory["document"].get("lang", "en"))]

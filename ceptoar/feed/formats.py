@@ -4,21 +4,24 @@ By content type first (JSON: application/json, application/csaf+json;
 XML: application/cap+xml, application/xml, text/xml); with no content type
 or application/octet-stream, by content. A JSON document is a ceptoar
 notice when it names `schema`, a CSAF advisory when it has `document`.
+
+`peek_key` reads a document's dedupe key (source, id) without validating
+it, so a replay can be answered before the document is checked again.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed.cap import parse_cap_notice
-from ceptoar.feed.csaf import parse_csaf_notice
+from ceptoar.feed.cap import parse_cap_notice, peek_cap_key
+from ceptoar.feed.csaf import csaf_key, csaf_notice
 from ceptoar.feed.errors import MalformedNotice, UnsupportedFormat
-from ceptoar.feed.notice import Notice, parse_notice
+from ceptoar.feed.jsonsafe import load_json
+from ceptoar.feed.notice import Notice, notice_from_json
 
-__all__ = ["CONTENT_TYPES", "Format", "Parsed", "detect", "parse_any"]
+__all__ = ["CONTENT_TYPES", "Format", "Key", "Parsed", "detect", "parse_any", "payload_text", "peek_key"]
 
 Format = Literal["json", "cap", "csaf"]
 CONTENT_TYPES: dict[Format, str] = {
@@ -30,6 +33,8 @@ _JSON = {"application/json", "application/csaf+json"}
 _XML = {"application/cap+xml", "application/xml", "text/xml"}
 _SNIFF = {"", "application/octet-stream"}
 _BOM = b"\xef\xbb\xbf"
+# An XML document in UTF-16 or UTF-32 starts with one of these (a byte order mark, or '<').
+_WIDE_XML = (b"\xff\xfe", b"\xfe\xff", b"<\x00", b"\x00<")
 
 
 @dataclass(frozen=True)
@@ -41,26 +46,26 @@ class Parsed:
     languages: list[str]
 
 
-def detect(data: bytes, content_type: str | None) -> Format:
-    """The format of `data`; UnsupportedFormat for a content type or content ceptoar does not take."""
+def _sniff(data: bytes, content_type: str | None) -> Literal["xml", "json"]:
     media = (content_type or "").split(";")[0].strip().lower()
     if media in _XML:
-        return "cap"
+        return "xml"
     if media not in _JSON and media not in _SNIFF:
         raise UnsupportedFormat(
             f"content type {media!r} is not accepted; send application/json, application/csaf+json, "
             "application/cap+xml or application/xml",
             field="Content-Type",
         )
-    head = data.removeprefix(_BOM).lstrip()[:1]
-    if media in _SNIFF and head == b"<":
-        return "cap"
-    if media in _SNIFF and head != b"{":
-        raise UnsupportedFormat("neither XML nor a JSON object: cannot tell the format")
-    try:
-        doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedNotice(f"not valid JSON: {exc}") from exc
+    if media in _SNIFF:
+        head = data.removeprefix(_BOM).lstrip()[:1]
+        if head == b"<" or data.startswith(_WIDE_XML):
+            return "xml"
+        if head != b"{":
+            raise UnsupportedFormat("neither XML nor a JSON object: cannot tell the format")
+    return "json"
+
+
+def _json_format(doc: Any) -> Format:
     if not isinstance(doc, dict):
         raise MalformedNotice(f"a notice is a JSON object, not {type(doc).__name__}")
     if "schema" in doc:
@@ -72,14 +77,76 @@ def detect(data: bytes, content_type: str | None) -> Format:
     )
 
 
+def detect(data: bytes, content_type: str | None) -> Format:
+    """The format of `data`; UnsupportedFormat for a content type or content ceptoar does not take."""
+    if _sniff(data, content_type) == "xml":
+        return "cap"
+    return _json_format(load_json(data))
+
+
 def parse_any(data: bytes, content_type: str | None = None) -> Parsed:
     """Detect, validate and normalise a notice in any accepted format."""
-    fmt = detect(data, content_type)
-    if fmt == "cap":
+    if _sniff(data, content_type) == "xml":
         notice, languages = parse_cap_notice(data)
-    elif fmt == "csaf":
-        notice, languages = parse_csaf_notice(data)
-    else:
-        notice = parse_notice(data)
-        languages = [notice.language, *notice.translations]
-    return Parsed(fmt, notice, languages)
+        return Parsed("cap", notice, languages)
+    doc = load_json(data)
+    if _json_format(doc) == "csaf":
+        notice, languages = csaf_notice(doc)
+        return Parsed("csaf", notice, languages)
+    notice = notice_from_json(doc)
+    return Parsed("json", notice, [notice.language, *notice.translations])
+
+
+def payload_text(data: bytes) -> str:
+    """A document as text for the record, losing nothing.
+
+    UTF-8, or UTF-16 and UTF-32 as their byte order mark (or a leading
+    '<') says; anything else byte for byte as ISO-8859-1, which any byte
+    sequence is and from which the bytes can be had back.
+    """
+    for encoding, marks in _WIDE_ENCODINGS:
+        if data.startswith(marks):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError:
+                break
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+_WIDE_ENCODINGS = (
+    ("utf-32", (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")),
+    ("utf-16", (b"\xff\xfe", b"\xfe\xff")),
+    ("utf-16-le", (b"<\x00",)),
+    ("utf-16-be", (b"\x00<",)),
+)
+
+
+@dataclass(frozen=True)
+class Key:
+    """What a document would be stored under, read without validating it."""
+
+    format: Format
+    source: str
+    id: str
+
+
+def peek_key(data: bytes, content_type: str | None = None) -> Key | None:
+    """The format, source and id of a document, read without validating it; None if unclear.
+
+    Only for answering a replay early: a document it reads a key from may
+    still be refused by `parse_any`.
+    """
+    try:
+        if _sniff(data, content_type) == "xml":
+            found = peek_cap_key(data)
+            return None if found is None else Key("cap", *found)
+        doc = load_json(data)
+        if _json_format(doc) == "csaf":
+            return Key("csaf", *csaf_key(doc))
+        source, ident = doc["source"], doc["id"]
+    except (InvalidNotice, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return Key("json", source, ident) if isinstance(source, str) and isinstance(ident, str) else None

@@ -8,7 +8,6 @@ dotted form an operator can find in the document (`cvss.score`, `area[2]`).
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -29,7 +28,7 @@ from pydantic import (
 )
 
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed.errors import MalformedNotice
+from ceptoar.feed.jsonsafe import load_json
 from ceptoar.registry.codes import validate_area_code
 
 __all__ = [
@@ -47,6 +46,7 @@ __all__ = [
     "NoticeText",
     "Severity",
     "Tlp",
+    "notice_from_json",
     "parse_notice",
 ]
 
@@ -311,10 +311,11 @@ def validation_error(exc: ValidationError, where: dict[str, str] | None = None) 
 
 def parse_notice(data: bytes | str) -> Notice:
     """Parse a JSON notice, or raise InvalidNotice naming the first bad field."""
-    try:
-        doc: Any = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedNotice(f"not valid JSON: {exc}") from exc
+    return notice_from_json(load_json(data))
+
+
+def notice_from_json(doc: Any) -> Notice:
+    """The notice a decoded JSON document holds, or InvalidNotice naming the first bad field."""
     if not isinstance(doc, dict):
         raise InvalidNotice(f"a notice is a JSON object, not {type(doc).__name__}")
     if doc.get("schema") != NOTICE_SCHEMA:
