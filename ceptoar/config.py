@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
     api_max_body: int = Field(1024 * 1024, ge=1024)
+    # Documents parsed at once, off the event loop, and how long one may take before it is refused.
+    parse_workers: int = Field(2, ge=1, le=32)
+    parse_timeout: float = Field(10.0, gt=0)
 
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

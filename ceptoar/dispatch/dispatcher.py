@@ -38,8 +38,9 @@ from ceptoar.config import Settings
 from ceptoar.dispatch.audience import Audience, cancel_audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed.formats import parse_any
+from ceptoar.feed.formats import payload_text
 from ceptoar.feed.notice import OPERATOR_SOURCE, MsgType, Notice
+from ceptoar.feed.offload import ParserPool
 from ceptoar.log import get_logger
 from ceptoar.priority import BulkGate
 from ceptoar.retry import Stopping, persist
@@ -71,6 +72,8 @@ class Dispatcher:
         self._bus = bus
         self._settings = settings
         self._rules = rules
+        # Off the event loop: this process's mailer keeps sending while a large advisory is checked.
+        self._parser = ParserPool(workers=1, timeout=settings.parse_timeout)
 
     async def run(self, stop: asyncio.Event) -> None:
         # Read the registry now: the first notice after a start should not wait for it.
@@ -79,9 +82,12 @@ class Dispatcher:
         except Stopping:
             return
         inbox = await self._bus.consume(self._bus.names.notices, prefetch=4)
-        while (message := await inbox.next(stop)) is not None:
-            async with self._gate.holding():
-                await self.handle(message, stop)
+        try:
+            while (message := await inbox.next(stop)) is not None:
+                async with self._gate.holding():
+                    await self.handle(message, stop)
+        finally:
+            self._parser.close()
 
     async def handle(self, message: AbstractIncomingMessage, stop: asyncio.Event) -> None:
         """Dispatch one notice; never raises for the notice, nor for an outage (it is waited out)."""
@@ -117,8 +123,8 @@ class Dispatcher:
         await settle(message)
 
     async def _dispatch(self, message: AbstractIncomingMessage) -> None:
-        payload = message.body.decode("utf-8", errors="replace")
-        parsed = parse_any(message.body, message.content_type)
+        payload = payload_text(message.body)
+        parsed = await self._parser.parse(message.body, message.content_type)
         notice = parsed.notice
         with bound_contextvars(source=notice.source, notice_id=notice.id, format=parsed.format):
             stored = await self._store.alerts.existing(notice.source, notice.id)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,8 +37,9 @@ from ceptoar.bus import Bus
 from ceptoar.config import Settings
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.errors import MalformedNotice, UnsupportedFormat
-from ceptoar.feed.formats import CONTENT_TYPES, Parsed, parse_any
+from ceptoar.feed.formats import CONTENT_TYPES, Parsed
 from ceptoar.feed.notice import OPERATOR_SOURCE
+from ceptoar.feed.offload import ParserBusy, ParserPool
 from ceptoar.log import get_logger
 from ceptoar.retry import is_transient
 from ceptoar.store import DeliveryState, Feed, Store
@@ -47,6 +49,7 @@ __all__ = ["SIGNATURE_MAX_AGE", "create_app", "sign"]
 log = get_logger(__name__)
 
 SIGNATURE_MAX_AGE = 300  # seconds either side of now
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 PUBLISH_TIMEOUT = 10.0
 
 
@@ -131,6 +134,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 class Context:
     settings: Settings
     store: Store
+    parser: ParserPool
     bus: Bus | None = None
 
     async def broker(self) -> Bus:
@@ -174,9 +178,12 @@ async def authenticated(
 Authenticated = Annotated[Feed, Depends(authenticated)]
 
 
+_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _DIGITS.fullmatch(declared) and int(declared) > limit:
         raise ApiError(413, "too_large", f"the body is {declared} bytes; the limit is {limit}")
     body = bytearray()
     async for chunk in request.stream():
@@ -193,23 +200,57 @@ def _check_signature(feed: Feed, timestamp: str | None, signature: str | None, b
         raise ApiError(401, "unexpected_signature", f"feed {feed.name} has no signing secret")
     if not timestamp or not signature:
         raise ApiError(401, "signature_required", "send X-Ceptoar-Timestamp and X-Ceptoar-Signature")
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > SIGNATURE_MAX_AGE:
+    if not _TIMESTAMP.fullmatch(timestamp):
+        raise ApiError(
+            401, "bad_timestamp", "X-Ceptoar-Timestamp must be the Unix time in seconds (ASCII digits)"
+        )
+    if abs(time.time() - int(timestamp)) > SIGNATURE_MAX_AGE:
         raise ApiError(
             401, "stale_signature", "X-Ceptoar-Timestamp is more than 5 minutes from now (replay?)"
         )
-    if not hmac.compare_digest(sign(feed.signing_secret, timestamp, body), signature):
+    expected = sign(feed.signing_secret, timestamp, body).encode()
+    # Bytes: compare_digest refuses str with non-ASCII characters, which a header may hold.
+    if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape")):
         raise ApiError(401, "bad_signature", "X-Ceptoar-Signature does not match the body")
 
 
-def _parse(body: bytes, content_type: str | None) -> Parsed:
+async def _parse(ctx: Context, body: bytes, content_type: str | None) -> Parsed:
     try:
-        return parse_any(body, content_type)
+        return await ctx.parser.parse(body, content_type)
     except MalformedNotice as exc:
         raise ApiError(400, "malformed", exc.reason, field=exc.field) from exc
     except UnsupportedFormat as exc:
         raise ApiError(415, "unsupported_format", exc.reason, field=exc.field) from exc
     except InvalidNotice as exc:
         raise ApiError(422, "invalid_notice", exc.reason, field=exc.field) from exc
+    except ParserBusy as exc:
+        raise ApiError(503, "busy", f"{exc}; retry later", retry_after=5) from exc
+    except Exception as exc:
+        # A document no check foresaw: refuse it, and keep the trace for the developers.
+        log.exception("api.parse_failed", bytes=len(body))
+        raise ApiError(
+            422, "invalid_notice", f"the document could not be checked ({exc.__class__.__name__})"
+        ) from exc
+
+
+async def _replayed(ctx: Context, feed: Feed, body: bytes, content_type: str | None) -> JSONResponse | None:
+    """The answer to a notice this feed posted before, found without checking the document again."""
+    try:
+        key = await ctx.parser.peek(body, content_type)
+    except (ParserBusy, InvalidNotice):
+        return None
+    if key is None or key.source not in feed.sources or key.source == OPERATOR_SOURCE:
+        return None
+    state = await ctx.store.feeds.receive_state(source=key.source, source_id=key.id)
+    if state is None:  # it may have come in over AMQP
+        known = await ctx.store.alerts.existing(key.source, key.id) is not None
+    else:  # one being accepted right now is checked in full, and answered as such
+        known = state == "published"
+    if not known:
+        return None
+    answer = Accepted(id=key.id, source=key.source, format=key.format, status="already received")
+    log.info("api.replay", feed=feed.name, source=key.source, notice_id=key.id)
+    return JSONResponse(answer.model_dump(), 200)
 
 
 async def _publish(ctx: Context, body: bytes, parsed: Parsed, feed: Feed) -> None:
@@ -239,11 +280,13 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = store is None
-        ctx = Context(settings, store or await Store.open(settings.db_url))
+        parser = ParserPool(workers=settings.parse_workers, timeout=settings.parse_timeout)
+        ctx = Context(settings, store or await Store.open(settings.db_url), parser)
         app.state.ctx = ctx
         try:
             yield
         finally:
+            parser.close()
             if ctx.bus is not None:
                 await ctx.bus.close()
             if own:
@@ -273,7 +316,10 @@ _BODY_TYPES = {t: {"schema": {"type": "string"}} for t in (*CONTENT_TYPES.values
 
 
 async def _accept(ctx: Context, feed: Feed, body: bytes, content_type: str | None) -> Accepted | JSONResponse:
-    parsed = _parse(body, content_type)
+    replayed = await _replayed(ctx, feed, body, content_type)
+    if replayed is not None:
+        return replayed
+    parsed = await _parse(ctx, body, content_type)
     notice = parsed.notice
     if notice.source == OPERATOR_SOURCE:
         # Whatever a feed was given: its notices would pass as the operators', unaudited.
