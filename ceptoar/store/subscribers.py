@@ -112,7 +112,12 @@ class SubscriberRepo:
     @staticmethod
     async def _upsert_organisations(conn: AsyncConnection, rows: Sequence[RegistryRow], now: datetime) -> int:
         names = {r.code: r.name for r in rows}
-        existing = dict((await conn.execute(select(subscribers.c.code, subscribers.c.name))).all())
+        existing = {
+            code: (name, active)
+            for code, name, active in (
+                await conn.execute(select(subscribers.c.code, subscribers.c.name, subscribers.c.active))
+            ).all()
+        }
         added = [c for c in names if c not in existing]
         if added:
             await conn.execute(
@@ -129,7 +134,8 @@ class SubscriberRepo:
                 ],
             )
         for code, name in names.items():
-            if code in existing and existing[code] != name:
+            # A name that changed, or an organisation a replacing import had dropped and this one lists.
+            if code in existing and existing[code] != (name, True):
                 await conn.execute(
                     update(subscribers)
                     .where(subscribers.c.code == code)
