@@ -165,7 +165,7 @@ async def test_refused_requests_publish_nothing(
     signed = await stack.store.feeds.add("signed-feed", sources=["cap@nisc.example"], signed=True)
     revoked = await stack.store.feeds.add("old")
     await stack.store.feeds.revoke("old")
-    body = _nisc_cap()
+    body = _nisc_cap(area=False)
     now = str(int(time.time()))
     stale = str(int(time.time()) - 301)
     assert signed.signing_secret is not None
@@ -254,7 +254,7 @@ async def test_with_the_broker_down_it_answers_503_and_accepts_nothing(
     auth, _ = await _feed(stack)
     down = stack.settings.model_copy(update={"amqp_url": f"amqp://guest:guest@127.0.0.1:{free_port()}/"})
     async with api_running(down) as url, httpx.AsyncClient(base_url=url) as http:
-        refused = await http.post("/v1/notices", content=_nisc_cap(), headers={**auth, **XML})
+        refused = await http.post("/v1/notices", content=_nisc_cap(area=False), headers={**auth, **XML})
         ready = await http.get("/readyz")
         health = await http.get("/healthz")
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
@@ -263,7 +263,7 @@ async def test_with_the_broker_down_it_answers_503_and_accepts_nothing(
     assert health.status_code == 200
     # Nothing was half-accepted: with the broker back, the same notice is new.
     async with api_running(stack.settings) as url, httpx.AsyncClient(base_url=url) as http:
-        retried = await http.post("/v1/notices", content=_nisc_cap(), headers={**auth, **XML})
+        retried = await http.post("/v1/notices", content=_nisc_cap(area=False), headers={**auth, **XML})
         assert (await http.get("/readyz")).status_code == 200
     assert retried.status_code == 202
 
@@ -338,3 +338,60 @@ async def test_no_feed_may_post_as_the_operators(
         "field": "source",
     }
     assert await _queued_notices(stack) == 0
+
+
+async def test_what_the_dispatcher_would_refuse_is_refused_at_the_door(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    """A 202 is never taken back for anything the endpoint could have said at once."""
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2))
+    auth, _ = await _feed(stack)
+    cap = _nisc_cap(identifier="REUSED-1", area=False)
+    cases = [
+        (notice_doc(id="Y1", sent="0001-01-01T00:00:00+14:00"), "sent", "outside the accepted range"),
+        (notice_doc(id="Y9", expires="9999-12-31T23:59:59Z"), "expires", "outside the accepted range"),
+        (notice_doc(id="AREA", area=["010006", "131016"]), "area[1]", "131016 is not a subscribed"),
+    ]
+    async with (
+        running(stack.settings),
+        api_running(stack.settings) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        for doc, field, words in cases:
+            answer = await http.post("/v1/notices", json=doc, headers=auth)
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["error"]["field"] == field and words in answer.json()["error"]["message"]
+        assert (await http.post("/v1/notices", content=cap, headers={**auth, **XML})).status_code == 202
+        await stack.wait_settled("cap@nisc.example:REUSED-1")
+        reused = cap.replace(b"<sent>2026-11-28T19:05:00+09:00</sent>", b"<sent>2026-11-28T20:00:00+09:00</sent>")
+        assert reused != cap
+        again = await http.post("/v1/notices", content=reused, headers={**auth, **XML})
+    assert again.status_code == 422 and again.json()["error"]["field"] == "id"
+    assert "already used id REUSED-1 with sent" in again.json()["error"]["message"]
+    assert await _queued_notices(stack) == 0
+
+
+async def test_a_notice_refused_after_it_was_accepted_says_why_and_may_be_sent_again(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 3)
+    stack = await make_stack(mailbox=mailbox, rows=rows)
+    auth, _ = await _feed(stack)
+    doc = notice_doc(id="LATER-1", area=[rows[4].code])
+    async with api_running(stack.settings) as url, httpx.AsyncClient(base_url=url) as http:
+        accepted = await http.post("/v1/notices", json=doc, headers=auth)
+        assert accepted.status_code == 202, accepted.text
+        # Before the dispatcher gets to it, the organisation leaves the registry.
+        await stack.store.subscribers.import_rows(rows[:4], replace=True)
+        async with running(stack.settings):
+            dead = await stack.get_dead()
+            state = (await http.get("/v1/notices/LATER-1", headers=auth)).json()
+            await stack.store.subscribers.import_rows(rows)  # mended
+            retried = await http.post("/v1/notices", json=doc, headers=auth)
+            counts = await stack.wait_settled("LATER-1")
+    assert (dead.headers or {})["x-ceptoar-field"] == "area[0]"
+    assert state["state"] == "rejected" and state["alert_id"] is None
+    assert state["rejected_field"] == "area[0]"
+    assert state["rejected_reason"] == f"area[0]: {rows[4].code} is not a subscribed local government"
+    assert retried.status_code == 202, retried.text
+    assert counts == {"sent": 2}

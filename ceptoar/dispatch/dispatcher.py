@@ -35,6 +35,7 @@ from structlog.contextvars import bound_contextvars
 
 from ceptoar.bus import Bus, Lane, lane_for, settle
 from ceptoar.config import Settings
+from ceptoar.dispatch.admission import admit
 from ceptoar.dispatch.audience import Audience, cancel_audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
 from ceptoar.errors import InvalidNotice
@@ -110,32 +111,42 @@ class Dispatcher:
     async def _refuse(
         self, message: AbstractIncomingMessage, stop: asyncio.Event, *, reason: str, field: str | None = None
     ) -> None:
-        """Dead-letter a refused notice with the reason, then ack it (the broker's outage is waited out)."""
+        """Dead-letter a refused notice with the reason, mark its HTTP receipt, then ack it.
+
+        The broker's and the store's outages are waited out: a notice the
+        endpoint answered 202 must not vanish without its sender being able
+        to see why (`GET /v1/notices/{id}`).
+        """
         try:
             await persist(
                 lambda: self._bus.dead_letter(message, reason=reason, field=field),
                 stop=stop,
                 what="dead-letter",
             )
+            await persist(
+                lambda: self._mark_receipt(message, reason, field), stop=stop, what="mark the receipt"
+            )
         except Stopping:
             await settle(message, ack=False)
             return
         await settle(message)
+
+    async def _mark_receipt(self, message: AbstractIncomingMessage, reason: str, field: str | None) -> None:
+        """Mark the receipt of a notice that came through the HTTP endpoint as rejected, with why."""
+        if not (message.headers or {}).get("x-ceptoar-feed") or not message.message_id:
+            return
+        source, _, source_id = message.message_id.partition(":")
+        if await self._store.feeds.reject(source=source, source_id=source_id, reason=reason, field=field):
+            log.info("receipt.rejected", source=source, notice_id=source_id)
 
     async def _dispatch(self, message: AbstractIncomingMessage) -> None:
         payload = payload_text(message.body)
         parsed = await self._parser.parse(message.body, message.content_type)
         notice = parsed.notice
         with bound_contextvars(source=notice.source, notice_id=notice.id, format=parsed.format):
-            stored = await self._store.alerts.existing(notice.source, notice.id)
-            if stored is not None and stored.sent is not None and stored.sent != notice.sent:
-                raise InvalidNotice(
-                    f"{notice.source} already used id {notice.id} with sent {stored.sent.isoformat()}; "
-                    "a notice is keyed by its source, id and sent time",
-                    field="id",
-                )
+            stored = await admit(self._store, notice, now=datetime.now(UTC))
             if stored is None:
-                await self._check(notice)
+                await self._check_operator(notice)
                 stored = await self._store_alert(notice, payload, parsed.format)
             elif stored.jobs_published:
                 log.info("notice.duplicate", alert_id=stored.alert_id)
@@ -159,7 +170,7 @@ class Dispatcher:
                 republished=stored.duplicate,
             )
 
-    async def _check(self, notice: Notice) -> None:
+    async def _check_operator(self, notice: Notice) -> None:
         if notice.source == OPERATOR_SOURCE and not await self._store.audit.records_notice(notice.id):
             # Anyone who may publish to the feed exchange could otherwise speak as the operators.
             raise InvalidNotice(
@@ -167,12 +178,6 @@ class Dispatcher:
                 f"action in the audit log published notice {notice.id}",
                 field="source",
             )
-        if notice.is_expired(datetime.now(UTC)):
-            raise InvalidNotice(f"expired at {notice.expires:%Y-%m-%dT%H:%M:%S%z}", field="expires")
-        unknown = set(await self._store.subscribers.unknown_codes(notice.area))
-        for i, code in enumerate(notice.area):
-            if code in unknown:
-                raise InvalidNotice(f"{code} is not a subscribed local government", field=f"area[{i}]")
 
     async def _store_alert(self, notice: Notice, payload: str, fmt: str) -> StoredAlert:
         result = classify(notice, self._rules)

@@ -189,8 +189,8 @@ def cap_source(sender: str) -> str:
     return f"{readable or 'sender'}+{hashlib.sha256(low.encode()).hexdigest()[:12]}"
 
 
-def peek_cap_key(data: bytes) -> tuple[str, str] | None:
-    """(source, id) of a CAP document, read without validating it; None where it is not clear."""
+def peek_cap_key(data: bytes) -> tuple[str, str, str | None] | None:
+    """(source, id, sent) of a CAP document, read without validating it; None where it is not clear."""
     try:
         root = _root(data)
     except InvalidNotice:
@@ -198,7 +198,7 @@ def peek_cap_key(data: bytes) -> tuple[str, str] | None:
     sender, identifier = _text(root, "sender"), _text(root, "identifier")
     if sender is None or identifier is None:
         return None
-    return cap_source(sender), identifier
+    return cap_source(sender), identifier, _text(root, "sent")
 
 
 def parse_cap(data: bytes) -> CapDocument:

@@ -12,6 +12,7 @@ it, so a replay can be answered before the document is checked again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from ceptoar.errors import InvalidNotice
@@ -126,15 +127,24 @@ _WIDE_ENCODINGS = (
 
 @dataclass(frozen=True)
 class Key:
-    """What a document would be stored under, read without validating it."""
+    """What a document would be stored under, read without validating it, and when it says it was sent."""
 
     format: Format
     source: str
     id: str
+    sent: datetime | None
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        sent = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return sent if sent is not None and sent.tzinfo is not None else None
 
 
 def peek_key(data: bytes, content_type: str | None = None) -> Key | None:
-    """The format, source and id of a document, read without validating it; None if unclear.
+    """The format, source, id and sent time of a document, read without validating it; None if unclear.
 
     Only for answering a replay early: a document it reads a key from may
     still be refused by `parse_any`.
@@ -142,11 +152,14 @@ def peek_key(data: bytes, content_type: str | None = None) -> Key | None:
     try:
         if _sniff(data, content_type) == "xml":
             found = peek_cap_key(data)
-            return None if found is None else Key("cap", *found)
+            return None if found is None else Key("cap", found[0], found[1], _time(found[2]))
         doc = load_json(data)
         if _json_format(doc) == "csaf":
-            return Key("csaf", *csaf_key(doc))
+            source, ident = csaf_key(doc)
+            return Key("csaf", source, ident, _time(doc["document"]["tracking"].get("current_release_date")))
         source, ident = doc["source"], doc["id"]
+        if isinstance(source, str) and isinstance(ident, str):
+            return Key("json", source, ident, _time(doc.get("sent")))
     except (InvalidNotice, KeyError, TypeError, ValueError, AttributeError):
-        return None
-    return Key("json", source, ident) if isinstance(source, str) and isinstance(ident, str) else None
+        pass
+    return None

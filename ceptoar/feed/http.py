@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from ceptoar import __version__
 from ceptoar.bus import Bus
 from ceptoar.config import Settings
+from ceptoar.dispatch.admission import admit
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.errors import MalformedNotice, UnsupportedFormat
 from ceptoar.feed.formats import CONTENT_TYPES, Parsed
@@ -91,6 +92,9 @@ class AlertState(BaseModel):
     rules: list[str] = []
     tlp: str | None = None
     held_reason: str | None = None
+    # A notice accepted here and refused by the dispatcher afterwards (state `rejected`): why.
+    rejected_reason: str | None = None
+    rejected_field: str | None = None
     total: int = 0
     counts: dict[str, int] = {}
 
@@ -239,15 +243,16 @@ async def _replayed(ctx: Context, feed: Feed, body: bytes, content_type: str | N
         key = await ctx.parser.peek(body, content_type)
     except (ParserBusy, InvalidNotice):
         return None
-    if key is None or key.source not in feed.sources or key.source == OPERATOR_SOURCE:
+    if key is None or key.sent is None or key.source not in feed.sources or key.source == OPERATOR_SOURCE:
         return None
-    state = await ctx.store.feeds.receive_state(source=key.source, source_id=key.id)
-    if state is None:  # it may have come in over AMQP
-        known = await ctx.store.alerts.existing(key.source, key.id) is not None
-    else:  # one being accepted right now is checked in full, and answered as such
-        known = state == "published"
-    if not known:
+    # Only a notice already stored (from here or over AMQP), with the same sent time: anything
+    # else, such as a CAP identifier used again for another message, is checked in full.
+    stored = await ctx.store.alerts.existing(key.source, key.id)
+    if stored is None or stored.sent != key.sent:
         return None
+    if await ctx.store.feeds.receive_state(source=key.source, source_id=key.id) is None:
+        await ctx.store.feeds.receive(source=key.source, source_id=key.id, fmt=key.format, feed=feed.name)
+        await ctx.store.feeds.published(source=key.source, source_id=key.id)
     answer = Accepted(id=key.id, source=key.source, format=key.format, status="already received")
     log.info("api.replay", feed=feed.name, source=key.source, notice_id=key.id)
     return JSONResponse(answer.model_dump(), 200)
@@ -333,14 +338,17 @@ async def _accept(ctx: Context, feed: Feed, body: bytes, content_type: str | Non
         raise ApiError(
             403, "wrong_source", f"feed {feed.name} may not post as {notice.source!r}", field="source"
         )
-    if notice.is_expired(datetime.now(UTC)):
-        raise ApiError(422, "invalid_notice", "the notice has expired", field="expires")
+    try:
+        # What the dispatcher would refuse is refused here: a 202 is never taken back.
+        stored = await admit(ctx.store, notice, now=datetime.now(UTC))
+    except InvalidNotice as exc:
+        raise ApiError(422, "invalid_notice", exc.reason, field=exc.field) from exc
     key = {"source": notice.source, "source_id": notice.id}
     answer = Accepted(id=notice.id, source=notice.source, format=parsed.format, status="accepted")
     earlier = await ctx.store.feeds.receive(**key, fmt=parsed.format, feed=feed.name)
     if earlier == "publishing":
         raise ApiError(503, "in_progress", "the same notice is being accepted right now", retry_after=1)
-    if earlier is None and await ctx.store.alerts.existing(notice.source, notice.id) is not None:
+    if earlier is None and stored is not None:
         await ctx.store.feeds.published(**key)  # it came in over AMQP before
         earlier = "published"
     if earlier is not None:
@@ -387,8 +395,17 @@ async def get_notice(request: Request, notice_id: str, feed: Authenticated) -> A
         alert = await ctx.store.alerts.find(source, notice_id)
         if alert is not None:
             return await _alert_state(ctx, alert)
-        if await ctx.store.feeds.receive_state(source=source, source_id=notice_id) is not None:
-            return AlertState(notice_id=notice_id, source=source, alert_id=None, state="received")
+        receipt = await ctx.store.feeds.receipt(source=source, source_id=notice_id)
+        if receipt is not None:
+            rejected = receipt.state == "rejected"
+            return AlertState(
+                notice_id=notice_id,
+                source=source,
+                alert_id=None,
+                state="rejected" if rejected else "received",
+                rejected_reason=receipt.reason if rejected else None,
+                rejected_field=receipt.field if rejected else None,
+            )
     raise ApiError(404, "not_found", f"no notice {notice_id!r} from feed {feed.name}")
 
 

@@ -24,7 +24,7 @@ from ceptoar.feed.notice import OPERATOR_SOURCE
 from ceptoar.store.engine import reading
 from ceptoar.store.tables import feeds, receipts
 
-__all__ = ["Feed", "FeedExists", "FeedRepo", "NewFeed", "ReservedSource", "hash_key"]
+__all__ = ["Feed", "FeedExists", "FeedRepo", "NewFeed", "Receipt", "ReservedSource", "hash_key"]
 
 KEY_PREFIX = "cep_"
 # Longer than any publish may take (the endpoint gives the broker 10 s to confirm).
@@ -51,6 +51,15 @@ class Feed:
     sources: tuple[str, ...]
     signing_secret: str | None
     revoked: bool
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A notice the endpoint accepted: `publishing`, `published`, or `rejected` later with the reason."""
+
+    state: str
+    reason: str | None = None
+    field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +133,9 @@ class FeedRepo:
         """Record that a notice is being accepted; return the state of an earlier receipt, if any.
 
         A receipt left `publishing` for over ABANDONED_AFTER seconds belongs to a
-        request that died before the broker answered: it is taken over.
+        request that died before the broker answered, and one `rejected` to a
+        notice the dispatcher refused (the sender may have mended what was
+        wrong, such as the registry): either is taken over.
         """
         stale = datetime.now(UTC) - timedelta(seconds=ABANDONED_AFTER)
         async with self._engine.begin() as conn:
@@ -132,8 +143,8 @@ class FeedRepo:
                 delete(receipts).where(
                     receipts.c.source == source,
                     receipts.c.source_id == source_id,
-                    receipts.c.state == "publishing",
-                    receipts.c.received_at < stale,
+                    ((receipts.c.state == "publishing") & (receipts.c.received_at < stale))
+                    | (receipts.c.state == "rejected"),
                 )
             )
         try:
@@ -153,16 +164,31 @@ class FeedRepo:
             return await self.receive_state(source=source, source_id=source_id)
 
     async def receive_state(self, *, source: str, source_id: str) -> str | None:
-        """`publishing` or `published` for a notice the endpoint took, else None."""
+        """`publishing`, `published` or `rejected` for a notice the endpoint took, else None."""
+        found = await self.receipt(source=source, source_id=source_id)
+        return None if found is None else found.state
+
+    async def receipt(self, *, source: str, source_id: str) -> Receipt | None:
+        """What became of a notice the endpoint took, as far as the receipt says."""
         async with reading(self._engine) as conn:
-            state = (
+            row = (
                 await conn.execute(
-                    select(receipts.c.state).where(
+                    select(receipts.c.state, receipts.c.reason, receipts.c.field).where(
                         receipts.c.source == source, receipts.c.source_id == source_id
                     )
                 )
-            ).scalar()
-        return None if state is None else str(state)
+            ).first()
+        return None if row is None else Receipt(row.state, row.reason, row.field)
+
+    async def reject(self, *, source: str, source_id: str, reason: str, field: str | None) -> bool:
+        """Mark the receipt of a notice the dispatcher refused, with why; False if there is none."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(receipts)
+                .where(receipts.c.source == source, receipts.c.source_id == source_id)
+                .values(state="rejected", reason=reason, field=field)
+            )
+        return result.rowcount == 1
 
     async def published(self, *, source: str, source_id: str) -> None:
         async with self._engine.begin() as conn:

@@ -7,7 +7,9 @@ the HTTP feed's credentials (feeds) and what it accepted (receipts).
 Version 4 adds the operators' audit log. Version 5 adds the audience an
 alert still has to write as deliveries (alerts.pending). Version 6 adds
 the operator's account and host to the audit log, and creates the
-indexes that columns added by earlier steps lacked. Each step
+indexes that columns added by earlier steps lacked. Version 7 adds why
+a notice the HTTP endpoint accepted was refused later (receipts.reason,
+receipts.field). Each step
 runs in the same transaction as the version row that records it.
 """
 
@@ -101,7 +103,11 @@ def _v6(conn: Connection) -> None:
     _create_missing_indexes(conn)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3, 4: _v3, 5: _v5, 6: _v6}
+def _v7(conn: Connection) -> None:
+    _add_columns(conn, "receipts", [("reason", "TEXT", None), ("field", "VARCHAR(200)", None)])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3, 4: _v3, 5: _v5, 6: _v6, 7: _v7}
 LATEST = max(MIGRATIONS)
 
 

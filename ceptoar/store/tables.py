@@ -198,6 +198,9 @@ receipts = Table(
     Column("feed", String(64), nullable=False),
     Column("state", String(16), nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
+    # Schema 7: why the dispatcher refused a notice the endpoint had accepted (state `rejected`).
+    Column("reason", Text, nullable=True),
+    Column("field", String(200), nullable=True),
 )
 
 # Every operator action (schema 4), append-only like the delivery events.
