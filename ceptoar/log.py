@@ -12,6 +12,8 @@ from typing import Any
 
 import structlog
 
+from ceptoar.text import printable
+
 __all__ = ["configure_logging", "get_logger"]
 
 
@@ -27,6 +29,8 @@ def configure_logging(*, fmt: str = "auto", level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if json_out else structlog.dev.set_exc_info,
+            # JSON escapes control characters itself; on a terminal a relay's reply must not drive it.
+            *(() if json_out else (_printable_values,)),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
@@ -35,6 +39,10 @@ def configure_logging(*, fmt: str = "auto", level: str = "info") -> None:
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def _printable_values(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {k: printable(v) if isinstance(v, str) else v for k, v in event.items()}
 
 
 def get_logger(name: str) -> Any:

@@ -101,3 +101,37 @@ def test_a_time_outside_the_range_is_refused_naming_its_field(field: str, value:
         parse_notice(json.dumps(notice_doc(**{field: value})))
     assert info.value.field == field
     assert "outside the accepted range, 1970 to 2200" in info.value.reason
+
+
+def test_titles_and_text_lose_control_and_invisible_characters() -> None:
+    notice = parse_notice(
+        json.dumps(
+            notice_doc(
+                title="緊急\x1b[2J\x07のお知らせ\u202e\u200b\r\n続き",
+                summary="一行目\r\n二行目\x00\x1b]0;title\x07\u2066",
+                body="表\tの列\r三行目\x9b31m",
+                translations={"en": {"title": "Urgent\x1b[1m notice", "summary": "s\u200e"}},
+            )
+        )
+    )
+    assert notice.title == "緊急[2Jのお知らせ 続き"
+    assert notice.summary == "一行目\n二行目]0;title"
+    assert notice.body == "表\tの列\n三行目31m"
+    assert notice.translations["en"].title == "Urgent[1m notice"
+
+
+@pytest.mark.parametrize("ident", ["NISC 1", "NISC\u200b1", "NISC\x1b1", "NISC\u202e1", "NISC\x851", "NISC\ufeff1"])
+def test_an_id_with_a_space_control_or_invisible_character_is_refused(ident: str) -> None:
+    with pytest.raises(InvalidNotice) as info:
+        parse_notice(json.dumps(notice_doc(id=ident)))
+    assert info.value.field == "id"
+    assert "may not hold spaces, controls or invisible characters" in info.value.reason
+
+
+def test_a_title_of_nothing_but_controls_is_refused_saying_so() -> None:
+    with pytest.raises(InvalidNotice) as info:
+        parse_notice(json.dumps(notice_doc(title="\x1b\x07\u200b")))
+    assert (info.value.field, info.value.reason) == (
+        "title",
+        "holds nothing but control or invisible characters",
+    )

@@ -199,3 +199,34 @@ async def test_an_operator_name_that_could_forge_an_audit_line_is_refused(
     published = await run_cli_async("publish", str(notice), env=_env(stack))
     assert published.returncode == 2 and "source 'operator' is reserved" in published.stderr
     assert await stack.store.audit.since() == []
+
+
+async def test_untrusted_text_never_drives_the_operators_terminal(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    """A title stored by an older release and a relay's reply, both with escapes, print as escapes."""
+    from sqlalchemy import update
+
+    from ceptoar.store.tables import alerts, deliveries
+
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1))
+    stored = await stack.store_alert(notice_doc(id="ESC-1"), published=True)
+    hostile = "表題\x1b[2J\x1b]0;pwned\x07\u202eevil\x9b31m"
+    async with stack.store.engine.begin() as conn:
+        await conn.execute(update(alerts).values(title=hostile))
+        await conn.execute(update(deliveries).values(state="failed", last_code=550, last_reply=f"5.1.1 {hostile}"))
+    env = _env(stack)
+    outputs = {
+        "status": await run_cli_async("status", "ESC-1", env=env),
+        "status --json": await run_cli_async("status", "ESC-1", "--json", env=env),
+        "alerts": await run_cli_async("alerts", env=env),
+        "report": await run_cli_async("report", "ESC-1", env=env),
+    }
+    for name, result in outputs.items():
+        assert result.returncode == 0, (name, result.stderr)
+        for raw in ("\x1b", "\x07", "\u202e", "\x9b"):
+            assert raw not in result.stdout, (name, raw)
+    assert "表題\\x1b[2J\\x1b]0;pwned\\x07\\u202eevil\\x9b31m" in outputs["status"].stdout
+    assert json.loads(outputs["status --json"].stdout)["title"] == hostile  # escaped, not lost
+    assert "5.1.1 表題\\x1b[2J" in outputs["report"].stdout
+    assert stored.alert_id in outputs["alerts"].stdout

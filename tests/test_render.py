@@ -150,3 +150,11 @@ def test_times_at_the_edge_of_the_accepted_range_render(renderer: Renderer) -> N
     assert text is not None
     body = text.get_content()
     assert "1970" in body and "2200" in body  # 2199-12-31T23:59:59Z is 2200-01-01 08:59:59 JST
+
+
+def test_a_title_with_terminal_escapes_reaches_no_subject(renderer: Renderer) -> None:
+    alert = _alert(title="重要\x1b[2J\x07なお知らせ\u202e")
+    subject = _parse(
+        renderer.message(alert, language="ja", to="a@x.lg.example", message_id="<m@ceptoar.example>")
+    )["Subject"]
+    assert subject == "【重要】[TLP:CLEAR] 重要[2Jなお知らせ"

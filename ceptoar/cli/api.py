@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import click
 import uvicorn
 
-from ceptoar.cli.common import EXIT_NOT_FOUND, fail, install_stop_signals, run, settings
+from ceptoar.cli.common import EXIT_NOT_FOUND, fail, install_stop_signals, run, say, settings
 from ceptoar.config import Settings
 from ceptoar.feed.http import create_app
 from ceptoar.store import Feed, NewFeed, Store
@@ -45,7 +45,7 @@ def api(host: str | None, port: int | None) -> None:
     async def _api() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        click.echo(f"feed endpoint on http://{host or s.api_host}:{port or s.api_port}", err=True)
+        say(f"feed endpoint on http://{host or s.api_host}:{port or s.api_port}", err=True)
         await serve_api(s, stop, host=host or s.api_host, port=port or s.api_port)
 
     run(_api())
@@ -74,11 +74,11 @@ def add(name: str, sources: tuple[str, ...], signed: bool) -> None:
             return await store.feeds.add(name, sources=[x.lower() for x in sources], signed=signed)
 
     new = run(_add())
-    click.echo(f"feed {new.name}: API key (store it now; it is not shown again):")
-    click.echo(new.key)
+    say(f"feed {new.name}: API key (store it now; it is not shown again):")
+    say(new.key)
     if new.signing_secret:
-        click.echo("signing secret for X-Ceptoar-Signature:")
-        click.echo(new.signing_secret)
+        say("signing secret for X-Ceptoar-Signature:")
+        say(new.signing_secret)
 
 
 @feeds.command()
@@ -93,7 +93,7 @@ def revoke(name: str) -> None:
 
     if not run(_revoke()):
         fail(f"no active feed {name!r}", EXIT_NOT_FOUND)
-    click.echo(f"feed {name}: key revoked")
+    say(f"feed {name}: key revoked")
 
 
 @feeds.command("list")
@@ -107,4 +107,4 @@ def list_() -> None:
 
     for f in run(_list()):
         state = "revoked" if f.revoked else ("signed" if f.signing_secret else "active")
-        click.echo(f"{f.name:<20} {state:<8} {' '.join(f.sources)}")
+        say(f"{f.name:<20} {state:<8} {' '.join(f.sources)}")

@@ -8,6 +8,7 @@ not be reached; 4 the operator did not confirm.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Coroutine
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from ceptoar.config import Settings, get_settings
 from ceptoar.errors import CeptoarError, InvalidNotice, RegistryError, UnknownAlert
 from ceptoar.log import configure_logging
+from ceptoar.text import printable
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -29,7 +31,9 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "fail",
     "install_stop_signals",
+    "json_line",
     "run",
+    "say",
     "settings",
 ]
 
@@ -58,8 +62,20 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+def say(text: object = "", *, err: bool = False, nl: bool = True, multiline: bool = False) -> None:
+    """Print what may hold a sender's or a relay's words: control characters are shown, never obeyed."""
+    click.echo(printable(text, multiline=multiline), err=err, nl=nl)
+
+
+def json_line(doc: object) -> str:
+    """One JSON document for a terminal: readable text, with control and format characters as escapes."""
+    return "".join(
+        c if printable(c) == c else f"\\u{ord(c):04x}" for c in json.dumps(doc, ensure_ascii=False)
+    )
+
+
 def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"ceptoar: {message}", err=True)
+    say(f"ceptoar: {message}", err=True)
     sys.exit(code)
 
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from ceptoar.bus import Bus
-from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, EXIT_NOT_FOUND, fail, run, settings
+from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, EXIT_NOT_FOUND, fail, run, say, settings
 from ceptoar.cli.feed import read_notice
 from ceptoar.components import make_renderer
 from ceptoar.compose import Draft, TargetError, build_notice, current_actor, parse_targets, short_code
@@ -149,29 +149,29 @@ def _draft(f: Fields, base: Notice | None, orgs: dict[str, str], i: bool, now: d
 
 def _show(p: Preview, parent: AlertView | None) -> None:
     n, c = p.notice, p.classification
-    click.echo(f"Alert {n.id}  (confirmation code {short_code(n.id)})")
-    click.echo(f"  {n.msg_type.value}: {n.title}")
+    say(f"Alert {n.id}  (confirmation code {short_code(n.id)})")
+    say(f"  {n.msg_type.value}: {n.title}")
     rules = ", ".join(c.rules)
     alone = (
         f"; the rules alone: {c.computed.severity.value} by {', '.join(c.computed.rules)}"
         if c.computed
         else ""
     )
-    click.echo(f"  severity {SEVERITY_LABELS['ja'][c.severity.value]} {c.severity.value} ({rules}{alone})")
-    click.echo(f"  TLP:{n.tlp.value}  area: {' '.join(n.area) or 'every organisation'}")
+    say(f"  severity {SEVERITY_LABELS['ja'][c.severity.value]} {c.severity.value} ({rules}{alone})")
+    say(f"  TLP:{n.tlp.value}  area: {' '.join(n.area) or 'every organisation'}")
     if parent is not None:
-        click.echo(f"  refers to alert {parent.id}: {parent.title}")
+        say(f"  refers to alert {parent.id}: {parent.title}")
     if p.held:
-        click.echo(f"  HELD, reaches no one: {p.held}")
+        say(f"  HELD, reaches no one: {p.held}")
     if p.unsent_to_cancel:
-        click.echo(f"  cancels {p.unsent_to_cancel} deliveries not yet sent")
-    click.echo(f"  audience: {len(p.audience.recipients)} addresses in {p.organisations} organisations")
-    click.echo("    by role: " + ", ".join(f"{r} {k}" for r, k in sorted(p.by_role.items())))
+        say(f"  cancels {p.unsent_to_cancel} deliveries not yet sent")
+    say(f"  audience: {len(p.audience.recipients)} addresses in {p.organisations} organisations")
+    say("    by role: " + ", ".join(f"{r} {k}" for r, k in sorted(p.by_role.items())))
     top = ", ".join(f"{name} {k}" for name, k in p.by_prefecture.most_common(8))
     more = len(p.by_prefecture) - 8
-    click.echo(f"    by prefecture: {top}" + (f", and {more} more" if more > 0 else ""))
+    say(f"    by prefecture: {top}" + (f", and {more} more" if more > 0 else ""))
     if p.audience.removed:
-        click.echo("    left out: " + ", ".join(f"{k} {v}" for k, v in sorted(p.audience.removed.items())))
+        say("    left out: " + ", ".join(f"{k} {v}" for k, v in sorted(p.audience.removed.items())))
 
 
 def _show_mail(p: Preview, code: str, html_file: Path | None, s: Settings) -> None:
@@ -181,10 +181,13 @@ def _show_mail(p: Preview, code: str, html_file: Path | None, s: Settings) -> No
     target = html_file or s.var_dir / f"preview-{code}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(mail.html, encoding="utf-8")
-    click.echo(f"\n--- as {code} receives it, at {mail.address} (HTML part: {target}) ---")
-    click.echo(f"Subject: {mail.subject}\n")
-    click.echo(mail.text)
-    click.echo("--- end ---\n")
+    say()
+    say(f"--- as {code} receives it, at {mail.address} (HTML part: {target}) ---")
+    say(f"Subject: {mail.subject}")
+    say()
+    say(mail.text, multiline=True)
+    say("--- end ---")
+    say()
 
 
 def _confirm(p: Preview, yes: bool) -> None:
@@ -282,11 +285,11 @@ async def _compose(s: Settings, f: Fields, opts: dict[str, object]) -> None:
         if opts["preview_for"]:
             _show_mail(p, str(opts["preview_for"]), opts["preview_html"], s)  # type: ignore[arg-type]
         if opts["dry_run"]:
-            click.echo("dry run: nothing was published")
+            say("dry run: nothing was published")
             return
         _confirm(p, bool(opts["yes"]))
         await _send(s, store, p, "update" if parent else "compose", parent, who)
-    click.echo(f"sent {notice.id}; follow it with: ceptoar status {notice.id} --watch")
+    say(f"sent {notice.id}; follow it with: ceptoar status {notice.id} --watch")
 
 
 _flags = [
@@ -375,12 +378,12 @@ async def _cancel(s: Settings, ident: str, reason: str | None, yes: bool, dry_ru
         p = await preview(store, load_rules(s.rules), notice, parent)
         _show(p, parent)
         if dry_run:
-            click.echo("dry run: nothing was published")
+            say("dry run: nothing was published")
             return
         if not yes and not click.confirm(f"Cancel alert {parent.id}?"):
             fail("not cancelled", EXIT_DECLINED)
         await _send(s, store, p, "cancel", parent, who)
-    click.echo(f"cancel sent as {notice.id}")
+    say(f"cancel sent as {notice.id}")
 
 
 @click.command()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ceptoar.cli.common import EXIT_BAD_INPUT, fail
+from ceptoar.cli.common import EXIT_BAD_INPUT, fail, json_line, say
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.formats import Parsed, parse_any
 
@@ -48,14 +47,14 @@ def validate(file: Path, as_json: bool) -> None:
     _, parsed = read_notice(file)
     doc = describe(parsed)
     if as_json:
-        click.echo(json.dumps(doc, ensure_ascii=False))
+        say(json_line(doc))
         return
     n = parsed.notice
-    click.echo(f"{file}: valid {parsed.format} notice")
-    click.echo(f"  key       {n.source}:{n.id}")
-    click.echo(f"  type      {n.msg_type.value}, status {n.status.value}, TLP:{n.tlp.value}")
+    say(f"{file}: valid {parsed.format} notice")
+    say(f"  key       {n.source}:{n.id}")
+    say(f"  type      {n.msg_type.value}, status {n.status.value}, TLP:{n.tlp.value}")
     if n.references:
-        click.echo(f"  refers to {', '.join(n.references)}")
-    click.echo(f"  title     {n.title}")
-    click.echo(f"  languages {', '.join(parsed.languages)}")
-    click.echo(f"  area      {' '.join(n.area) or 'every organisation'}")
+        say(f"  refers to {', '.join(n.references)}")
+    say(f"  title     {n.title}")
+    say(f"  languages {', '.join(parsed.languages)}")
+    say(f"  area      {' '.join(n.area) or 'every organisation'}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ceptoar.cli.common import EXIT_NOT_FOUND, fail, install_stop_signals, run, settings
+from ceptoar.cli.common import EXIT_NOT_FOUND, fail, install_stop_signals, run, say, settings
 from ceptoar.mailbox import MaildirHandler, count, list_messages, read_message, start_mailbox
 
 __all__ = ["mailbox"]
@@ -42,7 +42,7 @@ def serve(host: str, port: int, root: Path | None) -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
         server = await start_mailbox(MaildirHandler(directory), host=host, port=port)
-        click.echo(f"mailbox listening on {host}:{port}, storing in {directory}", err=True)
+        say(f"mailbox listening on {host}:{port}, storing in {directory}", err=True)
         async with server:
             await stop.wait()
 
@@ -54,7 +54,7 @@ def serve(host: str, port: int, root: Path | None) -> None:
 @_dir_option
 def count_(address: str | None, root: Path | None) -> None:
     """Messages held for ADDRESS, or for every address."""
-    click.echo(count(_root(root), address))
+    say(count(_root(root), address))
 
 
 @mailbox.command("ls")
@@ -66,7 +66,7 @@ def ls(address: str, root: Path | None) -> None:
     if not entries:
         fail(f"no messages for {address}", EXIT_NOT_FOUND)
     for e in entries:
-        click.echo(f"{e.number:>4}  {e.date}  {e.message_id}  {e.subject}")
+        say(f"{e.number:>4}  {e.date}  {e.message_id}  {e.subject}")
 
 
 @mailbox.command()
@@ -82,10 +82,10 @@ def show(address: str, number: int, html: bool, raw: bool, root: Path | None) ->
     except IndexError as exc:
         fail(str(exc), EXIT_NOT_FOUND)
     if raw:
-        click.echo(msg.as_string())
+        say(msg.as_string(), multiline=True)
         return
     for name in ("From", "To", "Subject", "Date", "Message-ID"):
-        click.echo(f"{name}: {msg.get(name, '')}")
-    click.echo()
+        say(f"{name}: {msg.get(name, '')}")
+    say()
     part = msg.get_body(preferencelist=("html",) if html else ("plain",))
-    click.echo(part.get_content() if part is not None else "")
+    say(part.get_content() if part is not None else "", multiline=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from contextlib import AsyncExitStack
@@ -19,7 +18,9 @@ from ceptoar.cli.common import (
     EXIT_NOT_FOUND,
     fail,
     install_stop_signals,
+    json_line,
     run,
+    say,
     settings,
 )
 from ceptoar.cli.compose import cancel, compose
@@ -106,7 +107,7 @@ def publish(file: Path) -> None:
             )
 
     run(_publish())
-    click.echo(notice.id)
+    say(notice.id)
 
 
 def _status_doc(alert: Any, counts: dict[str, int]) -> dict[str, Any]:
@@ -163,7 +164,7 @@ async def _watch(store: Store, ident: str) -> dict[str, Any]:
             alert = await store.alerts.resolve(ident)
         except UnknownAlert:
             if last != "waiting":
-                click.echo(f"waiting for {ident} to be dispatched...", err=True)
+                say(f"waiting for {ident} to be dispatched...", err=True)
                 last = "waiting"
             await asyncio.sleep(0.5)
             continue
@@ -174,22 +175,22 @@ async def _watch(store: Store, ident: str) -> dict[str, Any]:
             last = line
         if alert.state == "held" or not any(counts.get(s.value) for s in OPEN):
             if tty:
-                click.echo()
+                say()
             return _status_doc(alert, counts)
         await asyncio.sleep(0.5)
 
 
 def _print_status(doc: dict[str, Any]) -> None:
     label = SEVERITY_LABELS["ja"][doc["severity"]]
-    click.echo(f"alert    {doc['alert_id']}  ({doc['source']}:{doc['notice_id']})")
-    click.echo(f"title    {doc['title']}")
-    click.echo(f"severity {label} {doc['severity']}  rules: {', '.join(doc['rules'])}")
-    click.echo(f"tlp      TLP:{doc['tlp']}")
-    click.echo(f"state    {doc['state']}" + (f": {doc['held_reason']}" if doc["held_reason"] else ""))
-    click.echo(f"total    {doc['total']}")
+    say(f"alert    {doc['alert_id']}  ({doc['source']}:{doc['notice_id']})")
+    say(f"title    {doc['title']}")
+    say(f"severity {label} {doc['severity']}  rules: {', '.join(doc['rules'])}")
+    say(f"tlp      TLP:{doc['tlp']}")
+    say(f"state    {doc['state']}" + (f": {doc['held_reason']}" if doc["held_reason"] else ""))
+    say(f"total    {doc['total']}")
     for state, n in doc["counts"].items():
         if n:
-            click.echo(f"  {state:<13}{n:>7}")
+            say(f"  {state:<13}{n:>7}")
 
 
 @main.command()
@@ -215,6 +216,6 @@ def status(ident: str, as_json: bool, wait: float | None, watch: bool) -> None:
 
     doc = run(_run())
     if as_json:
-        click.echo(json.dumps(doc, ensure_ascii=False))
+        say(json_line(doc))
     else:
         _print_status(doc)

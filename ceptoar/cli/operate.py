@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ceptoar.bus import Bus, lane_for
-from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_NOT_FOUND, fail, run, settings
+from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_NOT_FOUND, fail, run, say, settings
 from ceptoar.compose import current_actor
 from ceptoar.config import Settings
 from ceptoar.render import SEVERITY_LABELS
@@ -60,7 +60,7 @@ def alerts(since: str, severities: tuple[str, ...]) -> None:
         trouble = "".join(f" {k} {counts[k]}" for k in ("failed", "deferred", "cancelled") if counts.get(k))
         created = a.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
         label = SEVERITY_LABELS["ja"][a.severity]
-        click.echo(
+        say(
             f"{created}  {a.id}  {label} TLP:{a.tlp:<12} {a.state:<9} {sent}/{total} sent{trouble}  {a.title}"
         )
 
@@ -103,7 +103,7 @@ def resend(ident: str, which: str | None, address: str | None) -> None:
     if (which is None) == (address is None):
         fail("say which: --failed, --deferred or --address ADDR", EXIT_BAD_INPUT)
     n = run(_resend(settings(), ident, which or "address", address))
-    click.echo(f"{n} deliver{'y' if n == 1 else 'ies'} queued again")
+    say(f"{n} deliver{'y' if n == 1 else 'ies'} queued again")
 
 
 @click.command()
@@ -137,12 +137,12 @@ def report(ident: str, csv_file: Path | None, html_file: Path | None) -> None:
     alert, counts, rows, timeline = run(_report())
     if csv_file:
         csv_file.write_text(csv_report(rows), encoding="utf-8")
-        click.echo(f"wrote {len(rows)} rows to {csv_file}", err=True)
+        say(f"wrote {len(rows)} rows to {csv_file}", err=True)
     if html_file:
         html_file.write_text(html_report(alert, counts, rows, timeline), encoding="utf-8")
-        click.echo(f"wrote {html_file}", err=True)
+        say(f"wrote {html_file}", err=True)
     if not csv_file and not html_file:
-        click.echo(text_report(rows))
+        say(text_report(rows), multiline=True)
 
 
 @click.command("audit")
@@ -161,4 +161,4 @@ def audit(since: str | None) -> None:
         target = e.alert_id or e.notice_id or "-"
         detail = " ".join(f"{k}={v}" for k, v in e.detail.items() if v not in (None, [], ""))
         where = f"  ({e.os_user or '?'}@{e.host or '?'})" if e.os_user or e.host else ""
-        click.echo(f"{at}  {e.operator:<12} {e.action:<8} {target}  {detail}{where}")
+        say(f"{at}  {e.operator:<12} {e.action:<8} {target}  {detail}{where}")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from ceptoar.cli.common import EXIT_BAD_INPUT, fail, settings
+from ceptoar.cli.common import EXIT_BAD_INPUT, fail, json_line, say, settings
 from ceptoar.cli.feed import read_notice
 from ceptoar.dispatch.rules import OVERRIDE_RULE, RulesError, classify, load_rules
 from ceptoar.render import SEVERITY_LABELS
@@ -29,9 +28,9 @@ def check(file: Path | None) -> None:
         ruleset = load_rules(path)
     except RulesError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
-    click.echo(f"{path or 'default rules'}: {len(ruleset.rule)} rules, valid")
+    say(f"{path or 'default rules'}: {len(ruleset.rule)} rules, valid")
     for n, r in enumerate(ruleset.rule, start=1):
-        click.echo(f"{n:>3}. {r.name:<22} {r.severity.value:<9} {r.description}")
+        say(f"{n:>3}. {r.name:<22} {r.severity.value:<9} {r.description}")
 
 
 @click.command("classify")
@@ -62,10 +61,10 @@ def classify_command(notice_file: Path, rules_file: Path | None, as_json: bool) 
                 "severity": result.computed.severity.value,
                 "rules": list(result.computed.rules),
             }
-        click.echo(json.dumps(doc, ensure_ascii=False))
+        say(json_line(doc))
         return
-    click.echo(f"{SEVERITY_LABELS['ja'][result.severity.value]} {result.severity.value}")
+    say(f"{SEVERITY_LABELS['ja'][result.severity.value]} {result.severity.value}")
     for name in result.rules:
-        click.echo(f"  {name}: {why[name]}")
+        say(f"  {name}: {why[name]}")
     if (computed := result.computed) is not None:
-        click.echo(f"  (the rules alone: {computed.severity.value} by {', '.join(computed.rules)})")
+        say(f"  (the rules alone: {computed.severity.value} by {', '.join(computed.rules)})")

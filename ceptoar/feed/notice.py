@@ -8,6 +8,7 @@ dotted form an operator can find in the document (`cvss.score`, `area[2]`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -18,6 +19,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     HttpUrl,
@@ -30,6 +32,7 @@ from pydantic import (
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.jsonsafe import load_json
 from ceptoar.registry.codes import validate_area_code
+from ceptoar.text import clean_line, clean_text, printable, unsafe_in_id
 
 __all__ = [
     "NOTICE_SCHEMA",
@@ -144,7 +147,34 @@ class Category(StrEnum):
     OTHER = "other"
 
 
-_Ident = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s\x00-\x1f]+$")]
+def _cleaned(clean: Callable[[str], str]) -> Callable[[Any], Any]:
+    """A before-validator that cleans text and leaves anything else for the type check to refuse."""
+
+    def validate(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        cleaned = clean(value)
+        if value.strip() and not cleaned.strip():
+            raise ValueError("holds nothing but control or invisible characters")
+        return cleaned
+
+    return validate
+
+
+def _plain_ident(value: str) -> str:
+    if (found := unsafe_in_id(value)) is not None:
+        raise ValueError(
+            f"holds {printable(found)!r}: an id may not hold spaces, controls or invisible characters"
+        )
+    return value
+
+
+_Ident = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_plain_ident)]
+# Text from senders, cleaned of what must not reach a mail, a database or a terminal (`ceptoar.text`).
+_Title = Annotated[str, BeforeValidator(_cleaned(clean_line)), Field(min_length=1, max_length=300)]
+_Summary = Annotated[str, BeforeValidator(_cleaned(clean_text)), Field(min_length=1, max_length=20_000)]
+_Body = Annotated[str, BeforeValidator(_cleaned(clean_text)), Field(max_length=200_000)]
+_Name = Annotated[str, BeforeValidator(_cleaned(clean_line)), Field(max_length=300)]
 
 # The times a notice may carry: every one of them is stored in UTC and shown
 # in JST, which a date near the ends of datetime's range cannot survive.
@@ -208,9 +238,9 @@ class NoticeText(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    title: Annotated[str, Field(min_length=1, max_length=300)]
-    summary: Annotated[str, Field(min_length=1, max_length=20_000)]
-    body: Annotated[str, Field(max_length=200_000)] = ""
+    title: _Title
+    summary: _Summary
+    body: _Body = ""
 
 
 class Notice(BaseModel):
@@ -226,9 +256,9 @@ class Notice(BaseModel):
     msg_type: MsgType = MsgType.ALERT
     status: NoticeStatus = NoticeStatus.ACTUAL
     references: list[_Ident] = Field(default_factory=list, max_length=100, validate_default=True)
-    title: Annotated[str, Field(min_length=1, max_length=300)]
-    summary: Annotated[str, Field(min_length=1, max_length=20_000)]
-    body: Annotated[str, Field(max_length=200_000)] = ""
+    title: _Title
+    summary: _Summary
+    body: _Body = ""
     category: Category
     severity: Severity | None = None
     severity_override: Severity | None = None
@@ -243,7 +273,7 @@ class Notice(BaseModel):
     # The same text in the other language, where the sender gave it.
     translations: dict[Literal["ja", "en"], NoticeText] = Field(default_factory=dict)
     # Who wrote it, as the sender names itself (CAP senderName, CSAF publisher).
-    sender_name: Annotated[str, Field(max_length=300)] | None = None
+    sender_name: _Name | None = None
     cves: list[Annotated[str, Field(pattern=r"^CVE-[0-9]{4}-[0-9]{4,}$")]] = Field(
         default_factory=list, max_length=500
     )
