@@ -92,8 +92,7 @@ class FaultyMailbox(MaildirHandler):
         replies = self.script.get(key)
         if replies:
             return replies.pop(0)
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
+        return await super().handle_RCPT(server, session, envelope, address, options)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 import mailbox
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -14,8 +15,24 @@ __all__ = ["MailboxEntry", "count", "deliver", "list_messages", "mailbox_path", 
 
 
 def mailbox_path(root: Path, address: str) -> Path:
-    """The Maildir of one address (lower-cased; anything unsafe in a file name is quoted)."""
-    return root / quote(address.lower(), safe="@._+-")
+    """The Maildir of one address, always one directory right under `root`.
+
+    The address is lower-cased and anything unsafe in a file name quoted;
+    a name of dots only ('.', '..') has its dots quoted too, since it would
+    name the root or its parent, and an empty one is named for what it is.
+    A name too long for the file system keeps its start and gains a hash
+    of the whole.
+    """
+    name = quote(address.lower(), safe="@._+-")
+    if not name.strip("."):
+        name = name.replace(".", "%2E") or "%empty"  # quote() never writes %e: no address has this name
+    if len(name) > _NAME_MAX:
+        name = f"{name[: _NAME_MAX - 17]}~{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    return root / name
+
+
+# File names of most file systems stop at 255 bytes; the quoted name is ASCII.
+_NAME_MAX = 200
 
 
 def deliver(root: Path, address: str, data: bytes, *, envelope_from: str) -> str:

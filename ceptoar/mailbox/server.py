@@ -8,27 +8,55 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from ceptoar.log import get_logger
 from ceptoar.mailbox.maildir import deliver
 
-__all__ = ["MaildirHandler", "mailbox_session", "start_mailbox"]
+__all__ = ["MaildirHandler", "mailbox_session", "refuse_recipient", "start_mailbox"]
+
+log = get_logger(__name__)
 
 
 class MaildirHandler:
-    """Accepts every recipient and files each message in the recipient's Maildir."""
+    """Accepts every plain address and files each message in the recipient's Maildir under one root.
+
+    A recipient that is no plain address ('..', a path) is refused at RCPT;
+    a message that cannot be stored is answered 451 without saying where
+    the mailbox lives.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
 
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if (refusal := refuse_recipient(address)) is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
         if isinstance(envelope.content, bytes) and not data:
             data = envelope.content
-        keys = [
-            deliver(self.root, rcpt, data, envelope_from=envelope.mail_from or "")
-            for rcpt in envelope.rcpt_tos
-        ]
+        try:
+            keys = [
+                deliver(self.root, rcpt, data, envelope_from=envelope.mail_from or "")
+                for rcpt in envelope.rcpt_tos
+            ]
+        except OSError as exc:
+            log.error("mailbox.store_failed", recipients=len(envelope.rcpt_tos), error=str(exc))
+            return "451 4.3.0 The message could not be stored; try again later"
         return f"250 2.0.0 Ok: stored as {' '.join(keys)}"
+
+
+def refuse_recipient(address: str) -> str | None:
+    """The reply refusing a recipient that is no plain address, or None to accept it."""
+    local, at, domain = address.rpartition("@")
+    if not (local and at and domain) or "/" in address or "\\" in address or "\x00" in address:
+        return "553 5.1.3 Not a plain address: local-part@domain"
+    return None
 
 
 def mailbox_session(handler: Any) -> SMTP:
