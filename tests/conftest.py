@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import asyncpg
 import pytest
 
 from ceptoar.bus import Bus
+from ceptoar.cli.api import serve_api
 from ceptoar.config import Settings
 from ceptoar.mailbox import start_mailbox
 from ceptoar.registry import RegistryRow, read_registry
@@ -28,6 +31,7 @@ from tests.harness import (
     delete_topology,
     free_port,
     start_mailbox_process,
+    wait_for_port,
 )
 
 RETRY_DELAYS = [0.2, 0.4]
@@ -184,3 +188,41 @@ async def amqp_channel() -> AsyncIterator[aio_pika.abc.AbstractChannel]:
     channel = await connection.channel()
     yield channel
     await connection.close()
+
+
+@pytest.fixture(scope="module")
+def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """`ceptoar api` for real (uvicorn on loopback, SQLite, the running RabbitMQ on a prefix of its own),
+    in a thread of its own, for synchronous tests that drive it (schemathesis, hypothesis).
+
+    The registry is loaded, and a feed may post as the CAP senders and CSAF publishers the tests use.
+    """
+    root = tmp_path_factory.mktemp("api")
+    config = Settings(
+        var_dir=root,
+        prefix=f"t{uuid.uuid4().hex[:12]}",
+        amqp_url=AMQP_URL,
+        database_url=f"sqlite+aiosqlite:///{root / 'api.db'}",
+        retry_delays=RETRY_DELAYS,
+    )
+    port, ready = free_port(), threading.Event()
+    found: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with await Store.open(config.db_url) as store:
+            await store.subscribers.import_rows(read_registry(REPO / "subscribers" / "registry.csv"))
+            new = await store.feeds.add("nisc", sources=["cap@nisc.example", "www.bsi.bund.de", "s@x.example"])
+        stop = asyncio.Event()
+        found.update(key=new.key, loop=asyncio.get_running_loop(), stop=stop)
+        task = asyncio.create_task(serve_api(config, stop, host="127.0.0.1", port=port))
+        await wait_for_port(port, unless=task)
+        ready.set()
+        await task
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(30), "the API did not start"
+    yield f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {found['key']}"}
+    found["loop"].call_soon_threadsafe(found["stop"].set)
+    thread.join(30)
+    asyncio.run(delete_topology(config.prefix, config.retry_delays))
