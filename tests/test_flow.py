@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -465,3 +466,33 @@ async def test_a_notice_in_the_operators_name_that_no_audit_entry_records_is_dea
     with pytest.raises(LookupError):
         await stack.store.alerts.resolve("OP-20261202-000000-dead")
     assert count(mailbox.root) == 4  # only AFTER-FORGED
+
+
+def _libfaketime() -> str:
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    assert found, "libfaketime is missing: scripts/tools installs it (apt-get install faketime)"
+    return str(found[0])
+
+
+async def test_the_demo_notice_goes_out_ten_years_from_now(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    """The README's first command publishes examples/notice.json: it must work whenever a newcomer runs it."""
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2))
+    later = {**os.environ, **cli_env(stack.settings), "LD_PRELOAD": _libfaketime(), "FAKETIME": "+3650d"}
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ceptoar", "serve", "--mailers", "1", env=later, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        published = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ceptoar", "publish", str(REPO / "examples" / "notice.json"),
+            env=later, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await published.communicate()
+        assert published.returncode == 0, err.decode()
+        assert await stack.wait_settled(out.decode().strip()) == {"sent": 4}
+        alert = await stack.store.alerts.resolve("NISC-2026-1128-001")
+        assert alert.created_at.year >= datetime.now(UTC).year + 9  # it did run ten years ahead
+    finally:
+        serve.terminate()
+        assert await asyncio.wait_for(serve.wait(), 60) == 0

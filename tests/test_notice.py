@@ -23,6 +23,15 @@ def test_examples_parse(path: Path) -> None:
     assert parsed.notice.sent.tzinfo is not None
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.*")), ids=lambda p: p.name)
+def test_the_samples_never_expire(path: Path) -> None:
+    """A newcomer may run the README's commands any year: no sample is refused as expired."""
+    from datetime import UTC, datetime, timedelta
+
+    notice = parse_any(path.read_bytes()).notice
+    assert not notice.is_expired(datetime.now(UTC) + timedelta(days=3650 * 10))
+
+
 def test_sample_notice_is_for_everyone_at_clear() -> None:
     notice = parse_notice((REPO / "examples" / "notice.json").read_bytes())
     assert notice.area == []
