@@ -112,7 +112,7 @@ def test_cap_1_1_is_refused_naming_what_is_accepted() -> None:
         (
             (b"<msgType>Alert</msgType>", b"<msgType>Ack</msgType>"),
             "msgType",
-            "is not an alert, update or cancel",
+            "ceptoar's rule, not CAP's: only Alert, Update and Cancel are delivered; <msgType> is 'Ack' (line 7)",
         ),
     ],
 )
@@ -249,3 +249,16 @@ def test_an_unaccepted_content_type_is_unsupported() -> None:
         detect(b"hello", None)
     with pytest.raises(InvalidNotice, match="needs 'schema'"):
         detect(b'{"x": 1}', "application/json")
+
+
+def test_an_area_code_means_the_same_in_every_format() -> None:
+    """Two digits: the whole prefecture. Six: one organisation, a prefecture's own code its government alone."""
+    cap = _cap("nisc-lgcode-ja-en.xml").replace(
+        b"<geocode><valueName>LGCODE</valueName><value>14</value></geocode>",
+        b"<geocode><valueName>LGCODE</valueName><value>140007</value></geocode>"
+        b"<geocode><valueName>ISO3166-2</valueName><value>JP-13</value></geocode>",
+    )
+    assert parse_any(cap).notice.area == ["131016", "131032", "140007", "13"]
+    doc = json.loads((REPO / "examples" / "notice.json").read_text(encoding="utf-8"))
+    doc["area"] = ["140007", "13"]
+    assert parse_any(json.dumps(doc).encode()).notice.area == ["140007", "13"]

@@ -62,7 +62,7 @@ def test_score_is_computed_from_a_v4_vector() -> None:
             "does not match",
         ),
         ({"msg_type": "update"}, "references", "must name"),
-        ({"expires": "2000-01-01T00:00:00+09:00"}, "expires", "after sent"),
+        ({"expires": "2000-01-01T00:00:00+09:00"}, "expires", "must not be before sent"),
         ({"title": ""}, "title", "at least 1"),
         ({"links": ["not a url"]}, "links[0]", "URL"),
         ({"colour": "red"}, "colour", "Extra inputs"),

@@ -11,6 +11,7 @@ import uvicorn
 
 from ceptoar.cli.common import EXIT_NOT_FOUND, fail, install_stop_signals, run, say, settings
 from ceptoar.config import Settings
+from ceptoar.feed.cap import cap_source
 from ceptoar.feed.http import create_app
 from ceptoar.store import Feed, NewFeed, Store
 
@@ -62,7 +63,8 @@ def feeds() -> None:
     "--source",
     "sources",
     multiple=True,
-    help="Another source name the feed may post as: a CAP sender or a CSAF publisher host. Repeatable.",
+    help="Another source the feed may post as: a CAP sender as it writes itself, or a CSAF publisher host. "
+    "Repeatable.",
 )
 @click.option("--signed", is_flag=True, help="Also require an HMAC-SHA256 signature of every body.")
 def add(name: str, sources: tuple[str, ...], signed: bool) -> None:
@@ -71,9 +73,14 @@ def add(name: str, sources: tuple[str, ...], signed: bool) -> None:
 
     async def _add() -> NewFeed:
         async with await Store.open(s.db_url) as store:
-            return await store.feeds.add(name, sources=[x.lower() for x in sources], signed=signed)
+            return await store.feeds.add(name, sources=keys, signed=signed)
 
+    # A CAP sender such as http://www.aemet.es is stored as the source key ceptoar derives from it.
+    keys = [cap_source(x) for x in sources]
     new = run(_add())
+    for written, key in zip(sources, keys, strict=True):
+        if written != key:
+            say(f"feed {new.name}: posts from sender {written} carry the source key {key}")
     say(f"feed {new.name}: API key (store it now; it is not shown again):")
     say(new.key)
     if new.signing_secret:

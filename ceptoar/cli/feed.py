@@ -52,8 +52,13 @@ def validate(file: Path, as_json: bool) -> None:
     n = parsed.notice
     say(f"{file}: valid {parsed.format} notice")
     say(f"  key       {n.source}:{n.id}")
+    if n.sender and n.sender != n.source:
+        say(f"  sender    {n.sender}")
     say(f"  type      {n.msg_type.value}, status {n.status.value}, TLP:{n.tlp.value}")
-    if n.references:
+    if n.cap_references:
+        refs = (f"{r.identifier} ({r.sender}, sent {r.sent})" for r in n.cap_references)
+        say("  refers to " + ", ".join(refs))
+    elif n.references:
         say(f"  refers to {', '.join(n.references)}")
     say(f"  title     {n.title}")
     say(f"  languages {', '.join(parsed.languages)}")

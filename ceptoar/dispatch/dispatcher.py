@@ -39,6 +39,7 @@ from ceptoar.dispatch.admission import admit
 from ceptoar.dispatch.audience import Audience, cancel_audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
 from ceptoar.errors import InvalidNotice
+from ceptoar.feed.cap import cap_source
 from ceptoar.feed.formats import payload_text
 from ceptoar.feed.notice import OPERATOR_SOURCE, MsgType, Notice
 from ceptoar.feed.offload import ParserPool
@@ -221,11 +222,9 @@ class Dispatcher:
 
     async def _lifecycle(self, notice: Notice) -> tuple[Lifecycle, AlertView | None]:
         """Which thread the notice joins, and whether it must be held for an operator."""
-        parent, missing = await self._parent(notice)
-        if missing is not None:
-            return Lifecycle(
-                state="held", held_reason=f"refers to unknown notice {notice.source}:{missing}"
-            ), None
+        parent, refused = await self._parent(notice)
+        if refused is not None:
+            return Lifecycle(state="held", held_reason=refused), None
         thread_id = (parent.thread_id or parent.id) if parent else None
         parent_id = parent.id if parent else None
         held = hold_reason(notice)
@@ -233,17 +232,27 @@ class Dispatcher:
         return Lifecycle(state=state, held_reason=held, thread_id=thread_id, parent_id=parent_id), parent
 
     async def _parent(self, notice: Notice) -> tuple[AlertView | None, str | None]:
-        """The alert an update or cancel refers to (its latest reference), or the missing id."""
+        """The alert an update or cancel refers to (its latest reference), or why it cannot be found."""
         if notice.msg_type is MsgType.ALERT:
             return None, None
         parent = None
-        for ref in notice.references:
-            found = await self._store.alerts.find(notice.source, ref)
+        for source, ident, sent in _references(notice):
+            if source != notice.source:
+                return None, (
+                    f"refers to notice {ident} of another sender ({source}); a sender may update or "
+                    "cancel only its own notices (ceptoar's rule)"
+                )
+            found = await self._store.alerts.find(notice.source, ident)
             if found is None and notice.source == OPERATOR_SOURCE:
                 # An operator refers to any feed's alert by its alert id.
-                found = await self._store.alerts.get(ref)
+                found = await self._store.alerts.get(ident)
             if found is None:
-                return None, ref
+                return None, f"refers to unknown notice {notice.source}:{ident}"
+            if sent is not None and datetime.fromisoformat(found.notice["sent"]) != sent:
+                return None, (
+                    f"refers to {notice.source}:{ident} sent {sent.isoformat()}, but the notice received "
+                    f"with that id was sent {found.notice['sent']}"
+                )
             parent = found
         return parent, None
 
@@ -272,3 +281,17 @@ class Dispatcher:
         if sending:
             log.error("cancel.in_flight_remaining", thread_id=thread, sending=sending)
         log.info("alert.cancelled", thread_id=thread, deliveries_cancelled=cancelled)
+
+
+def _references(notice: Notice) -> list[tuple[str, str, datetime | None]]:
+    """(source key, id, sent) of each notice a notice refers to; a CAP message says all three."""
+    if not notice.cap_references:
+        return [(notice.source, ident, None) for ident in notice.references]
+    found = []
+    for ref in notice.cap_references:
+        try:
+            sent: datetime | None = datetime.fromisoformat(ref.sent)
+        except ValueError:
+            sent = None  # not a time ceptoar can compare: the sender and identifier decide
+        found.append((cap_source(ref.sender), ref.identifier, sent))
+    return found

@@ -1,31 +1,13 @@
-"""OASIS CAP 1.2 alerts, parsed safely and turned into a Notice.
+"""OASIS CAP 1.2 alerts, parsed safely and validated against the official schema.
 
 The parser resolves no entities, loads no DTD and opens no network
-connection; a document with a DOCTYPE is refused outright. Every document
-is validated against the official CAP 1.2 schema shipped in
-`schemas/CAP-v1.2.xsd`. Older versions are refused with a message naming
-what is accepted. An enveloped XML signature (`<Signature>` in the
-xmldsig namespace, allowed by the schema) does not hinder parsing.
-
-Mapping to the Notice:
-
-- key: the sender (lower-cased) is the source, the identifier the id;
-  `sent` is kept, and the dispatcher refuses an identifier reused with
-  another `sent`.
-- status: Actual → actual; Test and Exercise reach only addresses that
-  asked for tests; Draft and System are held, never delivered.
-- msgType Alert/Update/Cancel, with `references` (sender,identifier,sent)
-  turned into the identifiers referred to; Ack and Error are refused.
-- scope: Public → TLP:CLEAR, Restricted → TLP:AMBER, Private → TLP:RED
-  (held for an operator); a `TLP` parameter overrides it.
-- info: the block in Japanese is the notice's text, else English, else
-  the first; the other Japanese or English block becomes its translation.
-  Its severity, urgency and certainty go to classification; a `CVSS`
-  parameter (vector or score) and `ceptoar:category` /
-  `ceptoar:known_exploited` parameters are honoured.
-- area: `geocode` values named `LGCODE` are local government codes, six
-  digits or five without the check digit; a prefecture's own code targets
-  the whole prefecture.
+connection, and a document with a DOCTYPE anywhere is refused by what the
+parser itself read, whatever the encoding. Every document is validated
+against the official CAP 1.2 schema shipped in `schemas/CAP-v1.2.xsd`.
+Older versions are refused with a message naming what is accepted. An
+enveloped XML signature (`<Signature>` in the xmldsig namespace, allowed
+by the schema) does not hinder parsing. What a document becomes as a
+notice is `cap_notice.py`.
 """
 
 from __future__ import annotations
@@ -38,14 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from lxml import etree
-from pydantic import ValidationError
 
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.errors import MalformedNotice, UnsupportedFormat
-from ceptoar.feed.notice import Category, Notice, validation_error
-from ceptoar.registry.codes import check_digit, is_prefecture, validate_lgcode
 
-__all__ = ["CAP12", "CapDocument", "cap_source", "cap_to_notice", "parse_cap", "peek_cap_key"]
+__all__ = ["CAP12", "CapDocument", "CapInfo", "cap_source", "parse_cap", "peek_cap_key"]
 
 CAP12 = "urn:oasis:names:tc:emergency:cap:1.2"
 OLDER = {
@@ -53,25 +32,13 @@ OLDER = {
     "urn:oasis:names:tc:emergency:cap:1.0": "1.0",
     "http://www.incident.com/cap/1.0": "1.0",
 }
+# Geocodes that name Japanese local governments or prefectures (`cap_notice`).
+AREA_GEOCODES = ("LGCODE", "ISO3166-2")
 _SCHEMA_FILE = Path(__file__).with_name("schemas") / "CAP-v1.2.xsd"
 _NS = {"c": CAP12}
 _PLAIN_SOURCE = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
 _ELEMENT = re.compile(r"Element '\{[^}]*\}(\w+)'")
 _NAMESPACE = re.compile(r"\{(urn|https?):[^}]*\}")
-
-STATUS = {"Actual": "actual", "Test": "test", "Exercise": "exercise", "Draft": "draft", "System": "system"}
-MSG_TYPES = {"Alert": "alert", "Update": "update", "Cancel": "cancel"}
-SCOPE_TLP = {"Public": "CLEAR", "Restricted": "AMBER", "Private": "RED"}
-CATEGORY = {"Security": Category.ATTACK, "Infra": Category.OUTAGE}
-TLP_VALUES = {
-    "CLEAR": "CLEAR",
-    "WHITE": "CLEAR",
-    "GREEN": "GREEN",
-    "AMBER": "AMBER",
-    "AMBER+STRICT": "AMBER+STRICT",
-    "RED": "RED",
-}
-
 
 @cache
 def _schema() -> etree.XMLSchema:
@@ -101,7 +68,10 @@ class CapInfo:
     instruction: str | None
     web: str | None
     parameters: dict[str, str]
-    lgcodes: list[tuple[str, str]]  # (value as sent, where in the document)
+    # Geocodes that name local governments: (LGCODE or ISO3166-2, value as sent, where in the document).
+    geocodes: list[tuple[str, str, str]]
+    # The line of each element of the block, for messages that name it.
+    lines: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,6 +87,8 @@ class CapDocument:
     restriction: str | None
     references: list[str]
     infos: list[CapInfo] = field(default_factory=list)
+    # The line of each element of the alert, for messages that name it.
+    lines: dict[str, int] = field(default_factory=dict)
 
     @property
     def languages(self) -> list[str]:
@@ -135,11 +107,11 @@ def _pairs(el: Any, name: str) -> list[tuple[str, str]]:
 
 
 def _info(el: Any, index: int) -> CapInfo:
-    lgcodes = []
+    geocodes = []
     for a, area in enumerate(el.findall("c:area", _NS)):
         for g, (name, value) in enumerate(_pairs(area, "geocode")):
-            if name.upper() == "LGCODE":
-                lgcodes.append((value, f"info[{index}].area[{a}].geocode[{g}]"))
+            if name.upper() in AREA_GEOCODES:
+                geocodes.append((name.upper(), value, f"info[{index}].area[{a}].geocode[{g}]"))
     return CapInfo(
         language=_text(el, "language") or "en-US",
         categories=[str(c.text).strip() for c in el.findall("c:category", _NS) if c.text],
@@ -154,8 +126,18 @@ def _info(el: Any, index: int) -> CapInfo:
         instruction=_text(el, "instruction"),
         web=_text(el, "web"),
         parameters={k: v for k, v in _pairs(el, "parameter")},
-        lgcodes=lgcodes,
+        geocodes=geocodes,
+        lines=_lines(el),
     )
+
+
+def _lines(el: Any) -> dict[str, int]:
+    """Element name → line, for the children of `el` (the first of each name)."""
+    lines: dict[str, int] = {}
+    for child in el:
+        if isinstance(child.tag, str):
+            lines.setdefault(etree.QName(child).localname, child.sourceline or 0)
+    return lines
 
 
 def _root(data: bytes) -> Any:
@@ -231,119 +213,5 @@ def parse_cap(data: bytes) -> CapDocument:
         restriction=_text(root, "restriction"),
         references=(_text(root, "references") or "").split(),
         infos=[_info(el, i) for i, el in enumerate(root.findall("c:info", _NS))],
+        lines=_lines(root),
     )
-
-
-def _pick(infos: list[CapInfo]) -> tuple[CapInfo, dict[str, CapInfo]]:
-    """The block the notice speaks in (Japanese, else English, else the first) and its translation."""
-    by_lang: dict[str, CapInfo] = {}
-    for info in infos:
-        by_lang.setdefault(info.language[:2].lower(), info)
-    primary = by_lang.get("ja") or by_lang.get("en") or infos[0]
-    others = {lang: i for lang, i in by_lang.items() if lang in ("ja", "en") and i is not primary}
-    return primary, others
-
-
-def _area(infos: list[CapInfo]) -> list[str]:
-    area: list[str] = []
-    for info in infos:
-        for value, where in info.lgcodes:
-            code = value.strip()
-            try:
-                if len(code) == 5 and code.isdigit():
-                    code += str(check_digit(code))
-                validate_lgcode(code)
-            except ValueError as exc:
-                raise InvalidNotice(f"LGCODE {exc}", field=where) from exc
-            entry = code[:2] if is_prefecture(code) else code
-            if entry not in area:
-                area.append(entry)
-    return area
-
-
-def _tlp(doc: CapDocument, params: dict[str, str]) -> str:
-    given = params.get("TLP") or params.get("tlp")
-    if given:
-        label = given.strip().upper().removeprefix("TLP:")
-        if label not in TLP_VALUES:
-            raise InvalidNotice(f"TLP parameter {given!r} is not a TLP 2.0 label", field="parameter[TLP]")
-        return TLP_VALUES[label]
-    return SCOPE_TLP.get(doc.scope, "AMBER")
-
-
-def _cvss(params: dict[str, str]) -> dict[str, Any] | None:
-    value = (params.get("CVSS") or "").strip()
-    if not value:
-        return None
-    try:
-        return {"score": float(value)}
-    except ValueError:
-        return {"vector": value}
-
-
-def _texts(info: CapInfo) -> dict[str, str]:
-    title = info.headline or info.event
-    return {"title": title, "summary": info.description or title, "body": info.instruction or ""}
-
-
-def cap_to_notice(doc: CapDocument) -> Notice:
-    """The Notice a CAP alert stands for; InvalidNotice names the CAP element at fault."""
-    if doc.msg_type not in MSG_TYPES:
-        raise InvalidNotice(f"msgType {doc.msg_type} is not an alert, update or cancel", field="msgType")
-    if not doc.infos:
-        raise InvalidNotice("an alert without an info block says nothing to deliver", field="info")
-    primary, others = _pick(doc.infos)
-    params = primary.parameters
-    category = params.get("ceptoar:category") or CATEGORY.get(
-        next(iter(primary.categories), ""), Category.OTHER
-    )
-    fields: dict[str, Any] = {
-        "schema": "ceptoar.notice/1",
-        "source": cap_source(doc.sender),
-        "id": doc.identifier,
-        "sent": doc.sent,
-        "msg_type": MSG_TYPES[doc.msg_type],
-        "status": STATUS.get(doc.status, "draft"),
-        "references": [r.split(",")[1] for r in doc.references if r.count(",") >= 2],
-        **_texts(primary),
-        "category": category,
-        "cap": {"severity": primary.severity, "urgency": primary.urgency, "certainty": primary.certainty},
-        "cvss": _cvss(params),
-        "known_exploited": params.get("ceptoar:known_exploited", "").lower() == "true",
-        "tlp": _tlp(doc, params),
-        "expires": primary.expires,
-        "links": [
-            i.web for i in (primary, *others.values()) if i.web and i.web.startswith(("http://", "https://"))
-        ],
-        "area": _area(doc.infos),
-        "language": "ja" if primary.language.lower().startswith("ja") else "en",
-        "translations": {lang: _texts(i) for lang, i in others.items()},
-        "sender_name": primary.sender_name,
-    }
-    if doc.restriction:
-        fields["body"] = f"[{doc.restriction}]\n\n{fields['body']}".strip()
-    try:
-        return Notice.model_validate({k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        raise validation_error(exc, CAP_FIELDS) from exc
-
-
-# Where a Notice field came from in a CAP document, for error messages.
-CAP_FIELDS = {
-    "source": "sender",
-    "id": "identifier",
-    "sent": "sent",
-    "references": "references",
-    "title": "info.headline",
-    "summary": "info.description",
-    "expires": "info.expires",
-    "category": "parameter[ceptoar:category]",
-    "cvss": "parameter[CVSS]",
-    "links": "info.web",
-}
-
-
-def parse_cap_notice(data: bytes) -> tuple[Notice, list[str]]:
-    """A CAP document as a Notice, with the languages of its info blocks."""
-    doc = parse_cap(data)
-    return cap_to_notice(doc), doc.languages

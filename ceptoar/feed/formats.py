@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed.cap import parse_cap_notice, peek_cap_key
+from ceptoar.feed.cap import peek_cap_key
+from ceptoar.feed.cap_notice import parse_cap_notice
 from ceptoar.feed.csaf import csaf_key, csaf_notice
 from ceptoar.feed.errors import MalformedNotice, UnsupportedFormat
 from ceptoar.feed.jsonsafe import load_json

@@ -39,6 +39,7 @@ __all__ = [
     "OPERATOR_SOURCE",
     "CapCertainty",
     "CapRating",
+    "CapReference",
     "CapSeverity",
     "CapUrgency",
     "Category",
@@ -243,6 +244,16 @@ class NoticeText(BaseModel):
     body: _Body = ""
 
 
+class CapReference(BaseModel):
+    """One entry of a CAP message's `references`, kept as the sender wrote it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sender: Annotated[str, Field(min_length=1, max_length=300)]
+    identifier: _Ident
+    sent: Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class Notice(BaseModel):
     """One incident notice, whatever format it arrived in."""
 
@@ -274,6 +285,11 @@ class Notice(BaseModel):
     translations: dict[Literal["ja", "en"], NoticeText] = Field(default_factory=dict)
     # Who wrote it, as the sender names itself (CAP senderName, CSAF publisher).
     sender_name: _Name | None = None
+    # The sender as it wrote itself (a CAP sender, a CSAF publisher's namespace), `source` being
+    # ceptoar's key derived from it.
+    sender: _Name | None = None
+    # A CAP message's references in full (sender, identifier, sent as written); `references` holds the ids.
+    cap_references: list[CapReference] = Field(default_factory=list, max_length=100)
     cves: list[Annotated[str, Field(pattern=r"^CVE-[0-9]{4}-[0-9]{4,}$")]] = Field(
         default_factory=list, max_length=500
     )
@@ -295,10 +311,10 @@ class Notice(BaseModel):
 
     @field_validator("expires")
     @classmethod
-    def _expires_after_sent(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+    def _expires_not_before_sent(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
         sent = info.data.get("sent")
-        if value is not None and sent is not None and value <= sent:
-            raise ValueError("must be after sent")
+        if value is not None and sent is not None and value < sent:
+            raise ValueError("must not be before sent")
         return value
 
     @property
