@@ -230,3 +230,16 @@ async def test_untrusted_text_never_drives_the_operators_terminal(
     assert json.loads(outputs["status --json"].stdout)["title"] == hostile  # escaped, not lost
     assert "5.1.1 表題\\x1b[2J" in outputs["report"].stdout
     assert stored.alert_id in outputs["alerts"].stdout
+
+
+async def test_the_dry_run_says_what_each_target_reaches(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=registry_rows)
+    code, out, err = await _compose(
+        stack, "--title", "範囲の確認", *FLAGS, "--target", "東京都", "--target", "140007", "--dry-run"
+    )
+    assert code == 0, err
+    assert "13 = 東京都, the whole prefecture: its government and municipalities (63 in all)" in out
+    assert "140007 = 神奈川県 alone (one organisation)" in out
+    assert "audience: 128 addresses in 64 organisations" in out

@@ -25,6 +25,7 @@ from ceptoar.cli.feed import read_notice
 from ceptoar.components import make_renderer
 from ceptoar.compose import Draft, TargetError, build_notice, current_actor, parse_targets, short_code
 from ceptoar.compose.preview import Preview, preview, preview_mail
+from ceptoar.compose.targets import describe_area
 from ceptoar.config import Settings
 from ceptoar.dispatch.rules import load_rules
 from ceptoar.errors import InvalidNotice, UnknownAlert
@@ -147,7 +148,7 @@ def _draft(f: Fields, base: Notice | None, orgs: dict[str, str], i: bool, now: d
     )
 
 
-def _show(p: Preview, parent: AlertView | None) -> None:
+def _show(p: Preview, parent: AlertView | None, orgs: dict[str, str]) -> None:
     n, c = p.notice, p.classification
     say(f"Alert {n.id}  (confirmation code {short_code(n.id)})")
     say(f"  {n.msg_type.value}: {n.title}")
@@ -159,6 +160,8 @@ def _show(p: Preview, parent: AlertView | None) -> None:
     )
     say(f"  severity {SEVERITY_LABELS['ja'][c.severity.value]} {c.severity.value} ({rules}{alone})")
     say(f"  TLP:{n.tlp.value}  area: {' '.join(n.area) or 'every organisation'}")
+    for entry in n.area:
+        say(f"    {describe_area(entry, orgs)}")
     if parent is not None:
         say(f"  refers to alert {parent.id}: {parent.title}")
     if p.held:
@@ -281,7 +284,7 @@ async def _compose(s: Settings, f: Fields, opts: dict[str, object]) -> None:
         except (TargetError, InvalidNotice) as exc:
             fail(f"{exc}; nothing was published", EXIT_BAD_INPUT)
         p = await preview(store, load_rules(s.rules), notice, parent)
-        _show(p, parent)
+        _show(p, parent, orgs)
         if opts["preview_for"]:
             _show_mail(p, str(opts["preview_for"]), opts["preview_html"], s)  # type: ignore[arg-type]
         if opts["dry_run"]:
@@ -376,7 +379,7 @@ async def _cancel(s: Settings, ident: str, reason: str | None, yes: bool, dry_ru
         )
         notice = build_notice(draft)
         p = await preview(store, load_rules(s.rules), notice, parent)
-        _show(p, parent)
+        _show(p, parent, {})
         if dry_run:
             say("dry run: nothing was published")
             return

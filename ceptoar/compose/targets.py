@@ -4,6 +4,11 @@
 English name (Tokyo); an organisation by its six-digit code, its five
 digits without the check digit, or its name (神奈川県横浜市, 横浜市 when
 that is unambiguous).
+
+One meaning in every format: a prefecture (two digits) is the whole
+prefecture, its government and every municipality in it; a six-digit code
+is one organisation, so a prefecture's own code (130001) is the
+prefectural government alone.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from ceptoar.errors import CeptoarError
 from ceptoar.registry.codes import check_digit, validate_lgcode
 from ceptoar.registry.prefectures import PREFECTURES
 
-__all__ = ["TargetError", "parse_targets"]
+__all__ = ["TargetError", "describe_area", "parse_targets"]
 
 _PREF_BY_NAME = {key.lower(): p.number for p in PREFECTURES for key in (p.name, p.short, p.english) if key}
 
@@ -93,3 +98,16 @@ def parse_targets(tokens: Iterable[str], organisations: Mapping[str, str]) -> li
         if entry not in area:
             area.append(entry)
     return area
+
+
+def describe_area(entry: str, organisations: Mapping[str, str]) -> str:
+    """What one area entry reaches, in words an operator can check before sending."""
+    if len(entry) == 2:
+        inside = sum(1 for code in organisations if code[:2] == entry)
+        name = _PREF_NAMES.get(entry, entry)
+        return f"{entry} = {name}, the whole prefecture: its government and municipalities ({inside} in all)"
+    name = organisations.get(entry, "an organisation not in the registry")
+    return f"{entry} = {name} alone (one organisation)"
+
+
+_PREF_NAMES = {p.number: p.name for p in PREFECTURES}
