@@ -16,20 +16,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import asyncpg
 import pytest
 from sqlalchemy import select
 
-from ceptoar.bus import Lane
+from ceptoar.bus import Lane, Names
 from ceptoar.components import open_components
 from ceptoar.mailbox import count, list_messages
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.registry import RegistryRow
 from ceptoar.service import restart_delay, sweep
-from ceptoar.store import AlertView, DeliveryState, Store
+from ceptoar.store import AlertView
 from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory
 from tests.harness import (
+    AMQP_URL,
     PG_ADMIN_DSN,
     REPO,
     MailboxServer,
@@ -241,7 +243,7 @@ async def test_fanout_on_postgresql(
         counts = await stack.wait_settled("PG-1")
     assert counts == {"sent": 126}
     assert count(mailbox.root) == 126
-    assert isinstance(stack.store, Store)
+    assert stack.store.engine.dialect.name == "postgresql"  # it ran on PostgreSQL, not the default SQLite
     alert = await stack.store.alerts.resolve("PG-1")
     assert alert.jobs_published_at is not None
 
@@ -255,7 +257,16 @@ async def test_open_components_declares_the_topology(
     async with AsyncExitStack() as stack:
         c = await open_components(settings, stack, name="t")
         assert await sweep(c) == 0
-        assert DeliveryState.QUEUED.value == "queued"
+    names = Names(settings.prefix)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for queue in names.queues(settings.retry_delays):  # passive: fails unless it was declared
+            declared = await channel.declare_queue(queue, passive=True)
+            assert declared.declaration_result.message_count == 0, queue
+        for exchange in names.exchanges:
+            await channel.declare_exchange(exchange, passive=True)
+    assert len(names.queues(settings.retry_delays)) == 4 + 2 * len(set(settings.retry_delays))
 
 
 async def _set_database_reachable(url: str, reachable: bool) -> None:

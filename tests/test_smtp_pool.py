@@ -9,7 +9,7 @@ import pytest
 from ceptoar.errors import ConfigError, PermanentDeliveryError, TemporaryDeliveryError
 from ceptoar.mail import SmtpPool
 from ceptoar.mailbox import count, list_messages
-from tests.harness import MailboxServer, free_port
+from tests.harness import FaultyMailbox, MailboxServer, free_port
 
 MESSAGE = b"From: a@ceptoar.example\r\nSubject: t\r\nMessage-ID: <x@c>\r\n\r\nbody\r\n"
 
@@ -28,8 +28,8 @@ async def test_accepted_mail_is_stored_and_reply_returned(mailbox: MailboxServer
 
 
 async def test_4xx_is_temporary_and_5xx_permanent_with_the_reply(mailbox: MailboxServer) -> None:
-    assert isinstance(mailbox.handler, object)
-    mailbox.handler.script.update(  # type: ignore[union-attr]
+    assert isinstance(mailbox.handler, FaultyMailbox)  # the replies below are scripted on it
+    mailbox.handler.script.update(
         {"busy@x.example": ["451 4.3.0 Mailbox busy"], "gone@x.example": ["550 5.1.1 No such user"]}
     )
     pool = _pool(mailbox.url, size=1)
