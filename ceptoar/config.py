@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,7 +22,17 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "get_settings"]
+if TYPE_CHECKING:
+    from ceptoar.sealing import SecretBox
+
+__all__ = ["WELL_KNOWN_PASSWORDS", "Settings", "get_settings"]
+
+# Passwords of default installations and the first ones people try; production refuses them.
+WELL_KNOWN_PASSWORDS = frozenset(
+    {"", "guest", "password", "passw0rd", "admin", "administrator", "changeme", "change-me", "secret",
+     "root", "toor", "postgres", "rabbitmq", "rabbit", "mysql", "test", "default", "letmein", "ceptoar",
+     "123456", "12345678", "qwerty", "welcome"}
+)
 
 
 class Settings(BaseSettings):
@@ -72,6 +82,10 @@ class Settings(BaseSettings):
     parse_workers: int = Field(2, ge=1, le=32)
     parse_timeout: float = Field(10.0, gt=0)
 
+    # Seals the secrets ceptoar keeps (feeds' signing secrets); 32 bytes, URL-safe base64.
+    # Unset in development: var_dir/secret.key, made on first use. Production needs it set.
+    secret_key: SecretStr | None = None
+
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -92,13 +106,29 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:
-        if self.environment == "production":
-            amqp = urlsplit(self.amqp_url)
-            if amqp.username in (None, "guest"):
-                raise ValueError("amqp_url: production refuses the guest account")
-            if self.database_url is None:
-                raise ValueError("database_url: production needs an explicit database")
+        if self.environment != "production":
+            return self
+        amqp = urlsplit(self.amqp_url)
+        if amqp.username in (None, "guest"):
+            raise ValueError("amqp_url: production refuses the guest account")
+        if self.database_url is None:
+            raise ValueError("database_url: production needs an explicit database")
+        urls = {"amqp_url": self.amqp_url, "database_url": self.database_url, "smtp_url": self.smtp_url}
+        for name, url in urls.items():
+            password = urlsplit(url).password
+            if password is not None and unquote(password).lower() in WELL_KNOWN_PASSWORDS:
+                raise ValueError(f"{name}: production refuses a well-known password")
+        if self.secret_key is None:
+            raise ValueError("secret_key: production needs an explicit key (`ceptoar secret-key` makes one)")
         return self
+
+    def secret_box(self) -> SecretBox:
+        """What seals and opens the secrets this service keeps."""
+        from ceptoar.sealing import SecretBox  # only the processes that keep secrets load the cipher
+
+        if self.secret_key is not None:
+            return SecretBox.from_text(self.secret_key.get_secret_value(), where="secret_key")
+        return SecretBox.from_file(self.var_dir / "secret.key")
 
     @property
     def db_url(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,9 +42,51 @@ def test_production_refuses_the_guest_account_and_an_implicit_database() -> None
     with pytest.raises(ValueError, match="amqp_url: production refuses the guest account"):
         Settings(environment="production", database_url="postgresql+asyncpg://db.example/c")
     with pytest.raises(ValueError, match="database_url: production needs an explicit database"):
-        Settings(environment="production", amqp_url="amqp://ceptoar:secret@mq.example/")
+        Settings(environment="production", amqp_url="amqp://ceptoar:Xk2-long-and-random@mq.example/")
+
+
+PRODUCTION: dict[str, Any] = {
+    "environment": "production",
+    "amqp_url": "amqp://ceptoar:Xk2-long-and-random@mq.example/",
+    "database_url": "postgresql+asyncpg://ceptoar:Jq9-long-and-random@db.example/ceptoar",
+    "smtp_url": "smtp+starttls://ceptoar:Vb4-long-and-random@relay.example:587",
+    "secret_key": "KoIHXkbJuT0C0Nh5W5v2KqhmqC93Xy5nK5VLfKj6cMw=",
+}
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("amqp_url", "amqp://ceptoar:secret@mq.example/"),
+        ("amqp_url", "amqp://admin:admin@mq.example/"),
+        ("database_url", "postgresql+asyncpg://ceptoar:postgres@db.example/ceptoar"),
+        ("database_url", "postgresql+asyncpg://ceptoar:Password@db.example/ceptoar"),
+        ("smtp_url", "smtp+starttls://ceptoar:changeme@relay.example:587"),
+        ("smtp_url", "smtps://ceptoar:%31%32%33%34%35%36@relay.example"),  # 123456, percent-encoded
+    ],
+)
+def test_production_refuses_well_known_passwords(setting: str, value: str) -> None:
+    assert Settings(**PRODUCTION).environment == "production"
+    with pytest.raises(ValueError, match=f"{setting}: production refuses a well-known password"):
+        Settings(**{**PRODUCTION, setting: value})
+
+
+def test_production_needs_its_own_secret_key() -> None:
+    with pytest.raises(ValueError, match="secret_key: production needs an explicit key"):
+        Settings(**{**PRODUCTION, "secret_key": None})
 
 
 def test_prefix_must_be_a_plain_name() -> None:
     with pytest.raises(ValueError, match="prefix"):
         Settings(prefix="bad prefix")
+
+
+def test_secret_key_prints_a_key_production_accepts() -> None:
+    from tests.harness import run_cli
+
+    made = run_cli("secret-key", env={})
+    assert made.returncode == 0
+    box = Settings(**{**PRODUCTION, "secret_key": made.stdout.strip()}).secret_box()
+    assert box.open(box.seal("the signing secret", context="feed:nisc"), context="feed:nisc") == (
+        "the signing secret"
+    )

@@ -65,7 +65,9 @@ def _cap_cancel(identifier: str, *, of: str, sent: str = "2026-11-28T19:05:00+09
 
 
 async def _feed(stack: Stack, *, signed: bool = False) -> tuple[dict[str, str], str | None]:
-    new = await stack.store.feeds.add("nisc", sources=["cap@nisc.example"], signed=signed)
+    new = await stack.store.feeds.add(
+        "nisc", sources=["cap@nisc.example"], signed=signed, sealer=stack.settings.secret_box()
+    )
     return {"Authorization": f"Bearer {new.key}"}, new.signing_secret
 
 
@@ -162,7 +164,9 @@ async def test_refused_requests_publish_nothing(
     stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2), api_max_body=64 * 1024)
     auth, _ = await _feed(stack)
     other = await stack.store.feeds.add("jpcert")
-    signed = await stack.store.feeds.add("signed-feed", sources=["cap@nisc.example"], signed=True)
+    signed = await stack.store.feeds.add(
+        "signed-feed", sources=["cap@nisc.example"], signed=True, sealer=stack.settings.secret_box()
+    )
     revoked = await stack.store.feeds.add("old")
     await stack.store.feeds.revoke("old")
     body = _nisc_cap(area=False)

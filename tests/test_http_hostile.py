@@ -19,7 +19,10 @@ from tests.hostile import REFUSED, big_csaf
 
 async def _feed(stack: Stack, *, signed: bool = False) -> tuple[dict[str, str], str | None]:
     new = await stack.store.feeds.add(
-        "nisc", sources=["s@x.example", "www.redhat.com", "www.bsi.bund.de"], signed=signed
+        "nisc",
+        sources=["s@x.example", "www.redhat.com", "www.bsi.bund.de"],
+        signed=signed,
+        sealer=stack.settings.secret_box(),
     )
     return {"Authorization": f"Bearer {new.key}"}, new.signing_secret
 

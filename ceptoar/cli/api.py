@@ -73,7 +73,7 @@ def add(name: str, sources: tuple[str, ...], signed: bool) -> None:
 
     async def _add() -> NewFeed:
         async with await Store.open(s.db_url) as store:
-            return await store.feeds.add(name, sources=keys, signed=signed)
+            return await store.feeds.add(name, sources=keys, signed=signed, sealer=s.secret_box())
 
     # A CAP sender such as http://www.aemet.es is stored as the source key ceptoar derives from it.
     keys = [cap_source(x) for x in sources]

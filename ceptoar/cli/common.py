@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -46,7 +47,12 @@ T = TypeVar("T")
 
 
 def settings() -> Settings:
-    """The process's settings, with logging configured; exit 2 naming the bad setting."""
+    """The process's settings, with logging configured; exit 2 naming the bad setting.
+
+    Every file a ceptoar command creates (the database, mail in the
+    mailbox, keys, reports) is its owner's alone.
+    """
+    os.umask(0o077)
     try:
         s = get_settings()
     except ValidationError as exc:

@@ -219,3 +219,11 @@ def status(ident: str, as_json: bool, wait: float | None, watch: bool) -> None:
         say(json_line(doc))
     else:
         _print_status(doc)
+
+
+@main.command("secret-key")
+def secret_key() -> None:
+    """Print a new key for CEPTOAR_SECRET_KEY, which seals the secrets ceptoar keeps."""
+    from ceptoar.sealing import new_key  # the cipher is loaded by the commands that need it only
+
+    say(new_key())

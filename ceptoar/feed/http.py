@@ -43,7 +43,9 @@ from ceptoar.feed.notice import OPERATOR_SOURCE
 from ceptoar.feed.offload import ParserBusy, ParserPool
 from ceptoar.log import get_logger
 from ceptoar.retry import is_transient
+from ceptoar.sealing import SecretBox, is_sealed
 from ceptoar.store import DeliveryState, Feed, Store
+from ceptoar.store.feeds import seal_context
 
 __all__ = ["SIGNATURE_MAX_AGE", "create_app", "sign"]
 
@@ -140,6 +142,13 @@ class Context:
     store: Store
     parser: ParserPool
     bus: Bus | None = None
+    _box: SecretBox | None = None
+
+    def secret_box(self) -> SecretBox:
+        """What opens the feeds' signing secrets (read from the settings at first use)."""
+        if self._box is None:
+            self._box = self.settings.secret_box()
+        return self._box
 
     async def broker(self) -> Bus:
         """The connected bus, connecting now if the broker was away."""
@@ -197,10 +206,25 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _check_signature(feed: Feed, timestamp: str | None, signature: str | None, body: bytes) -> None:
-    if feed.signing_secret is None and signature is None:
+async def _signing_secret(ctx: Context, feed: Feed) -> str | None:
+    """The feed's signing secret, opened; one an older release kept in the clear is sealed now."""
+    kept = feed.signing_secret
+    if kept is None:
+        return None
+    box = ctx.secret_box()
+    if is_sealed(kept):
+        return box.open(kept, context=seal_context(feed.name))
+    await ctx.store.feeds.reseal(feed.name, box.seal(kept, context=seal_context(feed.name)))
+    log.warning("feed.secret_sealed", feed=feed.name)
+    return kept
+
+
+def _check_signature(
+    secret: str | None, feed: Feed, timestamp: str | None, signature: str | None, body: bytes
+) -> None:
+    if secret is None and signature is None:
         return
-    if feed.signing_secret is None:
+    if secret is None:
         raise ApiError(401, "unexpected_signature", f"feed {feed.name} has no signing secret")
     if not timestamp or not signature:
         raise ApiError(401, "signature_required", "send X-Ceptoar-Timestamp and X-Ceptoar-Signature")
@@ -212,7 +236,7 @@ def _check_signature(feed: Feed, timestamp: str | None, signature: str | None, b
         raise ApiError(
             401, "stale_signature", "X-Ceptoar-Timestamp is more than 5 minutes from now (replay?)"
         )
-    expected = sign(feed.signing_secret, timestamp, body).encode()
+    expected = sign(secret, timestamp, body).encode()
     # Bytes: compare_digest refuses str with non-ASCII characters, which a header may hold.
     if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape")):
         raise ApiError(401, "bad_signature", "X-Ceptoar-Signature does not match the body")
@@ -383,7 +407,7 @@ async def post_notice(
     """Accept a notice; 202 once the broker confirmed it, 200 if it was received before."""
     ctx = _ctx(request)
     body = await _read_body(request, ctx.settings.api_max_body)
-    _check_signature(feed, x_ceptoar_timestamp, x_ceptoar_signature, body)
+    _check_signature(await _signing_secret(ctx, feed), feed, x_ceptoar_timestamp, x_ceptoar_signature, body)
     return await _accept(ctx, feed, body, request.headers.get("content-type"))
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +86,23 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
+def _owner_only(database: Path) -> None:
+    """Create the SQLite file (and its directory) readable by its owner only, before SQLite opens it.
+
+    SQLite gives its WAL and shared-memory files the database file's mode.
+    An existing file keeps the mode it has.
+    """
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for `url`, with SQLite's directory created and pragmas set."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(Path(parsed.database))
         # One connection per process: SQLite has one writer anyway, and a
         # single connection never waits on its own other connections.
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)

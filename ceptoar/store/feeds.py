@@ -1,10 +1,11 @@
 """Feed credentials and receipts for the HTTP ingestion endpoint.
 
 An API key is 32 random bytes; only its SHA-256 is stored, which is enough
-for a key of that strength. A feed may post notices only under the source
-names it was given. A receipt records a notice the endpoint accepted, so
-the same POST again is answered with the existing id instead of a second
-publish.
+for a key of that strength. A signing secret must be kept to check HMACs,
+so it is kept sealed under the service's key (`ceptoar.sealing`). A feed
+may post notices only under the source names it was given. A receipt
+records a notice the endpoint accepted, so the same POST again is answered
+with the existing id instead of a second publish.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import ColumnElement, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,11 +26,27 @@ from ceptoar.feed.notice import OPERATOR_SOURCE
 from ceptoar.store.engine import reading
 from ceptoar.store.tables import feeds, receipts
 
-__all__ = ["Feed", "FeedExists", "FeedRepo", "NewFeed", "Receipt", "ReservedSource", "hash_key"]
+__all__ = [
+    "Feed",
+    "FeedExists",
+    "FeedRepo",
+    "NewFeed",
+    "Receipt",
+    "ReservedSource",
+    "Sealer",
+    "hash_key",
+    "seal_context",
+]
 
 KEY_PREFIX = "cep_"
 # Longer than any publish may take (the endpoint gives the broker 10 s to confirm).
 ABANDONED_AFTER = 60
+
+
+class Sealer(Protocol):
+    """What keeps a secret sealed (`ceptoar.sealing.SecretBox`)."""
+
+    def seal(self, secret: str, *, context: str) -> str: ...
 
 
 class FeedExists(CeptoarError, ValueError):
@@ -37,6 +55,11 @@ class FeedExists(CeptoarError, ValueError):
 
 class ReservedSource(CeptoarError, ValueError):
     """A feed asked for the source name that only the operators' own notices carry."""
+
+
+def seal_context(name: str) -> str:
+    """What a feed's sealed secret is bound to: it opens for that feed only."""
+    return f"feed:{name}"
 
 
 def hash_key(key: str) -> str:
@@ -49,6 +72,7 @@ class Feed:
 
     name: str
     sources: tuple[str, ...]
+    # The signing secret as kept: sealed (`ceptoar.sealing`), or in the clear from an older release.
     signing_secret: str | None
     revoked: bool
 
@@ -77,7 +101,21 @@ class FeedRepo:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def add(self, name: str, *, sources: Sequence[str] = (), signed: bool = False) -> NewFeed:
+    async def add(
+        self,
+        name: str,
+        *,
+        sources: Sequence[str] = (),
+        signed: bool = False,
+        sealer: Sealer | None = None,
+    ) -> NewFeed:
+        """Register a feed; its key, and with `signed` its signing secret, are handed out once in NewFeed.
+
+        Only the key's hash is kept, and the signing secret only as `sealer`
+        sealed it: a signed feed needs one.
+        """
+        if signed and sealer is None:
+            raise ValueError("a signed feed's secret is kept sealed: pass a sealer")
         if OPERATOR_SOURCE in (name, *sources):
             raise ReservedSource(
                 f"{OPERATOR_SOURCE!r} is reserved for CEPTOAR's operators (ceptoar compose, cancel, "
@@ -85,6 +123,7 @@ class FeedRepo:
             )
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         secret = secrets.token_urlsafe(32) if signed else None
+        kept = sealer.seal(secret, context=seal_context(name)) if secret and sealer else None
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(
@@ -92,7 +131,7 @@ class FeedRepo:
                         name=name,
                         key_hash=hash_key(key),
                         sources=sorted({name, *sources}),
-                        signing_secret=secret,
+                        signing_secret=kept,
                         created_at=datetime.now(UTC),
                     )
                 )
@@ -109,6 +148,11 @@ class FeedRepo:
                 .values(revoked_at=datetime.now(UTC))
             )
         return result.rowcount == 1
+
+    async def reseal(self, name: str, kept: str) -> None:
+        """Replace a feed's signing secret kept in the clear (by an older release) with its sealed form."""
+        async with self._engine.begin() as conn:
+            await conn.execute(update(feeds).where(feeds.c.name == name).values(signing_secret=kept))
 
     async def by_key(self, key: str) -> Feed | None:
         """The feed a presented API key belongs to (revoked ones too; the caller decides)."""
