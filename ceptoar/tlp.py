@@ -2,7 +2,8 @@
 
 CLEAR and GREEN reach any address; AMBER only addresses with the security
 role; AMBER+STRICT only an organisation's designated security contact; RED
-is never fanned out. The dispatcher applies it when it chooses an audience
+is never fanned out: an operator releases it to the addresses they name.
+The dispatcher applies it when it chooses an audience
 (alert, update, cancel alike), and the mailer once more just before it
 sends, so a path that chose its recipients otherwise (a resend, an address
 whose role changed since) cannot let a mail through either.
@@ -22,9 +23,13 @@ _NEEDS = {
 }
 
 
-def tlp_withholds(tlp: str, *, role: str, contact: bool) -> str | None:
-    """Why TLP keeps a mail labelled `tlp` from an address with this role, or None when it may have it."""
-    if tlp in ("CLEAR", "GREEN"):
+def tlp_withholds(tlp: str, *, role: str, contact: bool, released: bool = False) -> str | None:
+    """Why TLP keeps a mail labelled `tlp` from an address with this role, or None when it may have it.
+
+    `released`: an operator released the alert to addresses they named
+    (`ceptoar release`), which is the only way a TLP:RED mail goes out.
+    """
+    if tlp in ("CLEAR", "GREEN") or (tlp == "RED" and released):
         return None
     if tlp == "AMBER" and role == "security":
         return None

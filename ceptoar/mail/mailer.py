@@ -253,7 +253,8 @@ class Mailer:
             if alert.is_expired(datetime.now(UTC)):
                 expired = f"not sent: the alert expired at {alert.expires_at:%Y-%m-%dT%H:%M:%S%z}"
                 return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, expired)
-            if tlp_withholds(alert.tlp, role=c.role, contact=c.contact) is not None:
+            released = alert.released_by is not None
+            if tlp_withholds(alert.tlp, role=c.role, contact=c.contact, released=released) is not None:
                 # However the delivery came to be (a resend, a role changed since), TLP has the last word.
                 log.error("delivery.withheld_by_tlp", delivery_id=c.id, alert_id=c.alert_id, tlp=alert.tlp)
                 return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, withheld_reply(alert.tlp))

@@ -10,6 +10,7 @@ from ceptoar.store.audit import Actor, AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
 from ceptoar.store.engine import create_engine, create_schema, dispose, reading
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
+from ceptoar.store.holds import HoldRepo, NotHeld
 from ceptoar.store.states import CLAIMABLE, MAILED, OPEN, DeliveryState
 from ceptoar.store.subscribers import Candidate, ImportResult, RegistryCounts, SubscriberRepo
 from ceptoar.store.threads import ThreadRepo
@@ -29,6 +30,7 @@ __all__ = [
     "ImportResult",
     "Lifecycle",
     "NewFeed",
+    "NotHeld",
     "Outcome",
     "RegistryCounts",
     "Store",
@@ -47,6 +49,7 @@ class Store:
         self.feeds = FeedRepo(engine)
         self.audit = AuditRepo(engine)
         self.threads = ThreadRepo(engine)
+        self.holds = HoldRepo(engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:

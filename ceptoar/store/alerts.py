@@ -19,7 +19,15 @@ from ceptoar.store.engine import reading
 from ceptoar.store.states import DeliveryState
 from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, notices
 
-__all__ = ["FIRST_ROWS", "Addressee", "AlertRepo", "AlertView", "Lifecycle", "StoredAlert"]
+__all__ = [
+    "FIRST_ROWS",
+    "Addressee",
+    "AlertRepo",
+    "AlertView",
+    "Lifecycle",
+    "StoredAlert",
+    "insert_deliveries",
+]
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,8 @@ class AlertView:
     parent_id: str | None = None
     status: str = "actual"
     expires_at: datetime | None = None
+    # The operator who released it from being held, to an audience of their choosing.
+    released_by: str | None = None
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -183,7 +193,7 @@ class AlertRepo:
                         pending=_pending(rest, history, message_id_domain) if rest else None,
                     )
                 )
-                ids = await _insert_deliveries(
+                ids = await insert_deliveries(
                     conn, alert_id, written, history, message_id_domain, now, new=True
                 )
                 # New rows: none has been attempted, so none can be exhausted.
@@ -241,7 +251,7 @@ class AlertRepo:
                     await conn.execute(update(alerts).where(alerts.c.id == alert_id).values(pending=None))
                 if state == "cancelled":
                     return
-                ids = await _insert_deliveries(
+                ids = await insert_deliveries(
                     conn,
                     alert_id,
                     audience[start : start + size],
@@ -400,7 +410,7 @@ def _pending(addresses: Sequence[int], history: Mapping[int, Sequence[str]], dom
     }
 
 
-async def _insert_deliveries(
+async def insert_deliveries(
     conn: AsyncConnection,
     alert_id: str,
     audience: Sequence[int],
@@ -513,4 +523,5 @@ def _view(row: Any) -> AlertView:
         parent_id=row["parent_id"],
         status=row["status"],
         expires_at=row["expires_at"],
+        released_by=row["released_by"],
     )

@@ -9,7 +9,8 @@ alert still has to write as deliveries (alerts.pending). Version 6 adds
 the operator's account and host to the audit log, and creates the
 indexes that columns added by earlier steps lacked. Version 7 adds why
 a notice the HTTP endpoint accepted was refused later (receipts.reason,
-receipts.field). Each step
+receipts.field). Version 8 records who released a held alert
+(alerts.released_by, alerts.released_at). Each step
 runs in the same transaction as the version row that records it.
 """
 
@@ -107,7 +108,20 @@ def _v7(conn: Connection) -> None:
     _add_columns(conn, "receipts", [("reason", "TEXT", None), ("field", "VARCHAR(200)", None)])
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2, 3: _v3, 4: _v3, 5: _v5, 6: _v6, 7: _v7}
+def _v8(conn: Connection) -> None:
+    timestamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+    _add_columns(conn, "alerts", [("released_by", "VARCHAR(128)", None), ("released_at", timestamp, None)])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _v2,
+    3: _v3,
+    4: _v3,
+    5: _v5,
+    6: _v6,
+    7: _v7,
+    8: _v8,
+}
 LATEST = max(MIGRATIONS)
 
 

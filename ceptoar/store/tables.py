@@ -147,6 +147,9 @@ alerts = Table(
     # Schema 5: the audience whose delivery rows are still to be written
     # (`AlertRepo.store_pending`); NULL once they are.
     Column("pending", JSON(none_as_null=True), nullable=True),
+    # Schema 8: the operator who released a held alert to an audience of their choosing, and when.
+    Column("released_by", String(128), nullable=True),
+    Column("released_at", UtcDateTime, nullable=True),
 )
 
 deliveries = Table(
