@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -243,3 +244,72 @@ async def test_the_dry_run_says_what_each_target_reaches(
     assert "13 = 東京都, the whole prefecture: its government and municipalities (63 in all)" in out
     assert "140007 = 神奈川県 alone (one organisation)" in out
     assert "audience: 128 addresses in 64 organisations" in out
+
+
+async def test_a_red_alert_is_released_only_to_the_addresses_named_and_audited(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 3)
+    first_org, third_org = rows[0].code, rows[4].code
+    named = rows[3].email  # a primary address, named on purpose
+    stack = await make_stack(mailbox=mailbox, rows=rows)
+    env = _env(stack)
+    async with running(stack.settings):
+        await stack.publish(notice_doc(id="RED-REL", tlp="RED", title="限定共有"))
+        while True:
+            try:
+                if (await stack.store.alerts.resolve("RED-REL")).state == "held":
+                    break
+            except LookupError:
+                pass
+            await asyncio.sleep(0.05)
+        refused = await run_cli_async("release", "RED-REL", "--yes", env=env)
+        dry = await run_cli_async("release", "RED-REL", "--to", first_org, "--dry-run", env=env)
+        done = await run_cli_async("release", "RED-REL", "--to", first_org, "--to", named, "--yes", env=env)
+        assert done.returncode == 0, done.stderr
+        counts = await stack.wait_settled("RED-REL")
+        again = await run_cli_async("release", "RED-REL", "--to", third_org, "--yes", env=env)
+    assert refused.returncode == 2 and "TLP:RED goes only to addresses an operator names" in refused.stderr
+    assert dry.returncode == 0 and "dry run: nothing was released" in dry.stdout
+    assert counts == {"sent": 2}
+    contact = next(r.email for r in rows if r.code == first_org and r.contact)
+    assert sorted(addresses(mailbox.root)) == sorted([contact, named])
+    assert again.returncode == 2 and "is active, not held" in again.stderr
+    entries = [e for e in await stack.store.audit.since() if e.action == "release"]
+    assert len(entries) == 1 and entries[0].operator == "suzuki" and entries[0].detail["deliveries"] == 2
+    alert = await stack.store.alerts.resolve("RED-REL")
+    assert alert.released_by == "suzuki"
+
+
+async def test_prune_deletes_old_events_and_receipts_but_never_alerts_or_audit(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from ceptoar.store.tables import alerts, audit, delivery_events, receipts
+
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1))
+    old = await stack.store_alert(notice_doc(id="OLD-1"), published=True)
+    await stack.store_alert(notice_doc(id="NEW-1"), published=True)
+    await stack.store.feeds.receive(source="nisc", source_id="OLD-1", fmt="json", feed="nisc")
+    await stack.store.feeds.published(source="nisc", source_id="OLD-1")
+    await stack.store.feeds.receive(source="nisc", source_id="NEW-1", fmt="json", feed="nisc")
+    long_ago = datetime.now(UTC) - timedelta(days=100)
+    async with stack.store.engine.begin() as conn:
+        await conn.execute(
+            update(delivery_events).where(delivery_events.c.delivery_id.in_(old.delivery_ids)).values(at=long_ago)
+        )
+        await conn.execute(update(receipts).where(receipts.c.source_id == "OLD-1").values(received_at=long_ago))
+    env = _env(stack)
+    dry = await run_cli_async("prune", "--older-than", "90d", "--dry-run", env=env)
+    done = await run_cli_async("prune", "--older-than", "90d", "--yes", env=env)
+    assert dry.returncode == 0 and "2 delivery events, 1 receipts" in dry.stdout, dry.stderr
+    assert done.returncode == 0 and "deleted 2 delivery events and 1 receipts" in done.stdout, done.stderr
+    async with stack.store.engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(delivery_events))).scalar_one() == 2
+        assert (await conn.execute(select(func.count()).select_from(alerts))).scalar_one() == 2
+        assert (await conn.execute(select(receipts.c.source_id))).scalars().all() == ["NEW-1"]
+        assert (await conn.execute(select(audit.c.action))).scalars().all() == ["prune"]
+    assert (await stack.store.deliveries.get(old.delivery_ids[0])) is not None  # the delivery keeps its state

@@ -26,7 +26,7 @@ from ceptoar.cli.common import (
 from ceptoar.cli.compose import cancel, compose
 from ceptoar.cli.feed import read_notice, validate
 from ceptoar.cli.mailbox import mailbox
-from ceptoar.cli.operate import alerts, audit, report, resend
+from ceptoar.cli.operate import alerts, audit, prune, report, resend
 from ceptoar.cli.release import release
 from ceptoar.cli.rules import classify_command, rules
 from ceptoar.cli.subscribers import subscribers
@@ -54,7 +54,7 @@ main.add_command(classify_command)
 main.add_command(validate)
 main.add_command(api)
 main.add_command(feeds)
-for _command in (compose, cancel, alerts, resend, report, audit, release):
+for _command in (compose, cancel, alerts, resend, report, audit, release, prune):
     main.add_command(_command)
 
 

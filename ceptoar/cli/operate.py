@@ -10,14 +10,14 @@ from typing import Any
 import click
 
 from ceptoar.bus import Bus, lane_for
-from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_NOT_FOUND, fail, run, say, settings
+from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, EXIT_NOT_FOUND, fail, run, say, settings
 from ceptoar.compose import current_actor
 from ceptoar.config import Settings
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.report import csv_report, html_report, text_report
-from ceptoar.store import AlertView, AuditEntry, DeliveryState, Store
+from ceptoar.store import AlertView, AuditEntry, DeliveryState, Pruned, Store
 
-__all__ = ["alerts", "audit", "report", "resend"]
+__all__ = ["alerts", "audit", "prune", "report", "resend"]
 
 _AGO = re.compile(r"^(\d+)\s*([mhd])$")
 
@@ -162,3 +162,35 @@ def audit(since: str | None) -> None:
         detail = " ".join(f"{k}={v}" for k, v in e.detail.items() if v not in (None, [], ""))
         where = f"  ({e.os_user or '?'}@{e.host or '?'})" if e.os_user or e.host else ""
         say(f"{at}  {e.operator:<12} {e.action:<8} {target}  {detail}{where}")
+
+
+@click.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    help="A retention period (90d, 2160h) or an ISO date: what is older goes.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would go; delete nothing.")
+@click.option("--yes", is_flag=True, help="Confirm without asking.")
+def prune(older_than: str, dry_run: bool, yes: bool) -> None:
+    """Delete delivery events and HTTP receipts older than a retention period (never alerts or audit)."""
+    s = settings()
+    before = parse_since(older_than)
+
+    async def _prune() -> Pruned | None:
+        who = current_actor()
+        async with await Store.open(s.db_url) as store:
+            would = await store.retention.count(before=before)
+            say(f"before {before.astimezone():%Y-%m-%d %H:%M}: {would.delivery_events} delivery events, "
+                f"{would.receipts} receipts")
+            if dry_run:
+                say("dry run: nothing was deleted")
+                return None
+            if not yes and not click.confirm("Delete them? Alerts, deliveries and the audit log stay."):
+                fail("nothing was deleted", EXIT_DECLINED)
+            return await store.retention.prune(before=before, who=who)
+
+    pruned = run(_prune())
+    if pruned is not None:
+        say(f"deleted {pruned.delivery_events} delivery events and {pruned.receipts} receipts")

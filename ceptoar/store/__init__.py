@@ -11,6 +11,7 @@ from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
 from ceptoar.store.engine import create_engine, create_schema, dispose, reading
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.holds import HoldRepo, NotHeld
+from ceptoar.store.retention import Pruned, RetentionRepo
 from ceptoar.store.states import CLAIMABLE, MAILED, OPEN, DeliveryState
 from ceptoar.store.subscribers import Candidate, ImportResult, RegistryCounts, SubscriberRepo
 from ceptoar.store.threads import ThreadRepo
@@ -32,6 +33,7 @@ __all__ = [
     "NewFeed",
     "NotHeld",
     "Outcome",
+    "Pruned",
     "RegistryCounts",
     "Store",
     "StoredAlert",
@@ -50,6 +52,7 @@ class Store:
         self.audit = AuditRepo(engine)
         self.threads = ThreadRepo(engine)
         self.holds = HoldRepo(engine)
+        self.retention = RetentionRepo(engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:

@@ -1,0 +1,62 @@
+"""Retention: what may be deleted once it is old, and what never is.
+
+The HTTP endpoint's receipts and the delivery event log grow with every
+notice and every attempt; past a retention period an operator prunes them.
+Alerts, their deliveries (which keep each one's final state and reply),
+notices and the audit log are never pruned. A prune is itself audited, in
+the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ceptoar.store.audit import Actor, insert_audit
+from ceptoar.store.engine import reading
+from ceptoar.store.tables import delivery_events, receipts
+
+__all__ = ["Pruned", "RetentionRepo"]
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """How many rows a prune removed (or, as a dry run, would remove)."""
+
+    delivery_events: int
+    receipts: int
+
+
+def _old(before: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """Delivery events from before `before`, and receipts from before it that are settled."""
+    settled = (receipts.c.received_at < before) & (receipts.c.state != "publishing")
+    return delivery_events.c.at < before, settled
+
+
+class RetentionRepo:
+    """Prunes what is kept for a while only."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def count(self, *, before: datetime) -> Pruned:
+        """What `prune` would remove."""
+        old_events, old_receipts = _old(before)
+        async with reading(self._engine) as conn:
+            events = (await conn.execute(select(func.count()).where(old_events))).scalar_one()
+            settled = (await conn.execute(select(func.count()).where(old_receipts))).scalar_one()
+        return Pruned(int(events), int(settled))
+
+    async def prune(self, *, before: datetime, who: Actor) -> Pruned:
+        """Delete delivery events and settled receipts from before `before`, audited; return the counts."""
+        old_events, old_receipts = _old(before)
+        async with self._engine.begin() as conn:
+            events = await conn.execute(delete(delivery_events).where(old_events))
+            settled = await conn.execute(delete(receipts).where(old_receipts))
+            pruned = Pruned(events.rowcount, settled.rowcount)
+            detail = {"before": before.isoformat(), **asdict(pruned)}
+            await insert_audit(conn, who, "prune", detail=detail)
+        return pruned
