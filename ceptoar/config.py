@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -22,8 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-if TYPE_CHECKING:
-    from ceptoar.sealing import SecretBox
+from ceptoar.sealing import SecretBox
 
 __all__ = ["WELL_KNOWN_PASSWORDS", "Settings", "get_settings"]
 
@@ -124,8 +123,6 @@ class Settings(BaseSettings):
 
     def secret_box(self) -> SecretBox:
         """What seals and opens the secrets this service keeps."""
-        from ceptoar.sealing import SecretBox  # only the processes that keep secrets load the cipher
-
         if self.secret_key is not None:
             return SecretBox.from_text(self.secret_key.get_secret_value(), where="secret_key")
         return SecretBox.from_file(self.var_dir / "secret.key")

@@ -13,10 +13,12 @@ import base64
 import os
 import secrets
 from pathlib import Path
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING
 
 from ceptoar.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["SEALED_PREFIX", "SecretBox", "is_sealed", "new_key"]
 
@@ -47,7 +49,11 @@ class SecretBox:
     """Seals and opens short secrets with one key."""
 
     def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
+        # Loaded here, not with the module: the cipher's library costs a process about 9 MB,
+        # and only the processes that open or seal a secret need it.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aead: AESGCM = AESGCM(key)
 
     @classmethod
     def from_text(cls, text: str, *, where: str = "secret_key") -> SecretBox:

@@ -225,6 +225,6 @@ def status(ident: str, as_json: bool, wait: float | None, watch: bool) -> None:
 @main.command("secret-key")
 def secret_key() -> None:
     """Print a new key for CEPTOAR_SECRET_KEY, which seals the secrets ceptoar keeps."""
-    from ceptoar.sealing import new_key  # the cipher is loaded by the commands that need it only
+    from ceptoar.sealing import new_key
 
     say(new_key())
