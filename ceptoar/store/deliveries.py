@@ -393,7 +393,6 @@ async def _take(
     now = datetime.now(UTC)
     lease_until = datetime.fromtimestamp(now.timestamp() + lease_seconds, UTC)
     claimable = _claimable(now)
-    await _exhaust(conn, ids, claimable, max_attempts, now)
     won = (
         await conn.execute(
             update(deliveries)
@@ -410,6 +409,10 @@ async def _take(
     taken = list(won)
     if taken:
         await row_events(conn, deliveries.c.id.in_(taken), DeliveryState.SENDING, now)
+    if len(taken) < len(ids):
+        # Only then can one be exhausted (a claim of a fan-out's fresh rows wins them all).
+        rest = set(ids).difference(taken)
+        await _exhaust(conn, sorted(rest), claimable, max_attempts, now)
     return taken
 
 
