@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -259,6 +260,17 @@ class Bus:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
+
+    @classmethod
+    @asynccontextmanager
+    async def session(cls, settings: Settings, *, name: str) -> AsyncIterator[Bus]:
+        """A bus connected for a command that publishes once (resend, release, compose), closed after."""
+        bus = cls.from_settings(settings)
+        try:
+            await bus.connect(name=name)
+            yield bus
+        finally:
+            await bus.close()
 
     async def connect(self, *, name: str = "ceptoar", within: float | None = None) -> None:
         """Connect (giving up after `within` seconds), open the publisher channel, declare the topology."""

@@ -18,7 +18,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,25 +154,40 @@ async def _fan_out(make_stack: StackFactory, mailbox: MailboxServer, rows: list[
     )
 
 
+async def _ridden_out(
+    stack: Stack, rows: list[RegistryRow], ident: str, fault: Callable[[], Awaitable[None]]
+) -> int:
+    """Fan `ident` out, run `fault` once a tenth of it is sent, and check that serve rode it out.
+
+    Returns the deliveries in flight when it broke: the most that may be doubled.
+    """
+    async with serving(stack) as serve:
+        children = serve.children
+        await stack.publish(notice_doc(id=ident))
+        await _until_sent(stack.store, ident, len(rows) // 10)
+        in_flight = await _in_flight(stack.store)
+        await fault()
+        counts = await _settled(stack, ident)
+        _assert_nothing_exited_on_its_own(serve, children)
+    assert counts == {"sent": len(rows)}, "no delivery may fail or be given up for the outage"
+    return in_flight
+
+
 @pytest.mark.postgres
 async def test_a_rabbitmq_restart_mid_fan_out_is_waited_out(
     make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow], pg_url: str
 ) -> None:
     rows = subset(registry_rows, ORGANISATIONS)
     stack = await _fan_out(make_stack, mailbox, rows, database_url=pg_url)
-    async with serving(stack) as serve:
-        children = serve.children
-        await stack.publish(notice_doc(id="BROKER-1"))
-        await _until_sent(stack.store, "BROKER-1", len(rows) // 10)
-        in_flight = await _in_flight(stack.store)
+
+    async def restart_rabbitmq() -> None:
         await _rabbitmqctl("stop_app")
         await asyncio.sleep(3)
         await _rabbitmqctl("start_app")
         await _rabbitmqctl("await_startup")
         assert await _sent(stack.store, "BROKER-1") < len(rows) * 2 // 3  # most of it is sent after
-        counts = await _settled(stack, "BROKER-1")
-        _assert_nothing_exited_on_its_own(serve, children)
-    assert counts == {"sent": len(rows)}
+
+    in_flight = await _ridden_out(stack, rows, "BROKER-1", restart_rabbitmq)
     _check_mailboxes(mailbox, rows, in_flight)
 
 
@@ -182,15 +197,7 @@ async def test_a_postgresql_restart_mid_fan_out_is_waited_out(
 ) -> None:
     rows = subset(registry_rows, ORGANISATIONS)
     stack = await _fan_out(make_stack, mailbox, rows, database_url=pg_url)
-    async with serving(stack) as serve:
-        children = serve.children
-        await stack.publish(notice_doc(id="PGRESTART-1"))
-        await _until_sent(stack.store, "PGRESTART-1", len(rows) // 10)
-        in_flight = await _in_flight(stack.store)
-        await _pg_restart()
-        counts = await _settled(stack, "PGRESTART-1")
-        _assert_nothing_exited_on_its_own(serve, children)
-    assert counts == {"sent": len(rows)}
+    in_flight = await _ridden_out(stack, rows, "PGRESTART-1", _pg_restart)
     _check_mailboxes(mailbox, rows, in_flight)
 
 
@@ -199,17 +206,13 @@ async def test_the_relay_down_for_30_seconds_is_waited_out(
 ) -> None:
     rows = subset(registry_rows, ORGANISATIONS)
     stack = await _fan_out(make_stack, relay.server, rows)
-    async with serving(stack) as serve:
-        children = serve.children
-        await stack.publish(notice_doc(id="RELAY-1"))
-        await _until_sent(stack.store, "RELAY-1", len(rows) // 10)
-        in_flight = await _in_flight(stack.store)
+
+    async def relay_away() -> None:
         await relay.down()
         await asyncio.sleep(30)
         await relay.up()
-        counts = await _settled(stack, "RELAY-1")
-        _assert_nothing_exited_on_its_own(serve, children)
-    assert counts == {"sent": len(rows)}, "no delivery may fail or be given up for the relay's outage"
+
+    in_flight = await _ridden_out(stack, rows, "RELAY-1", relay_away)
     _check_mailboxes(relay.server, rows, in_flight + relay.connections_cut)
 
 

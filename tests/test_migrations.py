@@ -41,18 +41,23 @@ SCHEMA_1 = [
 ]
 
 
-async def test_schema_1_database_is_migrated_in_place(
-    tmp_path: Path, registry_rows: list[RegistryRow]
-) -> None:
+async def _schema_1_database(path: Path) -> str:
+    """The URL of a SQLite database as the first release made it."""
     from ceptoar.store.engine import create_engine, dispose
 
-    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    url = f"sqlite+aiosqlite:///{path}"
     engine = create_engine(url)
     async with engine.begin() as conn:
         for statement in SCHEMA_1:
             await conn.execute(text(statement))
     await dispose(engine)
+    return url
 
+
+async def test_schema_1_database_is_migrated_in_place(
+    tmp_path: Path, registry_rows: list[RegistryRow]
+) -> None:
+    url = await _schema_1_database(tmp_path / "old.db")
     async with await Store.open(url) as store:
         async with store.engine.connect() as conn:
             version = (await conn.execute(text("SELECT max(version) FROM schema_version"))).scalar()
@@ -152,14 +157,7 @@ async def _shape_of(url: str) -> dict[str, object]:
 
 
 async def test_a_database_migrated_from_schema_1_has_exactly_the_shape_of_a_new_one(tmp_path: Path) -> None:
-    from ceptoar.store.engine import create_engine, dispose
-
-    old = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    engine = create_engine(old)
-    async with engine.begin() as conn:
-        for statement in SCHEMA_1:
-            await conn.execute(text(statement))
-    await dispose(engine)
+    old = await _schema_1_database(tmp_path / "old.db")
     migrated, new = await _shape_of(old), await _shape_of(f"sqlite+aiosqlite:///{tmp_path / 'new.db'}")
     assert migrated == new
     assert ("ix_alerts_thread_id", ("thread_id",), False) in new["alerts"][1]  # type: ignore[index]

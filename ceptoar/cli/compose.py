@@ -11,7 +11,6 @@ import difflib
 import re
 import sys
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -248,10 +247,7 @@ async def _send(
             },
         )
     try:
-        async with AsyncExitStack() as stack:
-            bus = Bus.from_settings(s)
-            await bus.connect(name="ceptoar-compose")
-            stack.push_async_callback(bus.close)
+        async with Bus.session(s, name="ceptoar-compose") as bus:
             await bus.publish_notice(
                 n.model_dump_json(by_alias=True, exclude_none=True).encode(),
                 content_type="application/json",

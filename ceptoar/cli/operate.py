@@ -84,12 +84,8 @@ async def _resend(s: Settings, ident: str, which: str, address: str | None) -> i
         if address and not ids:
             fail(f"alert {alert.id} has no delivery to {address} that can be sent again", EXIT_NOT_FOUND)
         if ids:
-            bus = Bus.from_settings(s)
-            await bus.connect(name="ceptoar-resend")
-            try:
+            async with Bus.session(s, name="ceptoar-resend") as bus:
                 await bus.publish_jobs(ids, lane=lane_for(alert.severity), batch=s.publish_batch)
-            finally:
-                await bus.close()
         return len(ids)
 
 

@@ -95,12 +95,8 @@ async def _release(s: Settings, ident: str, to: tuple[str, ...], yes: bool, dry_
         ids = await store.holds.release(
             alert.id, recipients=recipients, message_id_domain=s.message_id_domain, who=who, detail=detail
         )
-        bus = Bus.from_settings(s)
-        await bus.connect(name="ceptoar-release")
-        try:
+        async with Bus.session(s, name="ceptoar-release") as bus:
             await bus.publish_jobs(ids, lane=lane_for(alert.severity), batch=s.publish_batch)
-        finally:
-            await bus.close()
         await store.alerts.mark_published(alert.id)
     say(f"released {alert.id} to {len(ids)} addresses; follow it with: ceptoar status {alert.id} --watch")
 
