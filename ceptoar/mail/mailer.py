@@ -14,7 +14,15 @@ duplicate and is acked without sending. A temporary failure leaves the row
 `deferred` and parks a new job in the retry queue for the attempt's delay;
 once attempts run out, or on a permanent failure, the row is `failed` with
 the server's reply kept. A job's message is acked only after its outcome is
-stored and any retry job is confirmed by the broker.
+stored and any retry job is confirmed by the broker; an ack the broker can
+no longer take (it restarted) is left, since the job comes back and finds
+its work done.
+
+Each delivery fails on its own: an error nothing foresaw (a template that
+raises) fails that delivery, never its batch. A relay that cannot be
+reached costs no attempt: those deliveries go back to `queued`, and the
+mailer waits for the relay before it sends them. TLP is checked once more
+before each send (`ceptoar.tlp`).
 """
 
 from __future__ import annotations
