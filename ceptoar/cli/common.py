@@ -8,11 +8,13 @@ not be reached; 4 the operator did not confirm.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import os
 import signal
 import sys
 from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 import aio_pika.exceptions
@@ -23,6 +25,7 @@ from pydantic import ValidationError
 from ceptoar.config import Settings, get_settings
 from ceptoar.errors import CeptoarError, InvalidNotice, RegistryError, UnknownAlert
 from ceptoar.log import configure_logging
+from ceptoar.store import AlertView, Store
 from ceptoar.text import printable
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "fail",
     "install_stop_signals",
     "json_line",
+    "resolve_alert",
     "run",
     "say",
     "settings",
@@ -78,6 +82,17 @@ def json_line(doc: object) -> str:
     return "".join(
         c if printable(c) == c else f"\\u{ord(c):04x}" for c in json.dumps(doc, ensure_ascii=False)
     )
+
+
+async def resolve_alert(store: Store, ident: str) -> AlertView:
+    """The alert an operator named (alert or notice id, source:notice-id); exit 1 naming the closest ones."""
+    try:
+        return await store.alerts.resolve(ident)
+    except UnknownAlert as exc:
+        recent = await store.alerts.recent(since=datetime.now(UTC) - timedelta(days=30))
+        near = difflib.get_close_matches(ident, [a.id for a in recent] + [a.source_id for a in recent], n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        fail(f"{exc}{hint}", EXIT_NOT_FOUND)
 
 
 def fail(message: str, code: int) -> NoReturn:

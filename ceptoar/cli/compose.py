@@ -7,7 +7,6 @@ operator declines, or with --dry-run.
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from ceptoar.bus import Bus
-from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, EXIT_NOT_FOUND, fail, run, say, settings
+from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, fail, resolve_alert, run, say, settings
 from ceptoar.cli.feed import read_notice
 from ceptoar.components import make_renderer
 from ceptoar.compose import Draft, TargetError, build_notice, current_actor, parse_targets, short_code
@@ -27,7 +26,7 @@ from ceptoar.compose.preview import Preview, preview, preview_mail
 from ceptoar.compose.targets import describe_area
 from ceptoar.config import Settings
 from ceptoar.dispatch.rules import load_rules
-from ceptoar.errors import InvalidNotice, UnknownAlert
+from ceptoar.errors import InvalidNotice
 from ceptoar.feed.notice import Category, Notice, Severity, Tlp
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.store import Actor, AlertView, Store
@@ -209,16 +208,6 @@ def _confirm(p: Preview, yes: bool) -> None:
             fail("the confirmation code did not match; not sent", EXIT_DECLINED)
 
 
-async def _resolve(store: Store, ident: str) -> AlertView:
-    try:
-        return await store.alerts.resolve(ident)
-    except UnknownAlert as exc:
-        recent = await store.alerts.recent(since=datetime.now(UTC) - timedelta(days=30))
-        near = difflib.get_close_matches(ident, [a.id for a in recent] + [a.source_id for a in recent], n=3)
-        hint = f"; did you mean {', '.join(near)}?" if near else ""
-        fail(f"{exc}{hint}", EXIT_NOT_FOUND)
-
-
 async def _send(
     s: Settings, store: Store, p: Preview, action: str, parent: AlertView | None, who: Actor
 ) -> None:
@@ -265,7 +254,7 @@ async def _compose(s: Settings, f: Fields, opts: dict[str, object]) -> None:
     async with await Store.open(s.db_url) as store:
         parent = None
         if opts["update"]:
-            parent = await _resolve(store, str(opts["update"]))
+            parent = await resolve_alert(store, str(opts["update"]))
         base = Notice.model_validate(parent.notice) if parent else None
         if opts["from_file"]:
             base = read_notice(Path(str(opts["from_file"])))[1].notice
@@ -362,7 +351,7 @@ def compose(**kw: object) -> None:
 async def _cancel(s: Settings, ident: str, reason: str | None, yes: bool, dry_run: bool) -> None:
     who = current_actor()
     async with await Store.open(s.db_url) as store:
-        parent = await _resolve(store, ident)
+        parent = await resolve_alert(store, ident)
         original = Notice.model_validate(parent.notice)
         draft = Draft(
             title=f"取消: {original.title}"[:300],

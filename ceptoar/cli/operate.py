@@ -10,7 +10,16 @@ from typing import Any
 import click
 
 from ceptoar.bus import Bus, lane_for
-from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, EXIT_NOT_FOUND, fail, run, say, settings
+from ceptoar.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_DECLINED,
+    EXIT_NOT_FOUND,
+    fail,
+    resolve_alert,
+    run,
+    say,
+    settings,
+)
 from ceptoar.compose import current_actor
 from ceptoar.config import Settings
 from ceptoar.render import SEVERITY_LABELS
@@ -68,10 +77,7 @@ def alerts(since: str, severities: tuple[str, ...]) -> None:
 async def _resend(s: Settings, ident: str, which: str, address: str | None) -> int:
     who = current_actor()
     async with await Store.open(s.db_url) as store:
-        try:
-            alert = await store.alerts.resolve(ident)
-        except LookupError as exc:
-            fail(str(exc), EXIT_NOT_FOUND)
+        alert = await resolve_alert(store, ident)
         why = f"resend ({which}) by {who.operator}"
         states = {"failed": [DeliveryState.FAILED], "deferred": [DeliveryState.DEFERRED]}.get(which, [])
         ids = await store.deliveries.requeue(
@@ -119,10 +125,7 @@ def report(ident: str, csv_file: Path | None, html_file: Path | None) -> None:
 
     async def _report() -> tuple[AlertView, dict[str, int], list[dict[str, Any]], list[tuple[datetime, str]]]:
         async with await Store.open(s.db_url) as store:
-            try:
-                alert = await store.alerts.resolve(ident)
-            except LookupError as exc:
-                fail(str(exc), EXIT_NOT_FOUND)
+            alert = await resolve_alert(store, ident)
             return (
                 alert,
                 await store.alerts.counts(alert.id),

@@ -14,11 +14,18 @@ from __future__ import annotations
 import click
 
 from ceptoar.bus import Bus, lane_for
-from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, EXIT_NOT_FOUND, fail, run, say, settings
+from ceptoar.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_DECLINED,
+    fail,
+    resolve_alert,
+    run,
+    say,
+    settings,
+)
 from ceptoar.compose import current_actor
 from ceptoar.config import Settings
 from ceptoar.dispatch.audience import choose_audience
-from ceptoar.errors import UnknownAlert
 from ceptoar.feed.notice import Notice, NoticeStatus, Severity, Tlp
 from ceptoar.registry import check_digit
 from ceptoar.store import AlertView, Candidate, Store
@@ -69,10 +76,7 @@ def _audience(
 async def _release(s: Settings, ident: str, to: tuple[str, ...], yes: bool, dry_run: bool) -> None:
     who = current_actor()
     async with await Store.open(s.db_url) as store:
-        try:
-            alert = await store.alerts.resolve(ident)
-        except UnknownAlert as exc:
-            fail(str(exc), EXIT_NOT_FOUND)
+        alert = await resolve_alert(store, ident)
         if alert.state != "held":
             fail(f"alert {alert.id} is {alert.state}, not held; nothing was released", EXIT_BAD_INPUT)
         notice = Notice.model_validate(alert.notice)
