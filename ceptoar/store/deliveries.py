@@ -20,7 +20,7 @@ from ceptoar.store.engine import reading
 from ceptoar.store.states import CLAIMABLE, DeliveryState
 from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, subscribers
 
-__all__ = ["Claimed", "DeliveryRepo", "Outcome", "claim_in", "row_events", "transition_events"]
+__all__ = ["Claimed", "DeliveryRepo", "Outcome", "claim_in", "claimable", "row_events", "transition_events"]
 
 
 # A delivery with its address and the organisation it belongs to.
@@ -373,8 +373,8 @@ async def claim_in(
     return await _recipients(conn, won) if won else []
 
 
-def _claimable(now: datetime) -> ColumnElement[bool]:
-    """Rows a mailer may take: queued, deferred, or left `sending` by a worker whose lease ran out."""
+def claimable(now: datetime) -> ColumnElement[bool]:
+    """Rows not sent and owned by no live worker: queued, deferred, or `sending` past their lease."""
     return or_(
         deliveries.c.state.in_([s.value for s in CLAIMABLE]),
         and_(deliveries.c.state == DeliveryState.SENDING, deliveries.c.lease_until < now),
@@ -392,11 +392,11 @@ async def _take(
         return []
     now = datetime.now(UTC)
     lease_until = datetime.fromtimestamp(now.timestamp() + lease_seconds, UTC)
-    claimable = _claimable(now)
+    unsent = claimable(now)
     won = (
         await conn.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(ids), claimable, deliveries.c.attempts < max_attempts)
+            .where(deliveries.c.id.in_(ids), unsent, deliveries.c.attempts < max_attempts)
             .values(
                 state=DeliveryState.SENDING.value,
                 attempts=deliveries.c.attempts + 1,
@@ -412,14 +412,14 @@ async def _take(
     if len(taken) < len(ids):
         # Only then can one be exhausted (a claim of a fan-out's fresh rows wins them all).
         rest = set(ids).difference(taken)
-        await _exhaust(conn, sorted(rest), claimable, max_attempts, now)
+        await _exhaust(conn, sorted(rest), unsent, max_attempts, now)
     return taken
 
 
 async def _exhaust(
     conn: AsyncConnection,
     ids: Sequence[int],
-    claimable: ColumnElement[bool],
+    unsent: ColumnElement[bool],
     max_attempts: int,
     now: datetime,
 ) -> None:
@@ -433,7 +433,7 @@ async def _exhaust(
     spent = (
         await conn.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(ids), claimable, deliveries.c.attempts >= max_attempts)
+            .where(deliveries.c.id.in_(ids), unsent, deliveries.c.attempts >= max_attempts)
             .values(
                 state=DeliveryState.FAILED.value,
                 lease_until=None,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ceptoar.store.deliveries import transition_events
+from ceptoar.store.deliveries import claimable, transition_events
 from ceptoar.store.engine import reading
-from ceptoar.store.states import CLAIMABLE, MAILED, DeliveryState
+from ceptoar.store.states import MAILED, DeliveryState
 from ceptoar.store.tables import alerts, deliveries, delivery_events
 
 __all__ = ["ThreadRepo"]
@@ -52,10 +52,7 @@ class ThreadRepo:
         gone, and the sweeper must not send it after the cancel.
         """
         now = datetime.now(UTC)
-        unsent = or_(
-            deliveries.c.state.in_([s.value for s in CLAIMABLE]),
-            and_(deliveries.c.state == DeliveryState.SENDING, deliveries.c.lease_until < now),
-        )
+        unsent = claimable(now)
         async with self._engine.begin() as conn:
             ids = list(
                 (await conn.execute(select(alerts.c.id).where(alerts.c.thread_id == thread_id))).scalars()
