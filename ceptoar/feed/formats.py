@@ -35,8 +35,6 @@ _JSON = {"application/json", "application/csaf+json"}
 _XML = {"application/cap+xml", "application/xml", "text/xml"}
 _SNIFF = {"", "application/octet-stream"}
 _BOM = b"\xef\xbb\xbf"
-# An XML document in UTF-16 or UTF-32 starts with one of these (a byte order mark, or '<').
-_WIDE_XML = (b"\xff\xfe", b"\xfe\xff", b"<\x00", b"\x00<")
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ def _sniff(data: bytes, content_type: str | None) -> Literal["xml", "json"]:
         )
     if media in _SNIFF:
         head = data.removeprefix(_BOM).lstrip()[:1]
-        if head == b"<" or data.startswith(_WIDE_XML):
+        if head == b"<" or data.startswith(_WIDE_MARKS):
             return "xml"
         if head != b"{":
             raise UnsupportedFormat("neither XML nor a JSON object: cannot tell the format")
@@ -124,6 +122,8 @@ _WIDE_ENCODINGS = (
     ("utf-16-le", (b"<\x00",)),
     ("utf-16-be", (b"\x00<",)),
 )
+# How an XML document in UTF-16 or UTF-32 starts: a byte order mark, or '<'.
+_WIDE_MARKS = tuple(mark for _, marks in _WIDE_ENCODINGS for mark in marks)
 
 
 @dataclass(frozen=True)
