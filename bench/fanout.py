@@ -53,8 +53,9 @@ sys.path.insert(0, str(REPO))
 
 from ceptoar.bus import Bus, delete_topology  # noqa: E402
 from ceptoar.config import Settings  # noqa: E402
+from ceptoar.model.alert import AlertView  # noqa: E402
 from ceptoar.registry import RegistryRow, read_registry  # noqa: E402
-from ceptoar.store import AlertView, Store  # noqa: E402
+from ceptoar.store import Store  # noqa: E402
 
 AMQP_URL = os.environ.get("CEPTOAR_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SUBJECT = "【緊急】VPN装置の認証回避の脆弱性を悪用した不正アクセスについて"

@@ -18,35 +18,22 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ceptoar.feed import parse_notice
+from ceptoar.model.alert import AlertView
 from ceptoar.registry import read_registry
 from ceptoar.render import Renderer, default_templates_dir
-from ceptoar.store import AlertView
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _alert() -> AlertView:
     notice = parse_notice((REPO / "examples" / "notice.json").read_bytes())
-    return AlertView(
-        id="20261128-bench000",
-        source=notice.source,
-        source_id=notice.id,
-        msg_type=notice.msg_type.value,
-        severity="critical",
-        severity_rules=["cvss-critical"],
-        tlp=notice.tlp.value,
-        title=notice.title,
-        notice=notice.model_dump(mode="json", by_alias=True),
-        created_at=datetime.now(UTC),
-        jobs_published_at=None,
-    )
+    return AlertView.of_notice(notice, severity="critical", rules=["cvss-critical"], id="20261128-bench000")
 
 
 def ceptoar_messages(alert: AlertView, emails: list[str]) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ceptoar.store import AlertView
+from ceptoar.model.alert import AlertView
 
 __all__ = ["COLUMNS", "csv_report", "html_report", "text_report"]
 

@@ -26,9 +26,10 @@ from ceptoar.config import Settings
 from ceptoar.feed import parse_notice
 from ceptoar.mailbox import MaildirHandler
 from ceptoar.mailbox.server import mailbox_session
+from ceptoar.model.states import OPEN
 from ceptoar.registry import RegistryRow
 from ceptoar.service import run_service
-from ceptoar.store import OPEN, Store, StoredAlert
+from ceptoar.store import Store, StoredAlert
 
 REPO = Path(__file__).resolve().parents[1]
 AMQP_URL = os.environ.get("CEPTOAR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

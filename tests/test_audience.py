@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from ceptoar.dispatch.audience import choose_audience, hold_reason
-from ceptoar.feed import Notice, Severity, parse_notice
-from ceptoar.store import Candidate
+from ceptoar.feed import parse_notice
+from ceptoar.model.notice import Notice, Severity
+from ceptoar.model.subscriber import Candidate
 from tests.harness import notice_doc
 
 _ids = iter(range(1, 10_000))

@@ -25,9 +25,9 @@ from ceptoar.bus import Lane, Names
 from ceptoar.components import open_components
 from ceptoar.mailbox import count, list_messages
 from ceptoar.mailbox.maildir import addresses
+from ceptoar.model.alert import AlertView
 from ceptoar.registry import RegistryRow
 from ceptoar.service import restart_delay, sweep
-from ceptoar.store import AlertView
 from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory
 from tests.harness import (

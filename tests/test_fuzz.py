@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -21,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.formats import Parsed, parse_any
+from ceptoar.model.alert import AlertView
 from ceptoar.render import Renderer, default_templates_dir
-from ceptoar.store import AlertView
 from ceptoar.text import printable
 from tests.fuzzing import documents
 from tests.hostile import FUZZ
@@ -45,19 +44,7 @@ def _can_be_stored_and_mailed(parsed: Parsed) -> None:
     stored.encode("utf-8")
     for text in (n.title, n.sender_name or "", *(t.title for t in n.translations.values())):
         assert printable(text) == text, f"a control character in {text!r}"
-    alert = AlertView(
-        id="20261202-0000f022",
-        source=n.source,
-        source_id=n.id,
-        msg_type=n.msg_type.value,
-        severity="high",
-        severity_rules=["fuzz"],
-        tlp=n.tlp.value,
-        title=n.title,
-        notice=n.model_dump(mode="json", by_alias=True),
-        created_at=datetime.now(UTC),
-        jobs_published_at=None,
-    )
+    alert = AlertView.of_notice(n, severity="high", rules=["fuzz"], id="20261202-0000f022")
     for language in ("ja", "en"):
         RENDERER.message(alert, language=language, to="a@lg.example", message_id="<f@ceptoar.example>")
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed import MsgType, Severity, Tlp, parse_notice
+from ceptoar.feed import parse_notice
 from ceptoar.feed.formats import parse_any
+from ceptoar.model.notice import MsgType, Severity, Tlp
 from tests.harness import REPO, notice_doc
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ceptoar.errors import RegistryError
-from ceptoar.registry import RegistryRow, check_digit, validate_area_code, validate_lgcode
+from ceptoar.model.codes import check_digit, validate_area_code, validate_lgcode
+from ceptoar.registry import RegistryRow
 from ceptoar.registry.build import build_registry
 from ceptoar.registry.csvio import parse_registry, write_registry
 from tests.harness import REPO

@@ -14,25 +14,19 @@ import pytest
 
 from ceptoar.errors import PermanentDeliveryError
 from ceptoar.feed import parse_notice
+from ceptoar.model.alert import AlertView
 from ceptoar.render import Renderer, default_templates_dir
-from ceptoar.store import AlertView
 from tests.harness import REPO, notice_doc
 
 
 def _alert(severity: str = "high", tlp: str = "CLEAR", **fields: Any) -> AlertView:
     notice = parse_notice(json.dumps(notice_doc(tlp=tlp, **fields)))
-    return AlertView(
-        id="20261128-0000abcd",
-        source=notice.source,
-        source_id=notice.id,
-        msg_type=notice.msg_type.value,
+    return AlertView.of_notice(
+        notice,
         severity=severity,
-        severity_rules=["sender-high"],
-        tlp=tlp,
-        title=notice.title,
-        notice=notice.model_dump(mode="json", by_alias=True),
+        rules=["sender-high"],
+        id="20261128-0000abcd",
         created_at=datetime(2026, 11, 28, 12, 0, tzinfo=UTC),
-        jobs_published_at=None,
     )
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from ceptoar.dispatch.rules import RulesError, RuleSet, classify, load_rules
-from ceptoar.feed import Notice, parse_notice
+from ceptoar.feed import parse_notice
 from ceptoar.feed.formats import parse_any
+from ceptoar.model.notice import Notice
 from tests.harness import REPO, notice_doc
 
 V31_CRITICAL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"  # 9.8

@@ -14,9 +14,11 @@ from sqlalchemy import update
 
 from ceptoar.dispatch.audience import in_area
 from ceptoar.errors import UnknownAlert
-from ceptoar.feed import Notice, parse_notice
+from ceptoar.feed import parse_notice
+from ceptoar.model.notice import Notice
+from ceptoar.model.states import DeliveryState
 from ceptoar.registry import RegistryRow
-from ceptoar.store import DeliveryState, Outcome, Store, StoredAlert
+from ceptoar.store import Outcome, Store, StoredAlert
 from ceptoar.store.tables import deliveries
 from tests.harness import notice_doc, subset
 

@@ -8,8 +8,8 @@ import pytest
 
 from ceptoar.mailbox import list_messages
 from ceptoar.mailbox.maildir import addresses
+from ceptoar.model.tlp import tlp_withholds
 from ceptoar.registry import RegistryRow
-from ceptoar.tlp import tlp_withholds
 from tests.conftest import StackFactory
 from tests.harness import MailboxServer, Stack, cli_env, notice_doc, run_cli_async, running, subset
 

@@ -25,7 +25,8 @@ from pydantic import ValidationError
 from ceptoar.config import Settings, get_settings
 from ceptoar.errors import CeptoarError, InvalidNotice, RegistryError, UnknownAlert
 from ceptoar.log import configure_logging
-from ceptoar.store import AlertView, Store
+from ceptoar.model.alert import AlertView
+from ceptoar.store import Store
 from ceptoar.text import printable
 
 __all__ = [

@@ -27,9 +27,10 @@ from ceptoar.compose.targets import describe_area
 from ceptoar.config import Settings
 from ceptoar.dispatch.rules import load_rules
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed.notice import Category, Notice, Severity, Tlp
+from ceptoar.model.alert import AlertView
+from ceptoar.model.notice import Category, Notice, Severity, Tlp
 from ceptoar.render import SEVERITY_LABELS
-from ceptoar.store import Actor, AlertView, Store
+from ceptoar.store import Actor, Store
 
 __all__ = ["cancel", "compose"]
 

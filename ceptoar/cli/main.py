@@ -33,10 +33,11 @@ from ceptoar.cli.subscribers import subscribers
 from ceptoar.components import open_components
 from ceptoar.errors import UnknownAlert
 from ceptoar.feed.formats import CONTENT_TYPES
-from ceptoar.feed.notice import OPERATOR_SOURCE
+from ceptoar.model.notice import OPERATOR_SOURCE
+from ceptoar.model.states import OPEN, DeliveryState
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.service import run_service
-from ceptoar.store import OPEN, DeliveryState, Store
+from ceptoar.store import Store
 
 __all__ = ["main"]
 

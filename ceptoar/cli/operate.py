@@ -22,9 +22,12 @@ from ceptoar.cli.common import (
 )
 from ceptoar.compose import current_actor
 from ceptoar.config import Settings
+from ceptoar.model.alert import AlertView
+from ceptoar.model.notice import Severity
+from ceptoar.model.states import DeliveryState
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.report import csv_report, html_report, text_report
-from ceptoar.store import AlertView, AuditEntry, DeliveryState, Pruned, Store
+from ceptoar.store import AuditEntry, Pruned, Store
 
 __all__ = ["alerts", "audit", "prune", "report", "resend"]
 
@@ -50,7 +53,7 @@ def parse_since(text: str) -> datetime:
     "--severity",
     "severities",
     multiple=True,
-    type=click.Choice(["critical", "high", "medium", "low"]),
+    type=click.Choice([s.value for s in Severity]),
     help="Repeatable.",
 )
 def alerts(since: str, severities: tuple[str, ...]) -> None:

@@ -26,9 +26,12 @@ from ceptoar.cli.common import (
 from ceptoar.compose import current_actor
 from ceptoar.config import Settings
 from ceptoar.dispatch.audience import choose_audience
-from ceptoar.feed.notice import Notice, NoticeStatus, Severity, Tlp
-from ceptoar.registry import check_digit
-from ceptoar.store import AlertView, Candidate, Store
+from ceptoar.model.alert import AlertView
+from ceptoar.model.codes import check_digit
+from ceptoar.model.notice import Notice, NoticeStatus, Severity, Tlp
+from ceptoar.model.states import AlertState
+from ceptoar.model.subscriber import Candidate
+from ceptoar.store import Store
 
 __all__ = ["release"]
 
@@ -77,7 +80,7 @@ async def _release(s: Settings, ident: str, to: tuple[str, ...], yes: bool, dry_
     who = current_actor()
     async with await Store.open(s.db_url) as store:
         alert = await resolve_alert(store, ident)
-        if alert.state != "held":
+        if alert.state != AlertState.HELD:
             fail(f"alert {alert.id} is {alert.state}, not held; nothing was released", EXIT_BAD_INPUT)
         notice = Notice.model_validate(alert.notice)
         recipients = _audience(alert, notice, to, await store.subscribers.candidates())

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ceptoar.errors import ConfigError
-from ceptoar.feed.notice import OPERATOR_SOURCE, Notice, parse_notice
+from ceptoar.feed.notice import parse_notice
+from ceptoar.model.notice import OPERATOR_SOURCE, Notice
 from ceptoar.store.audit import Actor
 
 __all__ = ["SENDER_NAME", "Draft", "build_notice", "current_actor", "short_code"]

@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 
 from ceptoar.dispatch.audience import Audience, cancel_audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
-from ceptoar.feed.notice import MsgType, Notice
+from ceptoar.model.alert import AlertView
+from ceptoar.model.notice import MsgType, Notice
+from ceptoar.model.subscriber import Candidate, Role
 from ceptoar.registry.prefectures import PREFECTURES
 from ceptoar.render import Renderer
-from ceptoar.store import AlertView, Candidate, Store
+from ceptoar.store import Store
 
 __all__ = ["MailPreview", "Preview", "preview", "preview_mail"]
 
@@ -78,7 +80,7 @@ def preview_mail(p: Preview, code: str, renderer: Renderer) -> MailPreview | Non
     """The mail as organisation `code` will receive it (its primary address first); None if it gets none."""
     theirs: list[Candidate] = sorted(
         (c for c in p.audience.recipients if c.code == code),
-        key=lambda c: (c.role != "primary", c.address_id),
+        key=lambda c: (c.role != Role.PRIMARY, c.address_id),
     )
     if not theirs:
         return None

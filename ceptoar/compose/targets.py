@@ -17,7 +17,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 
 from ceptoar.errors import CeptoarError
-from ceptoar.registry.codes import check_digit, validate_lgcode
+from ceptoar.model.codes import check_digit, validate_lgcode
 from ceptoar.registry.prefectures import PREFECTURES
 
 __all__ = ["TargetError", "describe_area", "parse_targets"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed.notice import Notice
+from ceptoar.model.notice import Notice
 from ceptoar.store import Store, StoredAlert
 
 __all__ = ["admit"]

@@ -22,14 +22,13 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from ceptoar.feed.notice import Notice, NoticeStatus, Severity, Tlp
-from ceptoar.store.subscribers import Candidate
-from ceptoar.tlp import tlp_withholds
+from ceptoar.model.notice import Notice, NoticeStatus, Severity, Tlp
+from ceptoar.model.subscriber import Candidate, Role
+from ceptoar.model.tlp import tlp_withholds
 
 __all__ = ["Audience", "cancel_audience", "choose_audience", "hold_reason", "in_area"]
 
-ALWAYS_GET_CRITICAL = frozenset({"primary", "security"})
-_RANK = {s.value: s.rank for s in Severity}
+ALWAYS_GET_CRITICAL = frozenset({Role.PRIMARY, Role.SECURITY})
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def in_area(c: Candidate, area: Sequence[str]) -> bool:
 def _subscription_excludes(c: Candidate, notice: Notice, severity: Severity) -> str | None:
     if severity is Severity.CRITICAL and c.role in ALWAYS_GET_CRITICAL:
         return None
-    if severity.rank < _RANK[c.min_severity]:
+    if severity.rank < Severity(c.min_severity).rank:
         return "below-min-severity"
     if c.categories and notice.category.value not in c.categories:
         return "category-not-subscribed"

@@ -41,12 +41,13 @@ from ceptoar.dispatch.rules import Classification, RuleSet, classify
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.cap import cap_source
 from ceptoar.feed.formats import payload_text
-from ceptoar.feed.notice import OPERATOR_SOURCE, MsgType, Notice
 from ceptoar.feed.offload import ParserPool
 from ceptoar.log import get_logger
+from ceptoar.model.alert import AlertView
+from ceptoar.model.notice import OPERATOR_SOURCE, MsgType, Notice
 from ceptoar.priority import BulkGate
 from ceptoar.retry import Stopping, persist
-from ceptoar.store import FIRST_ROWS, AlertView, Claimed, Lifecycle, Store, StoredAlert
+from ceptoar.store import FIRST_ROWS, Claimed, Lifecycle, Store, StoredAlert
 
 __all__ = ["Dispatcher"]
 

@@ -25,14 +25,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ceptoar.errors import CeptoarError
-from ceptoar.feed.notice import (
-    CapCertainty,
-    CapSeverity,
-    CapUrgency,
-    Category,
-    Notice,
-    Severity,
-)
+from ceptoar.model.notice import CapCertainty, CapSeverity, CapUrgency, Category, Notice, Severity
 
 __all__ = [
     "DEFAULT_RULES",

@@ -1,33 +1,10 @@
-"""Feed formats: everything a source sends becomes one `Notice`.
+"""Feed formats: everything a source sends becomes one `ceptoar.model.Notice`.
 
-The ceptoar JSON notice (`notice.py`), OASIS CAP 1.2 (`cap.py`) and CSAF 2.0
-(`csaf.py`); `formats.parse_any` detects which and parses it.
+The ceptoar JSON notice (`notice.py`), OASIS CAP 1.2 (`cap.py`, mapped by
+`cap_notice.py`) and CSAF 2.0 (`csaf.py`); `formats.parse_any` detects which
+and parses it, `offload.ParserPool` does so off the event loop.
 """
 
-from ceptoar.feed.notice import (
-    NOTICE_SCHEMA,
-    OPERATOR_SOURCE,
-    CapRating,
-    Category,
-    Cvss,
-    MsgType,
-    Notice,
-    NoticeStatus,
-    Severity,
-    Tlp,
-    parse_notice,
-)
+from ceptoar.feed.notice import parse_notice
 
-__all__ = [
-    "NOTICE_SCHEMA",
-    "OPERATOR_SOURCE",
-    "CapRating",
-    "Category",
-    "Cvss",
-    "MsgType",
-    "Notice",
-    "NoticeStatus",
-    "Severity",
-    "Tlp",
-    "parse_notice",
-]
+__all__ = ["parse_notice"]

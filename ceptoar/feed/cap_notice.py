@@ -37,8 +37,8 @@ from pydantic import ValidationError
 
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.cap import CapDocument, CapInfo, cap_source, parse_cap
-from ceptoar.feed.notice import Category, Notice
-from ceptoar.registry.codes import check_digit, validate_area_code
+from ceptoar.model.codes import check_digit, validate_area_code
+from ceptoar.model.notice import LANGUAGES, Category, Notice
 from ceptoar.text import printable
 
 __all__ = ["CAP_FIELDS", "cap_to_notice", "parse_cap_notice"]
@@ -76,7 +76,7 @@ def _pick(infos: list[CapInfo]) -> tuple[CapInfo, dict[str, CapInfo]]:
     for info in infos:
         by_lang.setdefault(info.language[:2].lower(), info)
     primary = by_lang.get("ja") or by_lang.get("en") or infos[0]
-    others = {lang: i for lang, i in by_lang.items() if lang in ("ja", "en") and i is not primary}
+    others = {lang: i for lang, i in by_lang.items() if lang in LANGUAGES and i is not primary}
     return primary, others
 
 

@@ -31,7 +31,8 @@ from referencing import Registry, Resource
 
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.jsonsafe import load_json
-from ceptoar.feed.notice import Notice, validation_error
+from ceptoar.feed.notice import validation_error
+from ceptoar.model.notice import Notice
 
 __all__ = ["check_csaf", "csaf_key", "csaf_notice", "csaf_to_notice", "parse_csaf", "parse_csaf_notice"]
 

@@ -21,7 +21,8 @@ from ceptoar.feed.cap_notice import parse_cap_notice
 from ceptoar.feed.csaf import csaf_key, csaf_notice
 from ceptoar.feed.errors import MalformedNotice, UnsupportedFormat
 from ceptoar.feed.jsonsafe import load_json
-from ceptoar.feed.notice import Notice, notice_from_json
+from ceptoar.feed.notice import notice_from_json
+from ceptoar.model.notice import Notice
 
 __all__ = ["CONTENT_TYPES", "Format", "Key", "Parsed", "detect", "parse_any", "payload_text", "peek_key"]
 

@@ -39,12 +39,13 @@ from ceptoar.dispatch.admission import admit
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.errors import MalformedNotice, UnsupportedFormat
 from ceptoar.feed.formats import CONTENT_TYPES, Parsed
-from ceptoar.feed.notice import OPERATOR_SOURCE
 from ceptoar.feed.offload import ParserBusy, ParserPool
 from ceptoar.log import get_logger
+from ceptoar.model.notice import OPERATOR_SOURCE
+from ceptoar.model.states import DeliveryState
 from ceptoar.retry import is_transient
 from ceptoar.sealing import SecretBox, is_sealed
-from ceptoar.store import DeliveryState, Feed, Store
+from ceptoar.store import Feed, Store
 from ceptoar.store.feeds import seal_context
 
 __all__ = ["SIGNATURE_MAX_AGE", "create_app", "sign"]

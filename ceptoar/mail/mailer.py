@@ -39,11 +39,13 @@ from ceptoar.config import Settings
 from ceptoar.errors import PermanentDeliveryError, RelayUnavailable, TemporaryDeliveryError
 from ceptoar.log import get_logger
 from ceptoar.mail.pool import SmtpPool
+from ceptoar.model.alert import AlertView
+from ceptoar.model.states import DeliveryState
+from ceptoar.model.tlp import tlp_withholds, withheld_reply
 from ceptoar.priority import BulkGate
 from ceptoar.render import Renderer
 from ceptoar.retry import Stopping, is_transient, persist
-from ceptoar.store import AlertView, Claimed, DeliveryState, Outcome, Store
-from ceptoar.tlp import tlp_withholds, withheld_reply
+from ceptoar.store import Claimed, Outcome, Store
 
 __all__ = ["Mailer"]
 

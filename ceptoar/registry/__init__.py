@@ -1,22 +1,5 @@
-"""The subscriber registry: local government codes and the registry CSV."""
+"""The subscriber registry: the registry CSV and the list of every local government it is built from."""
 
-from ceptoar.registry.codes import (
-    check_digit,
-    is_prefecture,
-    prefecture_of,
-    validate_area_code,
-    validate_lgcode,
-)
-from ceptoar.registry.csvio import ROLES, RegistryRow, read_registry, write_registry
+from ceptoar.registry.csvio import RegistryRow, read_registry, write_registry
 
-__all__ = [
-    "ROLES",
-    "RegistryRow",
-    "check_digit",
-    "is_prefecture",
-    "prefecture_of",
-    "read_registry",
-    "validate_area_code",
-    "validate_lgcode",
-    "write_registry",
-]
+__all__ = ["RegistryRow", "read_registry", "write_registry"]

@@ -16,7 +16,7 @@ import csv
 import sys
 from pathlib import Path
 
-from ceptoar.registry.codes import validate_lgcode
+from ceptoar.model.codes import validate_lgcode
 from ceptoar.registry.csvio import RegistryRow, write_registry
 
 __all__ = ["build_registry"]

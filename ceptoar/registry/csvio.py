@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import TextIO
 
 from ceptoar.errors import RegistryError, RegistryProblem
-from ceptoar.registry.codes import validate_lgcode
+from ceptoar.model.codes import validate_lgcode
+from ceptoar.model.notice import LANGUAGES, Category, Severity
+from ceptoar.model.subscriber import Role
 
 __all__ = [
-    "CATEGORIES",
     "COLUMNS",
-    "LANGUAGES",
-    "ROLES",
-    "SEVERITIES",
     "RegistryRow",
     "read_registry",
     "write_registry",
@@ -48,10 +46,9 @@ COLUMNS = (
     "contact",
 )
 REQUIRED = ("code", "name", "email", "role")
-ROLES = ("primary", "security", "backup")
-LANGUAGES = ("ja", "en")
-SEVERITIES = ("critical", "high", "medium", "low")
-CATEGORIES = ("attack", "vulnerability", "malware", "phishing", "outage", "advisory", "other")
+ROLES = tuple(r.value for r in Role)
+SEVERITIES = tuple(s.value for s in Severity)
+CATEGORIES = tuple(c.value for c in Category)
 _YES = {
     "yes": True,
     "y": True,

@@ -23,8 +23,8 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_auto
 from jinja2.sandbox import SandboxedEnvironment
 
 from ceptoar.errors import PermanentDeliveryError
-from ceptoar.feed.notice import Notice
-from ceptoar.store.alerts import AlertView
+from ceptoar.model.alert import AlertView
+from ceptoar.model.notice import LANGUAGES, Notice
 
 __all__ = ["SEVERITY_LABELS", "RenderedAlert", "Renderer", "default_templates_dir"]
 
@@ -32,7 +32,6 @@ SEVERITY_LABELS: dict[str, dict[str, str]] = {
     "ja": {"critical": "【緊急】", "high": "【重要】", "medium": "【注意】", "low": "【情報】"},
     "en": {"critical": "[CRITICAL]", "high": "[HIGH]", "medium": "[MEDIUM]", "low": "[INFO]"},
 }
-LANGUAGES = ("ja", "en")
 JST = timezone(timedelta(hours=9), "JST")
 _CRLF = b"\r\n"
 

@@ -1,32 +1,25 @@
-"""The delivery store: subscribers, alerts, deliveries and their event log."""
+"""The delivery store: subscribers, alerts, deliveries and their event log, feeds and the audit log."""
 
 from __future__ import annotations
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ceptoar.store.alerts import FIRST_ROWS, AlertRepo, AlertView, Lifecycle, StoredAlert
+from ceptoar.store.alerts import FIRST_ROWS, AlertRepo, Lifecycle, StoredAlert
 from ceptoar.store.audit import Actor, AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
 from ceptoar.store.engine import create_engine, create_schema, dispose, reading
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.holds import HoldRepo, NotHeld
 from ceptoar.store.retention import Pruned, RetentionRepo
-from ceptoar.store.states import CLAIMABLE, MAILED, OPEN, DeliveryState
-from ceptoar.store.subscribers import Candidate, ImportResult, RegistryCounts, SubscriberRepo
+from ceptoar.store.subscribers import ImportResult, RegistryCounts, SubscriberRepo
 from ceptoar.store.threads import ThreadRepo
 
 __all__ = [
-    "CLAIMABLE",
     "FIRST_ROWS",
-    "MAILED",
-    "OPEN",
     "Actor",
-    "AlertView",
     "AuditEntry",
-    "Candidate",
     "Claimed",
-    "DeliveryState",
     "Feed",
     "ImportResult",
     "Lifecycle",
@@ -41,7 +34,15 @@ __all__ = [
 
 
 class Store:
-    """One database, reached through three repositories."""
+    """One database, reached through eight repositories.
+
+    `subscribers` (organisations and their addresses), `alerts` (notices and
+    the alerts made from them), `deliveries` (one row per mail and its event
+    log), `threads` (an alert with its updates and cancel), `holds` (held
+    alerts an operator releases), `feeds` (HTTP feed credentials and
+    receipts), `audit` (what operators did) and `retention` (pruning old
+    events and receipts).
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

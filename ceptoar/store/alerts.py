@@ -13,17 +13,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.errors import UnknownAlert
-from ceptoar.feed.notice import Notice
+from ceptoar.model.alert import AlertView
+from ceptoar.model.notice import Notice
+from ceptoar.model.states import AlertState, DeliveryState
 from ceptoar.store.deliveries import Claimed, claim_in, row_events
 from ceptoar.store.engine import reading
-from ceptoar.store.states import DeliveryState
 from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, notices
 
 __all__ = [
     "FIRST_ROWS",
     "Addressee",
     "AlertRepo",
-    "AlertView",
     "Lifecycle",
     "StoredAlert",
     "insert_deliveries",
@@ -65,38 +65,10 @@ class Addressee(Protocol):
 class Lifecycle:
     """Where a new alert stands: held or not, and which thread it belongs to."""
 
-    state: str = "active"
+    state: str = AlertState.ACTIVE
     held_reason: str | None = None
     thread_id: str | None = None
     parent_id: str | None = None
-
-
-@dataclass(frozen=True)
-class AlertView:
-    """An alert as rendering and reporting need it."""
-
-    id: str
-    source: str
-    source_id: str
-    msg_type: str
-    severity: str
-    severity_rules: list[str]
-    tlp: str
-    title: str
-    notice: dict[str, Any]
-    created_at: datetime
-    jobs_published_at: datetime | None
-    state: str = "active"
-    held_reason: str | None = None
-    thread_id: str | None = None
-    parent_id: str | None = None
-    status: str = "actual"
-    expires_at: datetime | None = None
-    # The operator who released it from being held, to an audience of their choosing.
-    released_by: str | None = None
-
-    def is_expired(self, now: datetime) -> bool:
-        return self.expires_at is not None and self.expires_at <= now
 
 
 def new_alert_id(now: datetime) -> str:
@@ -247,9 +219,9 @@ class AlertRepo:
                 ).scalar()
                 if state is None:
                     return  # another writer finished it
-                if last or state == "cancelled":
+                if last or state == AlertState.CANCELLED:
                     await conn.execute(update(alerts).where(alerts.c.id == alert_id).values(pending=None))
-                if state == "cancelled":
+                if state == AlertState.CANCELLED:
                     return
                 ids = await insert_deliveries(
                     conn,

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ceptoar.model.states import CLAIMABLE, DeliveryState
 from ceptoar.store.audit import Actor, insert_audit
 from ceptoar.store.engine import reading
-from ceptoar.store.states import CLAIMABLE, DeliveryState
 from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, subscribers
 
 __all__ = ["Claimed", "DeliveryRepo", "Outcome", "claim_in", "claimable", "row_events", "transition_events"]

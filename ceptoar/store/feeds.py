@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.errors import CeptoarError
-from ceptoar.feed.notice import OPERATOR_SOURCE
+from ceptoar.model.notice import OPERATOR_SOURCE
 from ceptoar.store.engine import reading
 from ceptoar.store.tables import feeds, receipts
 

@@ -17,6 +17,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.errors import CeptoarError
+from ceptoar.model.states import AlertState
 from ceptoar.store.alerts import Addressee, insert_deliveries
 from ceptoar.store.audit import Actor, insert_audit
 from ceptoar.store.tables import alerts
@@ -48,8 +49,10 @@ class HoldRepo:
         async with self._engine.begin() as conn:
             taken = await conn.execute(
                 update(alerts)
-                .where(alerts.c.id == alert_id, alerts.c.state == "held")
-                .values(state="active", released_by=who.operator, released_at=now, jobs_published_at=None)
+                .where(alerts.c.id == alert_id, alerts.c.state == AlertState.HELD)
+                .values(
+                    state=AlertState.ACTIVE, released_by=who.operator, released_at=now, jobs_published_at=None
+                )
             )
             if taken.rowcount != 1:
                 raise NotHeld(f"alert {alert_id} is not held; nothing was released")

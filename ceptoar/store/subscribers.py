@@ -11,11 +11,13 @@ from typing import Any
 from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ceptoar.registry import RegistryRow, is_prefecture, prefecture_of
+from ceptoar.model.codes import is_prefecture, prefecture_of
+from ceptoar.model.subscriber import Candidate
+from ceptoar.registry import RegistryRow
 from ceptoar.store.engine import reading
 from ceptoar.store.tables import addresses, subscribers
 
-__all__ = ["Candidate", "ImportResult", "RegistryCounts", "SubscriberRepo"]
+__all__ = ["ImportResult", "RegistryCounts", "SubscriberRepo"]
 
 # An address's subscription, in the order Candidate and RegistryRow hold it.
 _SUBSCRIPTION = (
@@ -25,23 +27,6 @@ _SUBSCRIPTION = (
     addresses.c.wants_tests,
     addresses.c.contact,
 )
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """An active address with what choosing an audience needs to know of it."""
-
-    address_id: int
-    email: str
-    code: str
-    prefecture: str
-    role: str
-    language: str
-    min_severity: str
-    categories: tuple[str, ...]
-    prefectures: tuple[str, ...]
-    wants_tests: bool
-    contact: bool
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ceptoar.model.states import MAILED, AlertState, DeliveryState
 from ceptoar.store.deliveries import claimable, transition_events
 from ceptoar.store.engine import reading
-from ceptoar.store.states import MAILED, DeliveryState
 from ceptoar.store.tables import alerts, deliveries, delivery_events
 
 __all__ = ["ThreadRepo"]
@@ -57,7 +57,7 @@ class ThreadRepo:
             ids = list(
                 (await conn.execute(select(alerts.c.id).where(alerts.c.thread_id == thread_id))).scalars()
             )
-            await conn.execute(update(alerts).where(alerts.c.id.in_(ids)).values(state="cancelled"))
+            await conn.execute(update(alerts).where(alerts.c.id.in_(ids)).values(state=AlertState.CANCELLED))
             cancelled = (
                 await conn.execute(
                     update(deliveries)

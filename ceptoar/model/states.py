@@ -1,10 +1,19 @@
-"""Delivery states and which transitions each step may make (DESIGN.md)."""
+"""Where an alert stands, and where each of its deliveries stands."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["CLAIMABLE", "MAILED", "OPEN", "DeliveryState"]
+__all__ = ["CLAIMABLE", "MAILED", "OPEN", "AlertState", "DeliveryState"]
+
+
+class AlertState(StrEnum):
+    """An alert is sent to its audience, held for an operator, or cancelled with its thread."""
+
+    ACTIVE = "active"
+    # Reaches no one until an operator releases it (`ceptoar release`).
+    HELD = "held"
+    CANCELLED = "cancelled"
 
 
 class DeliveryState(StrEnum):

@@ -11,15 +11,18 @@ whose role changed since) cannot let a mail through either.
 
 from __future__ import annotations
 
+from ceptoar.model.notice import Tlp
+from ceptoar.model.subscriber import Role
+
 __all__ = ["tlp_withholds", "withheld_reply"]
 
-_NEEDS = {
-    "AMBER": ("tlp-amber-needs-security-role", "TLP:AMBER reaches only addresses with the security role"),
-    "AMBER+STRICT": (
+_NEEDS: dict[str, tuple[str, str]] = {
+    Tlp.AMBER: ("tlp-amber-needs-security-role", "TLP:AMBER reaches only addresses with the security role"),
+    Tlp.AMBER_STRICT: (
         "tlp-amber-strict-needs-contact",
         "TLP:AMBER+STRICT reaches only the organisation's designated security contact",
     ),
-    "RED": ("tlp-red", "TLP:RED is never fanned out"),
+    Tlp.RED: ("tlp-red", "TLP:RED is never fanned out"),
 }
 
 
@@ -29,11 +32,11 @@ def tlp_withholds(tlp: str, *, role: str, contact: bool, released: bool = False)
     `released`: an operator released the alert to addresses they named
     (`ceptoar release`), which is the only way a TLP:RED mail goes out.
     """
-    if tlp in ("CLEAR", "GREEN") or (tlp == "RED" and released):
+    if tlp in (Tlp.CLEAR, Tlp.GREEN) or (tlp == Tlp.RED and released):
         return None
-    if tlp == "AMBER" and role == "security":
+    if tlp == Tlp.AMBER and role == Role.SECURITY:
         return None
-    if tlp == "AMBER+STRICT" and contact:
+    if tlp == Tlp.AMBER_STRICT and contact:
         return None
     return _NEEDS.get(tlp, ("tlp-unknown", f"unknown TLP label {tlp!r}"))[0]
 
