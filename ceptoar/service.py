@@ -22,13 +22,15 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 from ceptoar.bus import by_lane, lane_for
-from ceptoar.components import Components, make_pool, make_renderer, open_components
 from ceptoar.config import Settings
 from ceptoar.dispatch import Dispatcher, load_rules
 from ceptoar.log import get_logger
 from ceptoar.mail.mailer import Mailer
+from ceptoar.mail.pool import SmtpPool
 from ceptoar.priority import BulkGate
+from ceptoar.render import Renderer
 from ceptoar.retry import Stopping, pause
+from ceptoar.runtime import Components, open_components
 
 __all__ = ["restart_delay", "run_service", "sweep"]
 
@@ -129,7 +131,7 @@ async def run_service(
             c = await open_components(settings, stack, name="ceptoar-serve", stop=stop)
         except Stopping:
             return  # stopped while the database or the broker was still away
-        pool = make_pool(settings)
+        pool = SmtpPool.from_settings(settings)
         stack.push_async_callback(pool.close)
         counts = await c.store.subscribers.counts()
         if counts.addresses == 0:
@@ -140,7 +142,7 @@ async def run_service(
             store=c.store,
             bus=c.bus,
             pool=pool,
-            renderer=make_renderer(settings),
+            renderer=Renderer.from_settings(settings),
             settings=settings,
             gate=gate,
         )

@@ -14,8 +14,8 @@ import aio_pika
 import asyncpg
 import pytest
 
+from ceptoar.api import serve_api
 from ceptoar.bus import Bus
-from ceptoar.cli.api import serve_api
 from ceptoar.config import Settings
 from ceptoar.mailbox import start_mailbox
 from ceptoar.registry import RegistryRow, read_registry

@@ -316,7 +316,7 @@ async def wait_for_port(port: int, *, unless: asyncio.Task[None] | None = None, 
 @asynccontextmanager
 async def api_running(settings: Settings) -> AsyncIterator[str]:
     """`ceptoar api` on a free loopback port; yields its base URL."""
-    from ceptoar.cli.api import serve_api
+    from ceptoar.api import serve_api
 
     port = free_port()
     stop = asyncio.Event()

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from ceptoar.api import sign
 from ceptoar.errors import ConfigError
-from ceptoar.feed.http import sign
 from ceptoar.registry import RegistryRow
 from ceptoar.sealing import is_sealed
 from ceptoar.store import Store

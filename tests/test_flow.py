@@ -22,11 +22,11 @@ import pytest
 from sqlalchemy import select
 
 from ceptoar.bus import Lane, Names
-from ceptoar.components import open_components
 from ceptoar.mailbox import count, list_messages
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.model.alert import AlertView
 from ceptoar.registry import RegistryRow
+from ceptoar.runtime import open_components
 from ceptoar.service import restart_delay, sweep
 from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory

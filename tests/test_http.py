@@ -12,7 +12,7 @@ import aio_pika
 import httpx
 import pytest
 
-from ceptoar.feed.http import sign
+from ceptoar.api import sign
 from ceptoar.mailbox import count, list_messages
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.registry import RegistryRow
@@ -300,8 +300,8 @@ async def test_lookups_are_scoped_to_the_feed(
     "path", ["/v1/notices", "/v1/notices/{notice_id}", "/v1/alerts/{alert_id}", "/healthz", "/readyz"]
 )
 def test_the_openapi_document_describes_every_route(path: str) -> None:
+    from ceptoar.api import create_app
     from ceptoar.config import Settings
-    from ceptoar.feed.http import create_app
 
     doc = create_app(Settings()).openapi()
     assert path in doc["paths"]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from ceptoar.feed.http import sign
+from ceptoar.api import sign
 from ceptoar.registry import RegistryRow
 from tests.conftest import StackFactory
 from tests.harness import MailboxServer, Stack, api_running, running, subset

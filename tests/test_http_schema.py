@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
+from ceptoar.api import create_app
 from ceptoar.config import Settings
-from ceptoar.feed.http import create_app
 
 schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
 

@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 
 import click
-import uvicorn
 
-from ceptoar.cli.common import EXIT_NOT_FOUND, fail, install_stop_signals, run, say, settings
-from ceptoar.config import Settings
+from ceptoar.api import serve_api
+from ceptoar.cli.common import EXIT_NOT_FOUND, fail, run, say, settings
 from ceptoar.feed.cap import cap_source
-from ceptoar.feed.http import create_app
+from ceptoar.runtime import install_stop_signals
 from ceptoar.store import Feed, NewFeed, Store
 
-__all__ = ["api", "feeds", "serve_api"]
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the process's stop event decides."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def serve_api(s: Settings, stop: asyncio.Event, *, host: str, port: int) -> None:
-    """Run the ingestion API until `stop` is set."""
-    config = uvicorn.Config(create_app(s), host=host, port=port, log_level="warning", lifespan="on")
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    await stop.wait()
-    server.should_exit = True
-    await task
+__all__ = ["api", "feeds"]
 
 
 @click.command()

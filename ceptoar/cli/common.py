@@ -11,7 +11,6 @@ import asyncio
 import difflib
 import json
 import os
-import signal
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
@@ -35,7 +34,6 @@ __all__ = [
     "EXIT_NOT_FOUND",
     "EXIT_UNREACHABLE",
     "fail",
-    "install_stop_signals",
     "json_line",
     "resolve_alert",
     "run",
@@ -64,13 +62,6 @@ def settings() -> Settings:
         fail(f"configuration: {exc}", EXIT_BAD_INPUT)
     configure_logging(fmt=s.log_format, level=s.log_level)
     return s
-
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    """Set `stop` on SIGINT or SIGTERM, so a service finishes its batch and exits cleanly."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
 
 
 def say(text: object = "", *, err: bool = False, nl: bool = True, multiline: bool = False) -> None:

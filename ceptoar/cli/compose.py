@@ -20,7 +20,6 @@ import click
 from ceptoar.bus import Bus
 from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, fail, resolve_alert, run, say, settings
 from ceptoar.cli.feed import read_notice
-from ceptoar.components import make_renderer
 from ceptoar.compose import Draft, TargetError, build_notice, current_actor, parse_targets, short_code
 from ceptoar.compose.preview import Preview, preview, preview_mail
 from ceptoar.compose.targets import describe_area
@@ -29,7 +28,7 @@ from ceptoar.dispatch.rules import load_rules
 from ceptoar.errors import InvalidNotice
 from ceptoar.model.alert import AlertView
 from ceptoar.model.notice import Category, Notice, Severity, Tlp
-from ceptoar.render import SEVERITY_LABELS
+from ceptoar.render import SEVERITY_LABELS, Renderer
 from ceptoar.store import Actor, Store
 
 __all__ = ["cancel", "compose"]
@@ -177,7 +176,7 @@ def _show(p: Preview, parent: AlertView | None, orgs: dict[str, str]) -> None:
 
 
 def _show_mail(p: Preview, code: str, html_file: Path | None, s: Settings) -> None:
-    mail = preview_mail(p, code, make_renderer(s))
+    mail = preview_mail(p, code, Renderer.from_settings(s))
     if mail is None:
         fail(f"organisation {code} does not receive this alert", EXIT_BAD_INPUT)
     target = html_file or s.var_dir / f"preview-{code}.html"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from ceptoar.cli.common import EXIT_NOT_FOUND, fail, install_stop_signals, run, say, settings
+from ceptoar.cli.common import EXIT_NOT_FOUND, fail, run, say, settings
 from ceptoar.mailbox import MaildirHandler, count, list_messages, read_message, start_mailbox
+from ceptoar.runtime import install_stop_signals
 
 __all__ = ["mailbox"]
 

@@ -12,12 +12,12 @@ from typing import Any
 import click
 
 from ceptoar import __version__
-from ceptoar.cli.api import api, feeds, serve_api
+from ceptoar.api import serve_api
+from ceptoar.cli.api import api, feeds
 from ceptoar.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
     fail,
-    install_stop_signals,
     json_line,
     run,
     say,
@@ -30,12 +30,12 @@ from ceptoar.cli.operate import alerts, audit, prune, report, resend
 from ceptoar.cli.release import release
 from ceptoar.cli.rules import classify_command, rules
 from ceptoar.cli.subscribers import subscribers
-from ceptoar.components import open_components
 from ceptoar.errors import UnknownAlert
 from ceptoar.feed.formats import CONTENT_TYPES
 from ceptoar.model.notice import OPERATOR_SOURCE
 from ceptoar.model.states import OPEN, DeliveryState
 from ceptoar.render import SEVERITY_LABELS
+from ceptoar.runtime import install_stop_signals, open_components
 from ceptoar.service import run_service
 from ceptoar.store import Store
 

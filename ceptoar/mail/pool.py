@@ -27,6 +27,7 @@ import aiosmtplib
 from aiosmtplib import SMTPStatus
 from aiosmtplib.email import quote_address
 
+from ceptoar.config import Settings
 from ceptoar.errors import ConfigError, PermanentDeliveryError, RelayUnavailable, TemporaryDeliveryError
 from ceptoar.log import get_logger
 from ceptoar.retry import FIRST_WAIT, Stopping, pause
@@ -143,6 +144,17 @@ class _Slots:
 
 class SmtpPool:
     """Up to `size` (+ `reserved` urgent) concurrent sessions with one relay, kept open between messages."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpPool:
+        """The pool to the configured relay (connections open on first use)."""
+        return cls(
+            settings.smtp_url,
+            size=settings.smtp_connections,
+            timeout=settings.smtp_timeout,
+            helo_name=settings.helo_name,
+            reserved=settings.smtp_critical_connections,
+        )
 
     def __init__(self, url: str, *, size: int, timeout: float, helo_name: str, reserved: int = 0) -> None:
         parts = urlsplit(url)

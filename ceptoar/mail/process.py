@@ -13,12 +13,13 @@ import os
 import sys
 from contextlib import AsyncExitStack
 
-from ceptoar.cli.common import install_stop_signals
-from ceptoar.components import make_pool, make_renderer, open_components
 from ceptoar.config import Settings, get_settings
 from ceptoar.log import configure_logging, get_logger
 from ceptoar.mail.mailer import Mailer
-from ceptoar.retry import Stopping, pause
+from ceptoar.mail.pool import SmtpPool
+from ceptoar.render import Renderer
+from ceptoar.retry import Stopping
+from ceptoar.runtime import install_stop_signals, open_components, watch_parent
 
 __all__ = ["main", "run_mailer"]
 
@@ -32,10 +33,10 @@ async def run_mailer(settings: Settings, stop: asyncio.Event, *, ready: asyncio.
             c = await open_components(settings, stack, name="ceptoar-mailer", stop=stop)
         except Stopping:
             return  # stopped while the database or the broker was still away
-        pool = make_pool(settings)
+        pool = SmtpPool.from_settings(settings)
         stack.push_async_callback(pool.close)
         mailer = Mailer(
-            store=c.store, bus=c.bus, pool=pool, renderer=make_renderer(settings), settings=settings
+            store=c.store, bus=c.bus, pool=pool, renderer=Renderer.from_settings(settings), settings=settings
         )
         work = asyncio.create_task(mailer.run(stop, workers=settings.mailer_loops), name="mailer")
         if ready is not None:
@@ -43,18 +44,10 @@ async def run_mailer(settings: Settings, stop: asyncio.Event, *, ready: asyncio.
         await work
 
 
-async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
-    """Set `stop` once this process has another parent: the one that started it died."""
-    while not await pause(1.0, stop=stop):
-        if os.getppid() != parent:
-            log.warning("mailer.parent_gone", parent=parent)
-            stop.set()
-
-
 async def _main(settings: Settings) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    watching = asyncio.create_task(_watch_parent(os.getppid(), stop))
+    watching = asyncio.create_task(watch_parent(os.getppid(), stop))
     ready = asyncio.Event()
     work = asyncio.create_task(run_mailer(settings, stop, ready=ready))
     waiting = asyncio.create_task(ready.wait())

@@ -22,6 +22,7 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
+from ceptoar.config import Settings
 from ceptoar.errors import PermanentDeliveryError
 from ceptoar.model.alert import AlertView
 from ceptoar.model.notice import LANGUAGES, Notice
@@ -65,6 +66,15 @@ class RenderedAlert:
 
 class Renderer:
     """Renders alerts with the templates in one directory."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Renderer:
+        """The renderer of the configured templates (the packaged ones by default) and sender."""
+        return cls(
+            settings.templates_dir or default_templates_dir(),
+            sender=settings.mail_from,
+            sender_name=settings.mail_from_name,
+        )
 
     def __init__(self, templates_dir: Path, *, sender: str, sender_name: str) -> None:
         self._env = SandboxedEnvironment(

@@ -1,8 +1,16 @@
-"""The connected parts every ceptoar process opens: the store, the bus, the renderer."""
+"""What every ceptoar process shares to run: stop signals, the connected store and bus, its parent.
+
+`ceptoar serve`, the mailer-only processes it starts (`python -m
+ceptoar.mail`), the HTTP endpoint and the CLI's commands all start and stop
+the same way: a stop event set by SIGINT or SIGTERM, and the store and the
+bus opened (and waited for, in a long-running process) by `open_components`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -10,14 +18,33 @@ from typing import TypeVar
 
 from ceptoar.bus import Bus
 from ceptoar.config import Settings
-from ceptoar.mail.pool import SmtpPool
-from ceptoar.render import Renderer, default_templates_dir
-from ceptoar.retry import persist
+from ceptoar.log import get_logger
+from ceptoar.retry import pause, persist
 from ceptoar.store import Store
 
-__all__ = ["Components", "make_pool", "make_renderer", "open_components"]
+__all__ = ["Components", "install_stop_signals", "open_components", "watch_parent"]
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """Set `stop` on SIGINT or SIGTERM, so a service finishes its batch and exits cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Set `stop` once this process has another parent: the one that started it died.
+
+    A parent killed outright cannot stop its children; they notice it is gone.
+    """
+    while not await pause(1.0, stop=stop):
+        if os.getppid() != parent:
+            log.warning("process.parent_gone", parent=parent)
+            stop.set()
 
 
 @dataclass
@@ -59,22 +86,3 @@ async def _connect(bus: Bus, name: str) -> Bus:
         await bus.close()  # a connection made before a later step failed
         raise
     return bus
-
-
-def make_renderer(settings: Settings) -> Renderer:
-    return Renderer(
-        settings.templates_dir or default_templates_dir(),
-        sender=settings.mail_from,
-        sender_name=settings.mail_from_name,
-    )
-
-
-def make_pool(settings: Settings) -> SmtpPool:
-    """The SMTP connection pool to the configured relay (connections open on first use)."""
-    return SmtpPool(
-        settings.smtp_url,
-        size=settings.smtp_connections,
-        timeout=settings.smtp_timeout,
-        helo_name=settings.helo_name,
-        reserved=settings.smtp_critical_connections,
-    )
