@@ -232,9 +232,7 @@ class Running:
         """Publish a notice; return when (wall clock) the broker was handed it."""
         doc = {**doc, "sent": datetime.now(UTC).isoformat()}
         at = datetime.now(UTC)
-        await self.bus.publish_notice(
-            json.dumps(doc, ensure_ascii=False).encode(), content_type="application/json"
-        )
+        await self.bus.publish_notice(json.dumps(doc, ensure_ascii=False).encode(), fmt="json", key=None)
         return at
 
     async def alert(self, notice_id: str) -> AlertView:

@@ -37,6 +37,7 @@ from aio_pika.abc import (
 
 from ceptoar.config import Settings
 from ceptoar.log import get_logger
+from ceptoar.model.notice import CONTENT_TYPES, Format
 from ceptoar.retry import deferral_delay
 
 __all__ = [
@@ -332,22 +333,26 @@ class Bus:
         self,
         body: bytes,
         *,
-        content_type: str,
-        message_id: str | None = None,
-        routing_key: str = "notice.json",
+        fmt: Format,
+        key: tuple[str, str] | None,
         headers: Mapping[str, Any] | None = None,
         confirm_within: float | None = None,
     ) -> None:
-        """Publish a notice to the feed exchange; returns once the broker confirmed it."""
+        """Publish a notice's bytes, in format `fmt`, to the feed exchange; return once the broker confirmed.
+
+        The one way ceptoar publishes a notice (`ceptoar publish`, the
+        composer, the HTTP endpoint): routed `notice.FORMAT` with its content
+        type, and identified by its `key`, (source, id), as `source:id`.
+        """
         message = aio_pika.Message(
             body,
-            content_type=content_type,
-            message_id=message_id,
+            content_type=CONTENT_TYPES[fmt],
+            message_id=None if key is None else f"{key[0]}:{key[1]}",
             headers=dict(headers or {}),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             timestamp=datetime.now(UTC),
         )
-        await self._exchanges["feed"].publish(message, routing_key=routing_key, timeout=confirm_within)
+        await self._exchanges["feed"].publish(message, routing_key=f"notice.{fmt}", timeout=confirm_within)
 
     async def publish_jobs(
         self, delivery_ids: Sequence[int], *, lane: Lane = Lane.BULK, batch: int = 500

@@ -26,7 +26,7 @@ from ceptoar.config import Settings
 from ceptoar.feed import parse_notice
 from ceptoar.mailbox import MaildirHandler
 from ceptoar.mailbox.server import mailbox_session
-from ceptoar.model.states import OPEN
+from ceptoar.model.notice import Format
 from ceptoar.registry import RegistryRow
 from ceptoar.service import run_service
 from ceptoar.store import Store, StoredAlert
@@ -173,9 +173,10 @@ class Stack:
     bus: Bus
     mailbox: MailboxServer
 
-    async def publish(self, doc: dict[str, Any] | bytes, *, content_type: str = "application/json") -> None:
+    async def publish(self, doc: dict[str, Any] | bytes, *, fmt: Format = "json") -> None:
+        """Publish as a feed that talks to RabbitMQ directly would, with no message id."""
         body = doc if isinstance(doc, bytes) else json.dumps(doc, ensure_ascii=False).encode()
-        await self.bus.publish_notice(body, content_type=content_type)
+        await self.bus.publish_notice(body, fmt=fmt, key=None)
 
     async def store_alert(
         self, doc: dict[str, Any], *, published: bool, severity: str = "medium", claim: int = 0
@@ -210,9 +211,9 @@ class Stack:
             except LookupError:
                 await asyncio.sleep(0.1)
                 continue
-            counts = await self.store.alerts.counts(alert.id)
-            if not any(counts.get(s.value) for s in OPEN):
-                return counts
+            status = await self.store.alerts.status(alert)
+            if status.settled:
+                return {state: n for state, n in status.counts.items() if n}
             await asyncio.sleep(0.1)
         raise AssertionError(f"{ident} did not settle in {within}s")
 

@@ -111,10 +111,10 @@ async def test_a_cancel_without_info_from_a_url_sender_cancels_that_senders_aler
     )
     source = cap_source("https://meteo.hr")
     async with running(stack.settings):
-        await stack.publish(alert, content_type="application/cap+xml")
+        await stack.publish(alert, fmt="cap")
         await stack.wait_settled(f"{source}:2.49.0.0.191.0.HR.260906172333.LDZM")
-        await stack.publish(foreign, content_type="application/cap+xml")
-        await stack.publish(cancel, content_type="application/cap+xml")
+        await stack.publish(foreign, fmt="cap")
+        await stack.publish(cancel, fmt="cap")
         counts = await stack.wait_settled(f"{source}:2.49.0.0.191.0.HR.260906190000.CANCEL")
     held = await stack.store.alerts.resolve(f"{source}:2.49.0.0.191.0.HR.260906190000.FOREIGN")
     assert held.state == "held"

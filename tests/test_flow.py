@@ -310,11 +310,11 @@ async def test_a_cap_identifier_reused_with_another_sent_time_is_refused(
     stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2))
     cap = (REPO / "tests" / "data" / "cap" / "hsas-alert.xml").read_bytes()
     async with running(stack.settings):
-        await stack.publish(cap, content_type="application/cap+xml")
+        await stack.publish(cap, fmt="cap")
         await stack.wait_settled("hsas@dhs.gov:43b080713727")
         await stack.publish(
             cap.replace(b"2003-04-02T14:39:01-05:00", b"2003-04-02T15:00:00-05:00"),
-            content_type="application/cap+xml",
+            fmt="cap",
         )
         dead = await stack.get_dead()
     assert (dead.headers or {})["x-ceptoar-field"] == "id"

@@ -38,11 +38,11 @@ from ceptoar.config import Settings
 from ceptoar.dispatch.admission import admit
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.errors import MalformedNotice, UnsupportedFormat
-from ceptoar.feed.formats import CONTENT_TYPES, Parsed
+from ceptoar.feed.formats import Parsed
 from ceptoar.feed.offload import ParserBusy, ParserPool
 from ceptoar.log import get_logger
-from ceptoar.model.notice import OPERATOR_SOURCE
-from ceptoar.model.states import DeliveryState
+from ceptoar.model.alert import AlertStatus
+from ceptoar.model.notice import CONTENT_TYPES, OPERATOR_SOURCE
 from ceptoar.retry import is_transient
 from ceptoar.sealing import SecretBox, is_sealed
 from ceptoar.store import Feed, Store
@@ -82,24 +82,6 @@ class Accepted(BaseModel):
     source: str
     format: str
     status: Literal["accepted", "already received"]
-
-
-class AlertState(BaseModel):
-    """An alert and its deliveries, by state."""
-
-    notice_id: str
-    source: str
-    alert_id: str | None
-    state: str
-    severity: str | None = None
-    rules: list[str] = []
-    tlp: str | None = None
-    held_reason: str | None = None
-    # A notice accepted here and refused by the dispatcher afterwards (state `rejected`): why.
-    rejected_reason: str | None = None
-    rejected_field: str | None = None
-    total: int = 0
-    counts: dict[str, int] = {}
 
 
 class Health(BaseModel):
@@ -289,9 +271,8 @@ async def _publish(ctx: Context, body: bytes, parsed: Parsed, feed: Feed) -> Non
     try:
         await bus.publish_notice(
             body,
-            content_type=CONTENT_TYPES[parsed.format],
-            message_id=f"{notice.source}:{notice.id}",
-            routing_key=f"notice.{parsed.format}",
+            fmt=parsed.format,
+            key=notice.key,
             headers={"x-ceptoar-feed": feed.name},
             confirm_within=PUBLISH_TIMEOUT,
         )
@@ -412,18 +393,18 @@ async def post_notice(
     return await _accept(ctx, feed, body, request.headers.get("content-type"))
 
 
-@router.get("/v1/notices/{notice_id}", response_model=AlertState, responses=_errors(401, 404))
-async def get_notice(request: Request, notice_id: str, feed: Authenticated) -> AlertState:
+@router.get("/v1/notices/{notice_id}", response_model=AlertStatus, responses=_errors(401, 404))
+async def get_notice(request: Request, notice_id: str, feed: Authenticated) -> AlertStatus:
     """A notice this feed sent, and its alert's deliveries."""
     ctx = _ctx(request)
     for source in feed.sources:
         alert = await ctx.store.alerts.find(source, notice_id)
         if alert is not None:
-            return await _alert_state(ctx, alert)
+            return await ctx.store.alerts.status(alert)
         receipt = await ctx.store.feeds.receipt(source=source, source_id=notice_id)
         if receipt is not None:
             rejected = receipt.state == "rejected"
-            return AlertState(
+            return AlertStatus(
                 notice_id=notice_id,
                 source=source,
                 alert_id=None,
@@ -434,14 +415,14 @@ async def get_notice(request: Request, notice_id: str, feed: Authenticated) -> A
     raise ApiError(404, "not_found", f"no notice {notice_id!r} from feed {feed.name}")
 
 
-@router.get("/v1/alerts/{alert_id}", response_model=AlertState, responses=_errors(401, 404))
-async def get_alert(request: Request, alert_id: str, feed: Authenticated) -> AlertState:
+@router.get("/v1/alerts/{alert_id}", response_model=AlertStatus, responses=_errors(401, 404))
+async def get_alert(request: Request, alert_id: str, feed: Authenticated) -> AlertStatus:
     """An alert made from this feed's notice, and its deliveries."""
     ctx = _ctx(request)
     alert = await ctx.store.alerts.get(alert_id)
     if alert is None or alert.source not in feed.sources:
         raise ApiError(404, "not_found", f"no alert {alert_id!r} from feed {feed.name}")
-    return await _alert_state(ctx, alert)
+    return await ctx.store.alerts.status(alert)
 
 
 @router.get("/healthz", response_model=Health)
@@ -465,20 +446,3 @@ async def readyz(request: Request) -> Any:
         broker_ok = "unreachable"
     ready = Readiness(store=store_ok, broker=broker_ok)
     return JSONResponse(ready.model_dump(), 200 if store_ok == broker_ok == "ok" else 503)
-
-
-async def _alert_state(ctx: Context, alert: Any) -> AlertState:
-    counts = await ctx.store.alerts.counts(alert.id)
-    full = {s.value: counts.get(s.value, 0) for s in DeliveryState}
-    return AlertState(
-        notice_id=alert.source_id,
-        source=alert.source,
-        alert_id=alert.id,
-        state=alert.state,
-        severity=alert.severity,
-        rules=alert.severity_rules,
-        tlp=alert.tlp,
-        held_reason=alert.held_reason,
-        total=sum(full.values()),
-        counts=full,
-    )

@@ -11,6 +11,7 @@ import asyncio
 import difflib
 import json
 import os
+import re
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "fail",
     "json_line",
+    "parse_when",
     "resolve_alert",
     "run",
     "say",
@@ -85,6 +87,30 @@ async def resolve_alert(store: Store, ident: str) -> AlertView:
         near = difflib.get_close_matches(ident, [a.id for a in recent] + [a.source_id for a in recent], n=3)
         hint = f"; did you mean {', '.join(near)}?" if near else ""
         fail(f"{exc}{hint}", EXIT_NOT_FOUND)
+
+
+_SPAN = re.compile(r"^(\d+)\s*([mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_when(text: str, now: datetime, *, ago: bool, naive_is_local: bool) -> datetime:
+    """A span (`30m`, `24h`, `7d`) before or after `now` (`ago`), or an ISO date-time.
+
+    An ISO time without a zone is local time with `naive_is_local`; else the
+    operator is asked to say the zone (a time that decides who gets mail).
+    """
+    if m := _SPAN.match(text.strip()):
+        span = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        return now - span if ago else now + span
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: use 30m, 24h, 7d or an ISO date-time") from exc
+    if when.tzinfo is None:
+        if not naive_is_local:
+            raise click.BadParameter(f"{text!r}: say the time zone, e.g. {text}+09:00")
+        when = when.astimezone()
+    return when
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -7,18 +7,26 @@ operator declines, or with --dry-run.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from ceptoar.bus import Bus
-from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_DECLINED, fail, resolve_alert, run, say, settings
+from ceptoar.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_DECLINED,
+    fail,
+    parse_when,
+    resolve_alert,
+    run,
+    say,
+    settings,
+)
 from ceptoar.cli.feed import read_notice
 from ceptoar.compose import Draft, TargetError, build_notice, current_actor, parse_targets, short_code
 from ceptoar.compose.preview import Preview, preview, preview_mail
@@ -36,24 +44,6 @@ __all__ = ["cancel", "compose"]
 CATEGORIES = [c.value for c in Category]
 SEVERITIES = ["auto", *(s.value for s in Severity)]
 TLPS = [t.value for t in Tlp]
-_DURATION = re.compile(r"^(\d+)\s*([mhd])$")
-
-
-def parse_expiry(text: str, now: datetime) -> datetime | None:
-    """`90m`, `24h`, `7d`, an ISO date-time with zone, or blank for none."""
-    text = text.strip()
-    if not text:
-        return None
-    if m := _DURATION.match(text):
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return now + timedelta(**{unit: int(m.group(1))})
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise click.BadParameter(f"{text!r}: use 90m, 24h, 7d or an ISO date-time") from exc
-    if when.tzinfo is None:
-        raise click.BadParameter(f"{text!r}: say the time zone, e.g. {text}+09:00")
-    return when
 
 
 @dataclass
@@ -141,7 +131,7 @@ def _draft(f: Fields, base: Notice | None, orgs: dict[str, str], i: bool, now: d
         severity=None if severity == "auto" else severity,
         tlp=tlp,
         area=parse_targets(targets, orgs),
-        expires=parse_expiry(when, now),
+        expires=parse_when(when, now, ago=False, naive_is_local=False) if when.strip() else None,
         translations=translations,
     )
 
@@ -238,10 +228,7 @@ async def _send(
     try:
         async with Bus.session(s, name="ceptoar-compose") as bus:
             await bus.publish_notice(
-                n.model_dump_json(by_alias=True, exclude_none=True).encode(),
-                content_type="application/json",
-                message_id=f"{n.source}:{n.id}",
-                routing_key="notice.json",
+                n.model_dump_json(by_alias=True, exclude_none=True).encode(), fmt="json", key=n.key
             )
     except BaseException as exc:
         await store.audit.record(who, "unpublished", notice_id=n.id, detail={"error": repr(exc)[:300]})

@@ -7,7 +7,6 @@ import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -31,9 +30,8 @@ from ceptoar.cli.release import release
 from ceptoar.cli.rules import classify_command, rules
 from ceptoar.cli.subscribers import subscribers
 from ceptoar.errors import UnknownAlert
-from ceptoar.feed.formats import CONTENT_TYPES
+from ceptoar.model.alert import AlertStatus
 from ceptoar.model.notice import OPERATOR_SOURCE
-from ceptoar.model.states import OPEN, DeliveryState
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.runtime import install_stop_signals, open_components
 from ceptoar.service import run_service
@@ -101,45 +99,19 @@ def publish(file: Path) -> None:
     async def _publish() -> None:
         async with AsyncExitStack() as stack:
             c = await open_components(s, stack, name="ceptoar-publish")
-            await c.bus.publish_notice(
-                body,
-                content_type=CONTENT_TYPES[parsed.format],
-                message_id=f"{notice.source}:{notice.id}",
-                routing_key=f"notice.{parsed.format}",
-            )
+            await c.bus.publish_notice(body, fmt=parsed.format, key=notice.key)
 
     run(_publish())
     say(notice.id)
 
 
-def _status_doc(alert: Any, counts: dict[str, int]) -> dict[str, Any]:
-    full = {state.value: counts.get(state.value, 0) for state in DeliveryState}
-    return {
-        "alert_id": alert.id,
-        "notice_id": alert.source_id,
-        "source": alert.source,
-        "title": alert.title,
-        "severity": alert.severity,
-        "rules": alert.severity_rules,
-        "tlp": alert.tlp,
-        "state": alert.state,
-        "held_reason": alert.held_reason,
-        "thread_id": alert.thread_id,
-        "created_at": alert.created_at.isoformat(),
-        "total": sum(full.values()),
-        "counts": full,
-    }
-
-
-async def _status(store: Store, ident: str, wait: float | None) -> dict[str, Any]:
+async def _status(store: Store, ident: str, wait: float | None) -> AlertStatus:
     deadline = time.monotonic() + (wait or 0)
     while True:
         try:
-            alert = await store.alerts.resolve(ident)
-            counts = await store.alerts.counts(alert.id)
-            settled = alert.state == "held" or not any(counts.get(s.value) for s in OPEN)
-            if wait is None or settled:
-                return _status_doc(alert, counts)
+            status = await store.alerts.status(await store.alerts.resolve(ident))
+            if wait is None or status.settled:
+                return status
         except UnknownAlert:
             if wait is None:
                 raise
@@ -148,16 +120,15 @@ async def _status(store: Store, ident: str, wait: float | None) -> dict[str, Any
         await asyncio.sleep(0.5)
 
 
-def progress_line(counts: dict[str, int], width: int = 30) -> str:
+def progress_line(status: AlertStatus, width: int = 30) -> str:
     """A progress bar over finished deliveries, then the count in every state that has some."""
-    total = sum(counts.values())
-    done = total - sum(counts.get(s.value, 0) for s in OPEN)
-    filled = round(width * done / total) if total else width
-    states = "  ".join(f"{s.value} {counts[s.value]}" for s in DeliveryState if counts.get(s.value))
-    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {states}"
+    done = status.total - status.open
+    filled = round(width * done / status.total) if status.total else width
+    states = "  ".join(f"{state} {n}" for state, n in status.counts.items() if n)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{status.total}  {states}"
 
 
-async def _watch(store: Store, ident: str) -> dict[str, Any]:
+async def _watch(store: Store, ident: str) -> AlertStatus:
     """Redraw progress until nothing is queued, sending or deferred."""
     tty = sys.stdout.isatty()
     last = ""
@@ -170,27 +141,27 @@ async def _watch(store: Store, ident: str) -> dict[str, Any]:
                 last = "waiting"
             await asyncio.sleep(0.5)
             continue
-        counts = await store.alerts.counts(alert.id)
-        line = progress_line(counts)
+        status = await store.alerts.status(alert)
+        line = progress_line(status)
         if line != last:
             click.echo(("\r" + line) if tty else line, nl=not tty)
             last = line
-        if alert.state == "held" or not any(counts.get(s.value) for s in OPEN):
+        if status.settled:
             if tty:
                 say()
-            return _status_doc(alert, counts)
+            return status
         await asyncio.sleep(0.5)
 
 
-def _print_status(doc: dict[str, Any]) -> None:
-    label = SEVERITY_LABELS["ja"][doc["severity"]]
-    say(f"alert    {doc['alert_id']}  ({doc['source']}:{doc['notice_id']})")
-    say(f"title    {doc['title']}")
-    say(f"severity {label} {doc['severity']}  rules: {', '.join(doc['rules'])}")
-    say(f"tlp      TLP:{doc['tlp']}")
-    say(f"state    {doc['state']}" + (f": {doc['held_reason']}" if doc["held_reason"] else ""))
-    say(f"total    {doc['total']}")
-    for state, n in doc["counts"].items():
+def _print_status(status: AlertStatus) -> None:
+    label = SEVERITY_LABELS["ja"][status.severity or ""]
+    say(f"alert    {status.alert_id}  ({status.source}:{status.notice_id})")
+    say(f"title    {status.title}")
+    say(f"severity {label} {status.severity}  rules: {', '.join(status.rules)}")
+    say(f"tlp      TLP:{status.tlp}")
+    say(f"state    {status.state}" + (f": {status.held_reason}" if status.held_reason else ""))
+    say(f"total    {status.total}")
+    for state, n in status.counts.items():
         if n:
             say(f"  {state:<13}{n:>7}")
 
@@ -210,17 +181,17 @@ def status(ident: str, as_json: bool, wait: float | None, watch: bool) -> None:
     """Delivery counts by state for an alert (by alert id, notice id or source:notice-id)."""
     s = settings()
 
-    async def _run() -> dict[str, Any]:
+    async def _run() -> AlertStatus:
         async with await Store.open(s.db_url) as store:
             if watch:
                 return await _watch(store, ident)
             return await _status(store, ident, wait)
 
-    doc = run(_run())
+    found = run(_run())
     if as_json:
-        say(json_line(doc))
+        say(json_line(found.model_dump(mode="json")))
     else:
-        _print_status(doc)
+        _print_status(found)
 
 
 @main.command("secret-key")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from ceptoar.cli.common import (
     EXIT_DECLINED,
     EXIT_NOT_FOUND,
     fail,
+    parse_when,
     resolve_alert,
     run,
     say,
@@ -31,20 +31,6 @@ from ceptoar.store import AuditEntry, Pruned, Store
 
 __all__ = ["alerts", "audit", "prune", "report", "resend"]
 
-_AGO = re.compile(r"^(\d+)\s*([mhd])$")
-
-
-def parse_since(text: str) -> datetime:
-    """`30m`, `24h`, `7d` ago, or an ISO date (local time when no zone is given)."""
-    now = datetime.now(UTC)
-    if m := _AGO.match(text.strip()):
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return now - timedelta(**{unit: int(m.group(1))})
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise click.BadParameter(f"{text!r}: use 30m, 24h, 7d or an ISO date") from exc
-    return when if when.tzinfo else when.astimezone()
 
 
 @click.command("alerts")
@@ -59,7 +45,7 @@ def parse_since(text: str) -> datetime:
 def alerts(since: str, severities: tuple[str, ...]) -> None:
     """Recent alerts: time, severity, TLP, state, deliveries and title."""
     s = settings()
-    when = parse_since(since)
+    when = parse_when(since, datetime.now(UTC), ago=True, naive_is_local=True)
 
     async def _list() -> list[tuple[AlertView, dict[str, int]]]:
         async with await Store.open(s.db_url) as store:
@@ -152,7 +138,7 @@ def report(ident: str, csv_file: Path | None, html_file: Path | None) -> None:
 def audit(since: str | None) -> None:
     """Every operator action: when, who, what, on which alert."""
     s = settings()
-    when = parse_since(since) if since else None
+    when = parse_when(since, datetime.now(UTC), ago=True, naive_is_local=True) if since else None
 
     async def _entries() -> list[AuditEntry]:
         async with await Store.open(s.db_url) as store:
@@ -178,7 +164,7 @@ def audit(since: str | None) -> None:
 def prune(older_than: str, dry_run: bool, yes: bool) -> None:
     """Delete delivery events and HTTP receipts older than a retention period (never alerts or audit)."""
     s = settings()
-    before = parse_since(older_than)
+    before = parse_when(older_than, datetime.now(UTC), ago=True, naive_is_local=True)
 
     async def _prune() -> Pruned | None:
         who = current_actor()

@@ -22,16 +22,10 @@ from ceptoar.feed.csaf import csaf_key, csaf_notice
 from ceptoar.feed.errors import MalformedNotice, UnsupportedFormat
 from ceptoar.feed.jsonsafe import load_json
 from ceptoar.feed.notice import notice_from_json
-from ceptoar.model.notice import Notice
+from ceptoar.model.notice import Format, Notice
 
-__all__ = ["CONTENT_TYPES", "Format", "Key", "Parsed", "detect", "parse_any", "payload_text", "peek_key"]
+__all__ = ["Key", "Parsed", "detect", "parse_any", "payload_text", "peek_key"]
 
-Format = Literal["json", "cap", "csaf"]
-CONTENT_TYPES: dict[Format, str] = {
-    "json": "application/json",
-    "cap": "application/cap+xml",
-    "csaf": "application/csaf+json",
-}
 _JSON = {"application/json", "application/csaf+json"}
 _XML = {"application/cap+xml", "application/xml", "text/xml"}
 _SNIFF = {"", "application/octet-stream"}

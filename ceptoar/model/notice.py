@@ -32,6 +32,7 @@ from ceptoar.model.codes import validate_area_code
 from ceptoar.text import clean_line, clean_text, printable, unsafe_in_id
 
 __all__ = [
+    "CONTENT_TYPES",
     "LANGUAGES",
     "NOTICE_SCHEMA",
     "OPERATOR_SOURCE",
@@ -42,6 +43,7 @@ __all__ = [
     "CapUrgency",
     "Category",
     "Cvss",
+    "Format",
     "Language",
     "MsgType",
     "Notice",
@@ -55,6 +57,14 @@ NOTICE_SCHEMA: Final = "ceptoar.notice/1"
 # Notices composed by a CEPTOAR operator carry this source; only they may
 # override the classified severity.
 OPERATOR_SOURCE: Final = "operator"
+
+# The formats a notice arrives in, and the content type each travels with on the feed.
+Format = Literal["json", "cap", "csaf"]
+CONTENT_TYPES: Final[dict[Format, str]] = {
+    "json": "application/json",
+    "cap": "application/cap+xml",
+    "csaf": "application/csaf+json",
+}
 
 # The languages ceptoar reads notices and writes mail in, Japanese first.
 Language = Literal["ja", "en"]

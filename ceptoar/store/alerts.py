@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.errors import UnknownAlert
-from ceptoar.model.alert import AlertView
+from ceptoar.model.alert import AlertStatus, AlertView
 from ceptoar.model.notice import Notice
 from ceptoar.model.states import AlertState, DeliveryState
 from ceptoar.store.deliveries import Claimed, claim_in, row_events
@@ -362,6 +362,10 @@ class AlertRepo:
             waiting = len(pending["fresh"]) + len(pending["threaded"])
             counts[DeliveryState.QUEUED.value] = counts.get(DeliveryState.QUEUED.value, 0) + waiting
         return counts
+
+    async def status(self, alert: AlertView) -> AlertStatus:
+        """The alert with its deliveries by state: what `ceptoar status` and the HTTP endpoint show."""
+        return AlertStatus.of(alert, await self.counts(alert.id))
 
 
 # Addresses per INSERT ... SELECT: well within every database's limit of bound values.
