@@ -29,9 +29,10 @@ from ceptoar.cli.common import (
 )
 from ceptoar.cli.feed import read_notice
 from ceptoar.compose import Draft, TargetError, build_notice, current_actor, parse_targets, short_code
-from ceptoar.compose.preview import Preview, preview, preview_mail
+from ceptoar.compose.preview import preview, preview_mail
 from ceptoar.compose.targets import describe_area
 from ceptoar.config import Settings
+from ceptoar.dispatch.plan import Plan
 from ceptoar.dispatch.rules import load_rules
 from ceptoar.errors import InvalidNotice
 from ceptoar.model.alert import AlertView
@@ -136,7 +137,7 @@ def _draft(f: Fields, base: Notice | None, orgs: dict[str, str], i: bool, now: d
     )
 
 
-def _show(p: Preview, parent: AlertView | None, orgs: dict[str, str]) -> None:
+def _show(p: Plan, parent: AlertView | None, orgs: dict[str, str]) -> None:
     n, c = p.notice, p.classification
     say(f"Alert {n.id}  (confirmation code {short_code(n.id)})")
     say(f"  {n.msg_type.value}: {n.title}")
@@ -154,18 +155,18 @@ def _show(p: Preview, parent: AlertView | None, orgs: dict[str, str]) -> None:
         say(f"  refers to alert {parent.id}: {parent.title}")
     if p.held:
         say(f"  HELD, reaches no one: {p.held}")
-    if p.unsent_to_cancel:
-        say(f"  cancels {p.unsent_to_cancel} deliveries not yet sent")
-    say(f"  audience: {len(p.audience.recipients)} addresses in {p.organisations} organisations")
-    say("    by role: " + ", ".join(f"{r} {k}" for r, k in sorted(p.by_role.items())))
-    top = ", ".join(f"{name} {k}" for name, k in p.by_prefecture.most_common(8))
-    more = len(p.by_prefecture) - 8
+    if p.unsent:
+        say(f"  cancels {p.unsent} deliveries not yet sent")
+    say(f"  audience: {len(p.audience.recipients)} addresses in {p.audience.organisations} organisations")
+    say("    by role: " + ", ".join(f"{r} {k}" for r, k in sorted(p.audience.by_role.items())))
+    top = ", ".join(f"{name} {k}" for name, k in p.audience.by_prefecture.most_common(8))
+    more = len(p.audience.by_prefecture) - 8
     say(f"    by prefecture: {top}" + (f", and {more} more" if more > 0 else ""))
     if p.audience.removed:
         say("    left out: " + ", ".join(f"{k} {v}" for k, v in sorted(p.audience.removed.items())))
 
 
-def _show_mail(p: Preview, code: str, html_file: Path | None, s: Settings) -> None:
+def _show_mail(p: Plan, code: str, html_file: Path | None, s: Settings) -> None:
     mail = preview_mail(p, code, Renderer.from_settings(s))
     if mail is None:
         fail(f"organisation {code} does not receive this alert", EXIT_BAD_INPUT)
@@ -181,7 +182,7 @@ def _show_mail(p: Preview, code: str, html_file: Path | None, s: Settings) -> No
     say()
 
 
-def _confirm(p: Preview, yes: bool) -> None:
+def _confirm(p: Plan, yes: bool) -> None:
     if yes:
         return
     n, severity = p.notice, p.classification.severity
@@ -199,7 +200,7 @@ def _confirm(p: Preview, yes: bool) -> None:
 
 
 async def _send(
-    s: Settings, store: Store, p: Preview, action: str, parent: AlertView | None, who: Actor
+    s: Settings, store: Store, p: Plan, action: str, parent: AlertView | None, who: Actor
 ) -> None:
     """Audit the operator's action, then publish it: nothing an operator sends goes out unrecorded."""
     n = p.notice
@@ -255,7 +256,7 @@ async def _compose(s: Settings, f: Fields, opts: dict[str, object]) -> None:
             notice = build_notice(draft, now=now)
         except (TargetError, InvalidNotice) as exc:
             fail(f"{exc}; nothing was published", EXIT_BAD_INPUT)
-        p = await preview(store, load_rules(s.rules), notice, parent)
+        p = await preview(store, load_rules(s.rules), notice)
         _show(p, parent, orgs)
         if opts["preview_for"]:
             _show_mail(p, str(opts["preview_for"]), opts["preview_html"], s)  # type: ignore[arg-type]
@@ -350,7 +351,7 @@ async def _cancel(s: Settings, ident: str, reason: str | None, yes: bool, dry_ru
             references=[parent.id],
         )
         notice = build_notice(draft)
-        p = await preview(store, load_rules(s.rules), notice, parent)
+        p = await preview(store, load_rules(s.rules), notice)
         _show(p, parent, {})
         if dry_run:
             say("dry run: nothing was published")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from ceptoar.errors import CeptoarError
 from ceptoar.model.codes import check_digit, validate_lgcode
-from ceptoar.registry.prefectures import PREFECTURES
+from ceptoar.registry.prefectures import PREFECTURE_NAMES, PREFECTURES
 
 __all__ = ["TargetError", "describe_area", "parse_targets"]
 
@@ -104,10 +104,9 @@ def describe_area(entry: str, organisations: Mapping[str, str]) -> str:
     """What one area entry reaches, in words an operator can check before sending."""
     if len(entry) == 2:
         inside = sum(1 for code in organisations if code[:2] == entry)
-        name = _PREF_NAMES.get(entry, entry)
+        name = PREFECTURE_NAMES.get(entry, entry)
         return f"{entry} = {name}, the whole prefecture: its government and municipalities ({inside} in all)"
     name = organisations.get(entry, "an organisation not in the registry")
     return f"{entry} = {name} alone (one organisation)"
 
 
-_PREF_NAMES = {p.number: p.name for p in PREFECTURES}

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ceptoar.model.notice import Notice, NoticeStatus, Severity, Tlp
 from ceptoar.model.subscriber import Candidate, Role
 from ceptoar.model.tlp import tlp_withholds
+from ceptoar.registry.prefectures import PREFECTURE_NAMES
 
 __all__ = ["Audience", "cancel_audience", "choose_audience", "hold_reason", "in_area"]
 
@@ -37,6 +38,19 @@ class Audience:
 
     recipients: list[Candidate]
     removed: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def organisations(self) -> int:
+        return len({c.code for c in self.recipients})
+
+    @property
+    def by_role(self) -> Counter[str]:
+        return Counter(c.role for c in self.recipients)
+
+    @property
+    def by_prefecture(self) -> Counter[str]:
+        """Addresses by the name of their prefecture."""
+        return Counter(PREFECTURE_NAMES[c.prefecture] for c in self.recipients)
 
 
 def hold_reason(notice: Notice) -> str | None:

@@ -1,7 +1,8 @@
 """The dispatcher: one notice in, one alert and its delivery jobs out.
 
 parse (JSON, CAP 1.2 or CSAF 2.0) → validate against the registry → dedupe
-→ classify → lifecycle and audience → store alert and deliveries → publish
+→ plan (`ceptoar.dispatch.plan`: severity, lifecycle, audience, threading)
+→ store alert and deliveries → publish
 one job per delivery (confirmed) → mark published → ack. An alert's first
 transaction holds only its first deliveries; the rest follow in chunks,
 each chunk's jobs published once it is committed, so the first mail never
@@ -36,18 +37,17 @@ from structlog.contextvars import bound_contextvars
 from ceptoar.bus import Bus, Lane, lane_for, settle
 from ceptoar.config import Settings
 from ceptoar.dispatch.admission import admit
-from ceptoar.dispatch.audience import Audience, cancel_audience, choose_audience, hold_reason
-from ceptoar.dispatch.rules import Classification, RuleSet, classify
+from ceptoar.dispatch.plan import plan
+from ceptoar.dispatch.rules import Classification, RuleSet
+from ceptoar.dispatch.thread import load_thread
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed.cap import cap_source
 from ceptoar.feed.formats import payload_text
 from ceptoar.feed.offload import ParserPool
 from ceptoar.log import get_logger
-from ceptoar.model.alert import AlertView
-from ceptoar.model.notice import OPERATOR_SOURCE, MsgType, Notice
+from ceptoar.model.notice import OPERATOR_SOURCE, Notice
 from ceptoar.priority import BulkGate
 from ceptoar.retry import Stopping, persist
-from ceptoar.store import FIRST_ROWS, Claimed, Lifecycle, Store, StoredAlert
+from ceptoar.store import FIRST_ROWS, Claimed, Store, StoredAlert
 
 __all__ = ["Dispatcher"]
 
@@ -182,18 +182,18 @@ class Dispatcher:
             )
 
     async def _store_alert(self, notice: Notice, payload: str, fmt: str) -> StoredAlert:
-        result = classify(notice, self._rules)
-        lifecycle, parent = await self._lifecycle(notice)
-        audience = Audience([])
-        history: dict[int, list[str]] = {}
-        if lifecycle.state == "held":
-            log.warning("alert.held", reason=lifecycle.held_reason)
-        else:
-            audience = await self._audience(notice, result, parent)
-            if lifecycle.thread_id is not None:
-                history = await self._store.threads.history(lifecycle.thread_id)
-            if not audience.recipients:
-                log.error("alert.no_audience", tlp=notice.tlp.value, removed=dict(audience.removed))
+        candidates = await self._store.subscribers.candidates()
+        planned = plan(notice, self._rules, candidates, await load_thread(self._store, notice))
+        if planned.cancels is not None:
+            await self._cancel(planned.cancels)
+            # Mail in flight has now finished: only now is it known who was mailed, and so who hears of the
+            # cancel.
+            planned = plan(notice, self._rules, candidates, await load_thread(self._store, notice))
+        if planned.held is not None:
+            log.warning("alert.held", reason=planned.held)
+        elif not planned.audience.recipients:
+            log.error("alert.no_audience", tlp=notice.tlp.value, removed=dict(planned.audience.removed))
+        result = planned.classification
         first, claim = self._first_rows(result)
         return await self._store.alerts.create(
             notice=notice,
@@ -201,10 +201,10 @@ class Dispatcher:
             fmt=fmt,
             severity=result.severity.value,
             rules=result.rules,
-            recipients=audience.recipients,
+            recipients=planned.audience.recipients,
             message_id_domain=self._settings.message_id_domain,
-            lifecycle=lifecycle,
-            history=history,
+            lifecycle=planned.lifecycle,
+            history=planned.threading,
             first=first,
             claim=claim,
             lease_seconds=self._settings.lease_seconds,
@@ -221,54 +221,6 @@ class Dispatcher:
             return self._settings.critical_handoff, True
         return FIRST_ROWS, False
 
-    async def _lifecycle(self, notice: Notice) -> tuple[Lifecycle, AlertView | None]:
-        """Which thread the notice joins, and whether it must be held for an operator."""
-        parent, refused = await self._parent(notice)
-        if refused is not None:
-            return Lifecycle(state="held", held_reason=refused), None
-        thread_id = (parent.thread_id or parent.id) if parent else None
-        parent_id = parent.id if parent else None
-        held = hold_reason(notice)
-        state = "held" if held else "active"
-        return Lifecycle(state=state, held_reason=held, thread_id=thread_id, parent_id=parent_id), parent
-
-    async def _parent(self, notice: Notice) -> tuple[AlertView | None, str | None]:
-        """The alert an update or cancel refers to (its latest reference), or why it cannot be found."""
-        if notice.msg_type is MsgType.ALERT:
-            return None, None
-        parent = None
-        for source, ident, sent in _references(notice):
-            if source != notice.source:
-                return None, (
-                    f"refers to notice {ident} of another sender ({source}); a sender may update or "
-                    "cancel only its own notices (ceptoar's rule)"
-                )
-            found = await self._store.alerts.find(notice.source, ident)
-            if found is None and notice.source == OPERATOR_SOURCE:
-                # An operator refers to any feed's alert by its alert id.
-                found = await self._store.alerts.get(ident)
-            if found is None:
-                return None, f"refers to unknown notice {notice.source}:{ident}"
-            if sent is not None and datetime.fromisoformat(found.notice["sent"]) != sent:
-                return None, (
-                    f"refers to {notice.source}:{ident} sent {sent.isoformat()}, but the notice received "
-                    f"with that id was sent {found.notice['sent']}"
-                )
-            parent = found
-        return parent, None
-
-    async def _audience(self, notice: Notice, result: Classification, parent: AlertView | None) -> Audience:
-        candidates = await self._store.subscribers.candidates()
-        if parent is None:
-            return choose_audience(candidates, notice=notice, severity=result.severity)
-        thread = parent.thread_id or parent.id
-        if notice.msg_type is MsgType.CANCEL:
-            await self._cancel(thread)
-            mailed = set((await self._store.threads.history(thread)).keys())
-            return cancel_audience(candidates, notice=notice, mailed=mailed)
-        already = await self._store.threads.members(thread)
-        return choose_audience(candidates, notice=notice, severity=result.severity, already=already)
-
     async def _cancel(self, thread: str) -> None:
         """Stop every unsent delivery of the thread; wait (bounded) for mail in flight."""
         cancelled = await self._store.threads.cancel(thread)
@@ -283,16 +235,3 @@ class Dispatcher:
             log.error("cancel.in_flight_remaining", thread_id=thread, sending=sending)
         log.info("alert.cancelled", thread_id=thread, deliveries_cancelled=cancelled)
 
-
-def _references(notice: Notice) -> list[tuple[str, str, datetime | None]]:
-    """(source key, id, sent) of each notice a notice refers to; a CAP message says all three."""
-    if not notice.cap_references:
-        return [(notice.source, ident, None) for ident in notice.references]
-    found = []
-    for ref in notice.cap_references:
-        try:
-            sent: datetime | None = datetime.fromisoformat(ref.sent)
-        except ValueError:
-            sent = None  # not a time ceptoar can compare: the sender and identifier decide
-        found.append((cap_source(ref.sender), ref.identifier, sent))
-    return found

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["PREFECTURES", "Prefecture"]
+__all__ = ["PREFECTURES", "PREFECTURE_NAMES", "Prefecture"]
 
 
 class Prefecture(NamedTuple):
@@ -69,3 +69,6 @@ PREFECTURES: tuple[Prefecture, ...] = (
     Prefecture("46", "鹿児島県", "鹿児島", "Kagoshima"),
     Prefecture("47", "沖縄県", "沖縄", "Okinawa"),
 )
+
+# A prefecture's name by its two-digit number.
+PREFECTURE_NAMES: dict[str, str] = {p.number: p.name for p in PREFECTURES}

@@ -74,6 +74,16 @@ class ThreadRepo:
                 )
         return len(cancelled)
 
+    async def unsent(self, thread_id: str) -> int:
+        """Deliveries of a thread not yet sent: those `cancel` would stop now."""
+        query = (
+            select(func.count())
+            .select_from(deliveries.join(alerts, deliveries.c.alert_id == alerts.c.id))
+            .where(alerts.c.thread_id == thread_id, claimable(datetime.now(UTC)))
+        )
+        async with reading(self._engine) as conn:
+            return int((await conn.execute(query)).scalar_one())
+
     async def in_flight(self, thread_id: str) -> int:
         """Deliveries of a thread a worker is sending right now."""
         query = (
