@@ -38,7 +38,7 @@ from aio_pika.abc import (
 from ceptoar.config import Settings
 from ceptoar.log import get_logger
 from ceptoar.model.notice import CONTENT_TYPES, Format
-from ceptoar.retry import deferral_delay
+from ceptoar.retry import Retry
 
 __all__ = [
     "JOB_SIZE",
@@ -371,13 +371,15 @@ class Bus:
             if lanes.get(lane):
                 await self.publish_jobs(lanes[lane], lane=lane, batch=batch)
 
-    async def publish_retry(self, delivery_id: int, *, attempt: int, lane: Lane = Lane.BULK) -> float:
-        """Park a job in its lane's retry queue for its attempt's delay; return the delay."""
-        delay = deferral_delay(self.retry_delays, attempt)
+    async def publish_retry(self, delivery_id: int, retry: Retry, *, lane: Lane = Lane.BULK) -> None:
+        """Park a delivery's job in its lane's retry queue for the delay the retry policy drew.
+
+        The queue of the configured delay holds it (its TTL is that delay);
+        the message's own expiration, a little shorter, is the drawn delay.
+        """
         await self.channel.default_exchange.publish(
-            _job([delivery_id]), routing_key=self.names.retry(delay, lane)
+            _job([delivery_id], expiration=retry.delay), routing_key=self.names.retry(retry.queue_delay, lane)
         )
-        return delay
 
     async def dead_letter(
         self,
@@ -425,9 +427,10 @@ class Bus:
             self._channel = None
 
 
-def _job(delivery_ids: Sequence[int]) -> aio_pika.Message:
+def _job(delivery_ids: Sequence[int], *, expiration: float | None = None) -> aio_pika.Message:
     return aio_pika.Message(
         job_body(delivery_ids),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        expiration=expiration,
     )

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # Connections beside smtp_connections that only critical alerts use.
     smtp_critical_connections: int = Field(1, ge=0, le=16)
     smtp_timeout: float = Field(30.0, gt=0)
-    # Delay before each retry of a deferred delivery; one more attempt than
+    # Delay before each retry of a deferred delivery (`ceptoar.retry`): one more attempt than
     # delays, then the delivery fails with the last reply kept.
     retry_delays: list[float] = Field(default=[10, 60, 300, 900, 3600], min_length=1)
     lease_seconds: float = Field(300.0, gt=0)
@@ -142,10 +142,6 @@ class Settings(BaseSettings):
     @property
     def mailbox_dir(self) -> Path:
         return self.var_dir / "mailbox"
-
-    @property
-    def max_attempts(self) -> int:
-        return len(self.retry_delays) + 1
 
 
 @functools.cache

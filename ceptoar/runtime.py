@@ -19,7 +19,7 @@ from typing import TypeVar
 from ceptoar.bus import Bus
 from ceptoar.config import Settings
 from ceptoar.log import get_logger
-from ceptoar.retry import pause, persist
+from ceptoar.retry import outlast_outages, pause
 from ceptoar.store import Store
 
 __all__ = ["Components", "install_stop_signals", "open_components", "watch_parent"]
@@ -76,7 +76,7 @@ async def open_components(
 async def _open(operation: Callable[[], Awaitable[T]], *, stop: asyncio.Event | None, what: str) -> T:
     if stop is None:
         return await operation()
-    return await persist(operation, stop=stop, what=what)
+    return await outlast_outages(operation, stop=stop, what=what)
 
 
 async def _connect(bus: Bus, name: str) -> Bus:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ceptoar.config import Settings
+from ceptoar.retry import RetryPolicy
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +25,7 @@ def test_embedded_defaults() -> None:
     assert s.smtp_url == "smtp://127.0.0.1:2525"
     assert s.amqp_url.startswith("amqp://guest:guest@127.0.0.1:5672")
     assert s.mailbox_dir == Path("var/mailbox")
-    assert s.max_attempts == len(s.retry_delays) + 1
+    assert RetryPolicy.from_settings(s).max_attempts == len(s.retry_delays) + 1
 
 
 def test_environment_wins_over_the_toml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,7 @@ from ceptoar.mailbox import count, list_messages
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.model.alert import AlertView
 from ceptoar.registry import RegistryRow
+from ceptoar.retry import RetryPolicy
 from ceptoar.runtime import open_components
 from ceptoar.service import restart_delay, sweep
 from ceptoar.store.tables import deliveries
@@ -180,7 +181,7 @@ async def test_temporary_failures_that_never_clear_end_failed(
     alert = await stack.store.alerts.resolve("FULL-1")
     row = await stack.store.deliveries.find(alert.id, stuck)
     assert row is not None
-    assert row["attempts"] == stack.settings.max_attempts == 3
+    assert row["attempts"] == RetryPolicy.from_settings(stack.settings).max_attempts == 3
     assert row["last_code"] == 452
     assert row["last_reply"] == "4.2.2 Mailbox full (attempts exhausted: 3)"
 

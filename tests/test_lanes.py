@@ -16,9 +16,11 @@ import aio_pika
 
 from ceptoar.bus import Lane, by_lane, job_delivery_ids, lane_for
 from ceptoar.dispatch import Dispatcher, load_rules
+from ceptoar.errors import TemporaryDeliveryError
 from ceptoar.mail.pool import _Slots
 from ceptoar.mailbox import count
 from ceptoar.registry import RegistryRow
+from ceptoar.retry import Retry, RetryPolicy
 from ceptoar.store import Claimed
 from tests.conftest import StackFactory
 from tests.harness import REPO, MailboxServer, Stack, notice_doc, running, subset
@@ -99,7 +101,9 @@ async def test_a_deferred_critical_job_comes_back_on_the_critical_lane(
     make_stack: StackFactory, mailbox: MailboxServer
 ) -> None:
     stack = await make_stack(mailbox=mailbox, rows=[])
-    await stack.bus.publish_retry(11, attempt=1, lane=Lane.CRITICAL)
+    retry = RetryPolicy.from_settings(stack.settings).next_step(1, TemporaryDeliveryError("try later", code=451))
+    assert isinstance(retry, Retry)
+    await stack.bus.publish_retry(11, retry, lane=Lane.CRITICAL)
     channel = await stack.bus._connection.channel()  # type: ignore[union-attr]
     queue = await channel.get_queue(stack.bus.names.jobs(Lane.CRITICAL))
     for _ in range(100):

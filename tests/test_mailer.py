@@ -11,6 +11,7 @@ from sqlalchemy import update
 
 from ceptoar.mailbox import count, list_messages
 from ceptoar.registry import RegistryRow
+from ceptoar.retry import RetryPolicy
 from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory
 from tests.harness import REPO, MailboxServer, notice_doc, running, subset
@@ -67,7 +68,7 @@ async def test_a_delivery_whose_job_keeps_coming_back_ends_failed_unsent(
             .where(deliveries.c.id == doomed)
             .values(
                 state="sending",
-                attempts=stack.settings.max_attempts,
+                attempts=RetryPolicy.from_settings(stack.settings).max_attempts,
                 lease_until=datetime.now(UTC) - timedelta(seconds=1),
             )
         )

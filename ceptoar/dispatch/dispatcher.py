@@ -12,7 +12,7 @@ a job: its first mail does not wait for the queue either.
 
 A notice refused for its content is dead-lettered with a reason naming the
 field and the consumer carries on; a store or broker outage is waited out
-with the notice held, never dead-lettered (`ceptoar.retry.persist`). A
+with the notice held, never dead-lettered (`ceptoar.retry.outlast_outages`). A
 notice seen before is acked without a second fan-out, but if its jobs were
 never confirmed they are published again (claims make that safe).
 
@@ -41,12 +41,12 @@ from ceptoar.dispatch.plan import plan
 from ceptoar.dispatch.rules import Classification, RuleSet
 from ceptoar.dispatch.thread import load_thread
 from ceptoar.errors import InvalidNotice
-from ceptoar.feed.formats import payload_text
-from ceptoar.feed.offload import ParserPool
+from ceptoar.feed.formats import Parsed, payload_text
+from ceptoar.feed.offload import ParserBusy, ParserPool
 from ceptoar.log import get_logger
 from ceptoar.model.notice import OPERATOR_SOURCE, Notice
 from ceptoar.priority import BulkGate
-from ceptoar.retry import Stopping, persist
+from ceptoar.retry import Stopping, outlast_outages, pause
 from ceptoar.store import FIRST_ROWS, Claimed, Store, StoredAlert
 
 __all__ = ["Dispatcher"]
@@ -81,7 +81,7 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         # Read the registry now: the first notice after a start should not wait for it.
         try:
-            await persist(self._store.subscribers.candidates, stop=stop, what="read the registry")
+            await outlast_outages(self._store.subscribers.candidates, stop=stop, what="read the registry")
         except Stopping:
             return
         inbox = await self._bus.consume(self._bus.names.notices, prefetch=4)
@@ -96,7 +96,8 @@ class Dispatcher:
         """Dispatch one notice; never raises for the notice, nor for an outage (it is waited out)."""
         with bound_contextvars(amqp_message_id=message.message_id):
             try:
-                await persist(lambda: self._dispatch(message), stop=stop, what="dispatch")
+                parsed = await self._parse(message, stop)
+                await outlast_outages(lambda: self._dispatch(message, parsed), stop=stop, what="dispatch")
             except InvalidNotice as exc:
                 log.warning("notice.rejected", field=exc.field, reason=exc.reason)
                 await self._refuse(message, stop, reason=str(exc), field=exc.field)
@@ -120,12 +121,12 @@ class Dispatcher:
         to see why (`GET /v1/notices/{id}`).
         """
         try:
-            await persist(
+            await outlast_outages(
                 lambda: self._bus.dead_letter(message, reason=reason, field=field),
                 stop=stop,
                 what="dead-letter",
             )
-            await persist(
+            await outlast_outages(
                 lambda: self._mark_receipt(message, reason, field), stop=stop, what="mark the receipt"
             )
         except Stopping:
@@ -141,9 +142,23 @@ class Dispatcher:
         if await self._store.feeds.reject(source=source, source_id=source_id, reason=reason, field=field):
             log.info("receipt.rejected", source=source, notice_id=source_id)
 
-    async def _dispatch(self, message: AbstractIncomingMessage) -> None:
+    async def _parse(self, message: AbstractIncomingMessage, stop: asyncio.Event) -> Parsed:
+        """The notice a message holds, parsed off the event loop; InvalidNotice says what is wrong with it.
+
+        While a parse that overran its time still holds the parser, the
+        message waits for it (`Stopping` if told to stop meanwhile).
+        """
+        while True:
+            try:
+                return await self._parser.parse(message.body, message.content_type)
+            except ParserBusy:
+                log.warning("parser.busy")
+                if await pause(1.0, stop=stop):
+                    raise Stopping("parse") from None
+
+    async def _dispatch(self, message: AbstractIncomingMessage, parsed: Parsed) -> None:
+        """Admit, plan, store and publish a parsed notice: calls to the store and the bus, repeatable."""
         payload = payload_text(message.body)
-        parsed = await self._parser.parse(message.body, message.content_type)
         notice = parsed.notice
         with bound_contextvars(source=notice.source, notice_id=notice.id, format=parsed.format):
             stored = await admit(self._store, notice, now=datetime.now(UTC))

@@ -10,10 +10,11 @@ them as it stores the alert and hands them over (`Mailer.hand_off`).
 
 A job only names a delivery; the row is the truth. A job whose claim wins
 nothing (already sent, cancelled, or claimed by another worker) is a
-duplicate and is acked without sending. A temporary failure leaves the row
-`deferred` and parks a new job in the retry queue for the attempt's delay;
-once attempts run out, or on a permanent failure, the row is `failed` with
-the server's reply kept. A job's message is acked only after its outcome is
+duplicate and is acked without sending. What a failed attempt leads to is
+the retry policy's to say (`ceptoar.retry.RetryPolicy`): a temporary failure
+leaves the row `deferred` and parks a new job in the retry queue for the
+delay the policy draws; once attempts run out, or on a permanent failure,
+the row is `failed` with the server's reply kept. A job's message is acked only after its outcome is
 stored and any retry job is confirmed by the broker; an ack the broker can
 no longer take (it restarted) is left, since the job comes back and finds
 its work done.
@@ -36,7 +37,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from ceptoar.bus import JOB_SIZE, Bus, Inbox, Lane, job_delivery_ids, settle
 from ceptoar.config import Settings
-from ceptoar.errors import PermanentDeliveryError, RelayUnavailable, TemporaryDeliveryError
+from ceptoar.errors import DeliveryError, PermanentDeliveryError
 from ceptoar.log import get_logger
 from ceptoar.mail.pool import SmtpPool
 from ceptoar.model.alert import AlertView
@@ -44,7 +45,7 @@ from ceptoar.model.states import DeliveryState
 from ceptoar.model.tlp import tlp_withholds, withheld_reply
 from ceptoar.priority import BulkGate
 from ceptoar.render import Renderer
-from ceptoar.retry import Stopping, is_transient, persist
+from ceptoar.retry import GiveUp, Retry, RetryPolicy, Stopping, is_transient, outlast_outages
 from ceptoar.store import Claimed, Outcome, Store
 
 __all__ = ["Mailer"]
@@ -70,6 +71,7 @@ class Mailer:
         self._pool = pool
         self._renderer = renderer
         self._settings = settings
+        self._policy = RetryPolicy.from_settings(settings)
         self._alerts: dict[str, AlertView] = {}
         self._gate = gate or BulkGate()
         self._hand_offs: set[asyncio.Task[None]] = set()
@@ -157,8 +159,8 @@ class Mailer:
         await self._deliver(claimed, stop, lane)
 
     async def _claim(self, ids: list[int], stop: asyncio.Event) -> list[Claimed]:
-        lease, most = self._settings.lease_seconds, self._settings.max_attempts
-        return await persist(
+        lease, most = self._settings.lease_seconds, self._policy.max_attempts
+        return await outlast_outages(
             lambda: self._store.deliveries.claim(ids, lease_seconds=lease, max_attempts=most),
             stop=stop,
             what="claim",
@@ -206,10 +208,16 @@ class Mailer:
 
     async def _deliver_once(self, claimed: list[Claimed], stop: asyncio.Event, lane: Lane) -> list[int]:
         """One attempt at each claimed delivery; the ids given back because the relay was away."""
-        await persist(lambda: self._preload({c.alert_id for c in claimed}), stop=stop, what="load alerts")
+        await outlast_outages(
+            lambda: self._preload({c.alert_id for c in claimed}), stop=stop, what="load alerts"
+        )
         urgent = lane is Lane.CRITICAL
-        outcomes = await asyncio.gather(*(self._attempt(c, urgent=urgent) for c in claimed))
-        applied = await persist(lambda: self._store.deliveries.record(outcomes), stop=stop, what="record")
+        attempts = await asyncio.gather(*(self._attempt(c, urgent=urgent) for c in claimed))
+        outcomes = [outcome for outcome, _ in attempts]
+        retries = {outcome.delivery_id: retry for outcome, retry in attempts if retry is not None}
+        applied = await outlast_outages(
+            lambda: self._store.deliveries.record(outcomes), stop=stop, what="record"
+        )
         log.debug(
             "mailer.batch",
             lane=lane.name.lower(),
@@ -219,24 +227,22 @@ class Mailer:
         )
         for outcome in applied:
             if outcome.state is DeliveryState.DEFERRED:
-                await self._defer(outcome, stop, lane)
+                await self._defer(outcome, retries[outcome.delivery_id], stop, lane)
             elif outcome.state is DeliveryState.FAILED:
                 log.warning(
                     "delivery.failed", delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply
                 )
         return [o.delivery_id for o in applied if not o.counted]
 
-    async def _defer(self, outcome: Outcome, stop: asyncio.Event, lane: Lane) -> None:
-        delay = await persist(
-            lambda: self._bus.publish_retry(outcome.delivery_id, attempt=outcome.attempt, lane=lane),
-            stop=stop,
-            what="defer",
+    async def _defer(self, outcome: Outcome, retry: Retry, stop: asyncio.Event, lane: Lane) -> None:
+        await outlast_outages(
+            lambda: self._bus.publish_retry(outcome.delivery_id, retry, lane=lane), stop=stop, what="defer"
         )
         log.info(
             "delivery.deferred",
             delivery_id=outcome.delivery_id,
             attempt=outcome.attempt,
-            retry_in=delay,
+            retry_in=round(retry.delay, 3),
             reply=outcome.reply,
         )
 
@@ -257,17 +263,19 @@ class Mailer:
             self._alerts[alert_id] = alert
         return alert
 
-    async def _attempt(self, c: Claimed, *, urgent: bool) -> Outcome:
+    async def _attempt(self, c: Claimed, *, urgent: bool) -> tuple[Outcome, Retry | None]:
+        """One try at one delivery: its outcome, and when to try again if it is deferred."""
         try:
             alert = await self._alert(c.alert_id)
             if alert.is_expired(datetime.now(UTC)):
                 expired = f"not sent: the alert expired at {alert.expires_at:%Y-%m-%dT%H:%M:%S%z}"
-                return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, expired)
+                return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, expired), None
             released = alert.released_by is not None
             if tlp_withholds(alert.tlp, role=c.role, contact=c.contact, released=released) is not None:
                 # However the delivery came to be (a resend, a role changed since), TLP has the last word.
                 log.error("delivery.withheld_by_tlp", delivery_id=c.id, alert_id=c.alert_id, tlp=alert.tlp)
-                return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, withheld_reply(alert.tlp))
+                withheld = withheld_reply(alert.tlp)
+                return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, withheld), None
             data = self._renderer.message(
                 alert,
                 language=c.language,
@@ -279,27 +287,24 @@ class Mailer:
             reply = await self._pool.send(
                 sender=self._settings.mail_from, recipient=c.email, message=data, urgent=urgent
             )
-        except RelayUnavailable as exc:
-            said, now = f"not attempted: {exc.reply}", datetime.now(UTC)
-            return Outcome(c.id, DeliveryState.QUEUED, c.attempt, None, said, now, counted=False)
-        except TemporaryDeliveryError as exc:
-            exhausted = c.attempt >= self._settings.max_attempts
-            state = DeliveryState.FAILED if exhausted else DeliveryState.DEFERRED
-            said = f"{exc.reply} (attempts exhausted: {c.attempt})" if exhausted else exc.reply
-            return Outcome(c.id, state, c.attempt, exc.code, said, datetime.now(UTC))
-        except PermanentDeliveryError as exc:
-            return Outcome(c.id, DeliveryState.FAILED, c.attempt, exc.code, exc.reply, datetime.now(UTC))
         except Exception as exc:
-            # A bug or a value nothing foresaw fails this delivery alone: failing
-            # the batch would send its other mail again, and this one for ever.
-            log.exception("delivery.internal_error", delivery_id=c.id, alert_id=c.alert_id)
-            said = f"internal error: {exc.__class__.__name__}: {exc}"[:_REPLY_MAX]
-            return Outcome(c.id, DeliveryState.FAILED, c.attempt, None, said, datetime.now(UTC))
-        return Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message, datetime.now(UTC))
+            if not isinstance(exc, DeliveryError):
+                # A bug or a value nothing foresaw fails this delivery alone: failing
+                # the batch would send its other mail again, and this one for ever.
+                log.exception("delivery.internal_error", delivery_id=c.id, alert_id=c.alert_id)
+            return self._failed(c, exc)
+        sent = Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message, datetime.now(UTC))
+        return sent, None
 
-
-# How much of an unforeseen error's text a delivery keeps as its reply.
-_REPLY_MAX = 500
+    def _failed(self, c: Claimed, exc: Exception) -> tuple[Outcome, Retry | None]:
+        """The outcome of a failed attempt, as the retry policy decides it."""
+        step = self._policy.next_step(c.attempt, exc)
+        code, now = (exc.code if isinstance(exc, DeliveryError) else None), datetime.now(UTC)
+        if isinstance(step, GiveUp):
+            return Outcome(c.id, DeliveryState.FAILED, c.attempt, code, step.reason, now), None
+        if not step.counts:
+            return Outcome(c.id, DeliveryState.QUEUED, c.attempt, None, step.reason, now, counted=False), None
+        return Outcome(c.id, DeliveryState.DEFERRED, c.attempt, code, step.reason, now), step
 
 
 def _job_weight(message: AbstractIncomingMessage) -> int:
