@@ -25,12 +25,10 @@ from ceptoar.bus import by_lane, lane_for
 from ceptoar.config import Settings
 from ceptoar.dispatch import Dispatcher, load_rules
 from ceptoar.log import get_logger
-from ceptoar.mail.mailer import Mailer
-from ceptoar.mail.pool import SmtpPool
+from ceptoar.mail.process import open_mailer
 from ceptoar.priority import BulkGate
-from ceptoar.render import Renderer
 from ceptoar.retry import Stopping, pause
-from ceptoar.runtime import Components, open_components
+from ceptoar.runtime import Components
 
 __all__ = ["restart_delay", "run_service", "sweep"]
 
@@ -127,25 +125,15 @@ async def run_service(
     `mailer_processes` above one starts that many minus one mailer-only children.
     """
     async with AsyncExitStack() as stack:
+        gate = BulkGate()
         try:
-            c = await open_components(settings, stack, name="ceptoar-serve", stop=stop)
+            c, mailer = await open_mailer(settings, stack, name="ceptoar-serve", stop=stop, gate=gate)
         except Stopping:
             return  # stopped while the database or the broker was still away
-        pool = SmtpPool.from_settings(settings)
-        stack.push_async_callback(pool.close)
         counts = await c.store.subscribers.counts()
         if counts.addresses == 0:
             log.warning("registry.empty", hint="ceptoar subscribers import subscribers/registry.csv")
         rules = load_rules(settings.rules)
-        gate = BulkGate()
-        mailer = Mailer(
-            store=c.store,
-            bus=c.bus,
-            pool=pool,
-            renderer=Renderer.from_settings(settings),
-            settings=settings,
-            gate=gate,
-        )
         dispatcher = Dispatcher(
             store=c.store,
             bus=c.bus,
@@ -169,7 +157,7 @@ async def run_service(
         log.info(
             "service.started",
             prefix=settings.prefix,
-            relay=pool.relay,
+            relay=mailer.relay,
             organisations=counts.organisations,
             addresses=counts.addresses,
             mailer_processes=mailer_processes,

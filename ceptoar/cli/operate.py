@@ -22,9 +22,9 @@ from ceptoar.cli.common import (
 )
 from ceptoar.compose import current_actor
 from ceptoar.config import Settings
-from ceptoar.model.alert import AlertView
+from ceptoar.model.alert import AlertStatus, AlertView
 from ceptoar.model.notice import Severity
-from ceptoar.model.states import DeliveryState
+from ceptoar.model.states import MAILED, DeliveryState
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.report import csv_report, html_report, text_report
 from ceptoar.store import AuditEntry, Pruned, Store
@@ -47,20 +47,24 @@ def alerts(since: str, severities: tuple[str, ...]) -> None:
     s = settings()
     when = parse_when(since, datetime.now(UTC), ago=True, naive_is_local=True)
 
-    async def _list() -> list[tuple[AlertView, dict[str, int]]]:
+    async def _list() -> list[tuple[AlertView, AlertStatus]]:
         async with await Store.open(s.db_url) as store:
             found = await store.alerts.recent(since=when, severities=severities)
-            return [(a, await store.alerts.counts(a.id)) for a in found]
+            return [(a, await store.alerts.status(a)) for a in found]
 
-    for a, counts in run(_list()):
-        total = sum(counts.values())
-        sent = counts.get("sent", 0) + counts.get("acknowledged", 0)
-        trouble = "".join(f" {k} {counts[k]}" for k in ("failed", "deferred", "cancelled") if counts.get(k))
+    for a, status in run(_list()):
+        sent = sum(status.counts[state] for state in MAILED)
+        trouble = "".join(f" {k} {status.counts[k]}" for k in _TROUBLE if status.counts[k])
         created = a.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
         label = SEVERITY_LABELS["ja"][a.severity]
         say(
-            f"{created}  {a.id}  {label} TLP:{a.tlp:<12} {a.state:<9} {sent}/{total} sent{trouble}  {a.title}"
+            f"{created}  {a.id}  {label} TLP:{a.tlp:<12} {a.state:<9} {sent}/{status.total} sent{trouble}  "
+            f"{a.title}"
         )
+
+
+# What the alert list points out beside how many were mailed.
+_TROUBLE = (DeliveryState.FAILED, DeliveryState.DEFERRED, DeliveryState.CANCELLED)
 
 
 async def _resend(s: Settings, ident: str, which: str, address: str | None) -> int:

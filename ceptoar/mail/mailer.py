@@ -76,6 +76,11 @@ class Mailer:
         self._gate = gate or BulkGate()
         self._hand_offs: set[asyncio.Task[None]] = set()
 
+    @property
+    def relay(self) -> str:
+        """The relay it sends through, as logs name it."""
+        return self._pool.relay
+
     async def warm_up(self) -> None:
         """Compile the templates and open the SMTP sessions, so the first job is sent at full speed."""
         for broken in self._renderer.load_templates():

@@ -17,27 +17,42 @@ from ceptoar.config import Settings, get_settings
 from ceptoar.log import configure_logging, get_logger
 from ceptoar.mail.mailer import Mailer
 from ceptoar.mail.pool import SmtpPool
+from ceptoar.priority import BulkGate
 from ceptoar.render import Renderer
 from ceptoar.retry import Stopping
-from ceptoar.runtime import install_stop_signals, open_components, watch_parent
+from ceptoar.runtime import Components, install_stop_signals, open_components, watch_parent
 
-__all__ = ["main", "run_mailer"]
+__all__ = ["main", "open_mailer", "run_mailer"]
 
 log = get_logger(__name__)
+
+
+async def open_mailer(
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    name: str,
+    stop: asyncio.Event,
+    gate: BulkGate | None = None,
+) -> tuple[Components, Mailer]:
+    """The store, the bus and the SMTP pool, opened to close with `stack`, and a mailer working them.
+
+    Raises `Stopping` when told to stop while the database or the broker was still away.
+    """
+    c = await open_components(settings, stack, name=name, stop=stop)
+    pool = SmtpPool.from_settings(settings)
+    stack.push_async_callback(pool.close)
+    renderer = Renderer.from_settings(settings)
+    return c, Mailer(store=c.store, bus=c.bus, pool=pool, renderer=renderer, settings=settings, gate=gate)
 
 
 async def run_mailer(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
     """Work the job queues until `stop` is set."""
     async with AsyncExitStack() as stack:
         try:
-            c = await open_components(settings, stack, name="ceptoar-mailer", stop=stop)
+            _, mailer = await open_mailer(settings, stack, name="ceptoar-mailer", stop=stop)
         except Stopping:
             return  # stopped while the database or the broker was still away
-        pool = SmtpPool.from_settings(settings)
-        stack.push_async_callback(pool.close)
-        mailer = Mailer(
-            store=c.store, bus=c.bus, pool=pool, renderer=Renderer.from_settings(settings), settings=settings
-        )
         work = asyncio.create_task(mailer.run(stop, workers=settings.mailer_loops), name="mailer")
         if ready is not None:
             ready.set()

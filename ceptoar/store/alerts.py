@@ -143,28 +143,19 @@ class AlertRepo:
                     )
                 ).scalar_one()
                 alert_id = new_alert_id(now)
-                await conn.execute(
-                    insert(alerts).values(
-                        id=alert_id,
-                        notice_id=notice_pk,
-                        source=notice.source,
-                        source_id=notice.id,
-                        msg_type=notice.msg_type.value,
-                        severity=severity,
-                        severity_rules=list(rules),
-                        tlp=notice.tlp.value,
-                        title=notice.title,
-                        notice=notice.model_dump(mode="json", by_alias=True),
-                        created_at=now,
-                        state=lifecycle.state,
-                        held_reason=lifecycle.held_reason,
-                        thread_id=lifecycle.thread_id or alert_id,
-                        parent_id=lifecycle.parent_id,
-                        status=notice.status.value,
-                        expires_at=notice.expires,
-                        pending=_pending(rest, history, message_id_domain) if rest else None,
-                    )
+                view = AlertView.of_notice(
+                    notice, severity=severity, rules=rules, id=alert_id, created_at=now
                 )
+                row = {column: getattr(view, column) for column in _FROM_VIEW}
+                row.update(
+                    notice_id=notice_pk,
+                    state=lifecycle.state,
+                    held_reason=lifecycle.held_reason,
+                    thread_id=lifecycle.thread_id or alert_id,
+                    parent_id=lifecycle.parent_id,
+                    pending=_pending(rest, history, message_id_domain) if rest else None,
+                )
+                await conn.execute(insert(alerts).values(row))
                 ids = await insert_deliveries(
                     conn, alert_id, written, history, message_id_domain, now, new=True
                 )
@@ -367,6 +358,22 @@ class AlertRepo:
         """The alert with its deliveries by state: what `ceptoar status` and the HTTP endpoint show."""
         return AlertStatus.of(alert, await self.counts(alert.id))
 
+
+# The columns of a new alert's row that its view (`AlertView.of_notice`) holds as they are stored.
+_FROM_VIEW = (
+    "id",
+    "source",
+    "source_id",
+    "msg_type",
+    "severity",
+    "severity_rules",
+    "tlp",
+    "title",
+    "notice",
+    "created_at",
+    "status",
+    "expires_at",
+)
 
 # Addresses per INSERT ... SELECT: well within every database's limit of bound values.
 _INSERT_CHUNK = 5000

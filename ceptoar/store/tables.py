@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from ceptoar.model.states import AlertState
+
 __all__ = [
     "addresses",
     "alerts",
@@ -135,7 +137,7 @@ alerts = Table(
     # Lifecycle (schema 2): active, held (with the reason) or cancelled; the
     # first alert of a thread is its own thread_id; an update or cancel
     # names the alert it refers to in parent_id.
-    Column("state", String(16), nullable=False, server_default="active"),
+    Column("state", String(16), nullable=False, server_default=AlertState.ACTIVE.value),
     Column("held_reason", Text, nullable=True),
     Column("thread_id", String(32), nullable=True, index=True),
     Column("parent_id", String(32), nullable=True),
