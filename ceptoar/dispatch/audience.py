@@ -1,7 +1,8 @@
 """Who an alert goes to: area, subscriptions, test status and TLP 2.0.
 
 A pure function of the registry's candidates and the notice, so it can be
-tested without servers and reused to preview an alert before it is sent.
+tested without servers; the planner (`plan.py`) calls it for the
+dispatcher and for the composer's preview alike.
 
 - Area: empty means every organisation; a prefecture number takes in the
   prefecture and its municipalities; a six-digit code one organisation.
@@ -9,7 +10,7 @@ tested without servers and reused to preview an alert before it is sent.
 - Test and exercise notices go only to addresses that asked for tests.
 - Subscriptions: an address's minimum severity and categories; a critical
   alert reaches every primary and security address regardless.
-- TLP (`ceptoar.tlp`): CLEAR and GREEN reach every matching address;
+- TLP (`ceptoar.model.tlp`): CLEAR and GREEN reach every matching address;
   AMBER only the security role; AMBER+STRICT only an organisation's
   designated security contact; RED is held for an operator and reaches
   no one automatically. A cancel goes to those its thread mailed, as far

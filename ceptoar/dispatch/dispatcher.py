@@ -2,26 +2,27 @@
 
 parse (JSON, CAP 1.2 or CSAF 2.0) → validate against the registry → dedupe
 → plan (`ceptoar.dispatch.plan`: severity, lifecycle, audience, threading)
-→ store alert and deliveries → publish
-one job per delivery (confirmed) → mark published → ack. An alert's first
-transaction holds only its first deliveries; the rest follow in chunks,
-each chunk's jobs published once it is committed, so the first mail never
-waits for a large audience's rows. A critical alert's first deliveries are
-claimed in that transaction and handed to this process's mailer instead of
-a job: its first mail does not wait for the queue either.
+→ store alert and deliveries → publish one job per delivery (confirmed)
+→ mark published → ack. An alert's first transaction holds only its first
+deliveries; the rest follow in chunks, each chunk's jobs published once it
+is committed, so the first mail never waits for a large audience's rows. A
+critical alert's first deliveries are claimed in that transaction and
+handed to this process's mailer instead of a job: its first mail does not
+wait for the queue either.
 
 A notice refused for its content is dead-lettered with a reason naming the
 field and the consumer carries on; a store or broker outage is waited out
-with the notice held, never dead-lettered (`ceptoar.retry.outlast_outages`). A
-notice seen before is acked without a second fan-out, but if its jobs were
-never confirmed they are published again (claims make that safe).
+with the notice held, never dead-lettered (`ceptoar.retry.outlast_outages`
+around everything after parsing). A notice seen before is acked without a
+second fan-out, but if its jobs were never confirmed they are published
+again (claims make that safe).
 
 Lifecycle: an update or cancel names earlier notices of the same source in
 `references`. One that names an unknown notice is held with the reason. An
 update goes to the original's audience plus new members of it, threaded
 under what each address got before. A cancel marks every unsent delivery
-of the thread `cancelled`, waits for mail in flight, and goes only to the
-addresses that were mailed.
+of the thread `cancelled`, waits for mail in flight, then is planned again:
+it goes only to the addresses that were mailed by then.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Each delivery fails on its own: an error nothing foresaw (a template that
 raises) fails that delivery, never its batch. A relay that cannot be
 reached costs no attempt: those deliveries go back to `queued`, and the
 mailer waits for the relay before it sends them. TLP is checked once more
-before each send (`ceptoar.tlp`).
+before each send (`ceptoar.model.tlp`).
 """
 
 from __future__ import annotations

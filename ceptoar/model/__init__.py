@@ -1,4 +1,4 @@
-"""ceptoar's domain model, at the bottom of the stack: nothing here imports the rest of ceptoar.
+"""ceptoar's domain model, at the bottom of the stack: it imports nothing of ceptoar but `ceptoar.text`.
 
 `notice` (the notice and the values it carries), `codes` (local government
 codes), `subscriber` (an address as an audience is chosen from it), `alert`
