@@ -82,7 +82,10 @@ class Severity(StrEnum):
     @property
     def rank(self) -> int:
         """Higher is more urgent."""
-        return {"critical": 3, "high": 2, "medium": 1, "low": 0}[self.value]
+        return _SEVERITY_RANKS[self.value]
+
+
+_SEVERITY_RANKS: Final = {"critical": 3, "high": 2, "medium": 1, "low": 0}
 
 
 class MsgType(StrEnum):
