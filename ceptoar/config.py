@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ceptoar.sealing import SecretBox
+from ceptoar.sealing import SecretBox, decode_key, derived_key, load_key
 
 __all__ = ["WELL_KNOWN_PASSWORDS", "Settings", "get_settings"]
 
@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     prefix: str = Field("ceptoar", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
     mail_from: str = "alerts@ceptoar.example"
+    # The envelope sender's base address: each delivery's return path is LOCAL+TOKEN@DOMAIN, its
+    # token naming the delivery (`ceptoar.bounces.verp`). Unset: bounces@ the sender's domain.
+    bounce_address: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+$")
     mail_from_name: str = "地方公共団体CEPTOAR"
     message_id_domain: str = "ceptoar.example"
     helo_name: str = "ceptoar.example"
@@ -126,6 +129,19 @@ class Settings(BaseSettings):
         if self.secret_key is not None:
             return SecretBox.from_text(self.secret_key.get_secret_value(), where="secret_key")
         return SecretBox.from_file(self.var_dir / "secret.key")
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for one purpose, derived from the service's secret key (`ceptoar.sealing.derived_key`)."""
+        if self.secret_key is not None:
+            key = decode_key(self.secret_key.get_secret_value(), "secret_key")
+        else:
+            key = load_key(self.var_dir / "secret.key")
+        return derived_key(key, purpose)
+
+    @property
+    def return_path(self) -> str:
+        """The return path's base address: CEPTOAR_BOUNCE_ADDRESS, else bounces@ the sender's domain."""
+        return self.bounce_address or f"bounces@{self.mail_from.rpartition('@')[2]}"
 
     @property
     def db_url(self) -> str:

@@ -10,6 +10,8 @@ its owner only. Production refuses to start without an explicit key.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -20,7 +22,7 @@ from ceptoar.errors import ConfigError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["SEALED_PREFIX", "SecretBox", "is_sealed", "new_key"]
+__all__ = ["SEALED_PREFIX", "SecretBox", "decode_key", "derived_key", "is_sealed", "load_key", "new_key"]
 
 SEALED_PREFIX = "sealed:v1:"
 _NONCE = 12
@@ -35,7 +37,7 @@ def is_sealed(value: str) -> bool:
     return value.startswith(SEALED_PREFIX)
 
 
-def _decode_key(text: str, where: str) -> bytes:
+def decode_key(text: str, where: str) -> bytes:
     try:
         key = base64.urlsafe_b64decode(text.strip().encode())
     except ValueError as exc:
@@ -43,6 +45,25 @@ def _decode_key(text: str, where: str) -> bytes:
     if len(key) != 32:
         raise ConfigError(f"{where}: a key is 32 bytes, this one is {len(key)}")
     return key
+
+
+def load_key(path: Path) -> bytes:
+    """The key in `path`, made there (owner-only) if there is none yet."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it meanwhile
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(new_key() + "\n")
+    return decode_key(path.read_text(encoding="ascii"), str(path))
+
+
+def derived_key(key: bytes, purpose: str) -> bytes:
+    """A key for one purpose (`purpose` names it), derived from the service's key; never the key itself."""
+    return hmac.new(key, b"ceptoar key for " + purpose.encode(), hashlib.sha256).digest()
 
 
 class SecretBox:
@@ -57,21 +78,12 @@ class SecretBox:
 
     @classmethod
     def from_text(cls, text: str, *, where: str = "secret_key") -> SecretBox:
-        return cls(_decode_key(text, where))
+        return cls(decode_key(text, where))
 
     @classmethod
     def from_file(cls, path: Path) -> SecretBox:
         """The key in `path`, made there (owner-only) if there is none yet."""
-        if not path.exists():
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process made it meanwhile
-            else:
-                with os.fdopen(fd, "w") as out:
-                    out.write(new_key() + "\n")
-        return cls(_decode_key(path.read_text(encoding="ascii"), str(path)))
+        return cls(load_key(path))
 
     def seal(self, secret: str, *, context: str) -> str:
         """`secret`, sealed and bound to `context` (a feed's name): it opens under that context only."""

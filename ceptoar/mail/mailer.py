@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from ceptoar.bounces.verp import Verp
 from ceptoar.bus import JOB_SIZE, Bus, Inbox, Lane, job_delivery_ids, settle
 from ceptoar.config import Settings
 from ceptoar.errors import DeliveryError, PermanentDeliveryError
@@ -72,6 +73,8 @@ class Mailer:
         self._renderer = renderer
         self._settings = settings
         self._policy = RetryPolicy.from_settings(settings)
+        # Each delivery's own return path, so that what comes back names it.
+        self._verp = Verp.from_settings(settings)
         self._alerts: dict[str, AlertView] = {}
         self._gate = gate or BulkGate()
         self._hand_offs: set[asyncio.Task[None]] = set()
@@ -290,7 +293,7 @@ class Mailer:
                 references=c.references,
             )
             reply = await self._pool.send(
-                sender=self._settings.mail_from, recipient=c.email, message=data, urgent=urgent
+                sender=self._verp.address(c.id), recipient=c.email, message=data, urgent=urgent
             )
         except Exception as exc:
             if not isinstance(exc, DeliveryError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -33,6 +34,9 @@ from ceptoar.log import get_logger
 from ceptoar.retry import FIRST_WAIT, Stopping, pause
 
 __all__ = ["SmtpPool", "SmtpReply"]
+
+# An address that needs no quoting in MAIL FROM.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.+_-]+@[A-Za-z0-9.-]+\Z")
 
 log = get_logger(__name__)
 
@@ -170,7 +174,6 @@ class SmtpPool:
         self._slots = _Slots(size, reserved)
         self._capacity = size + reserved
         self._idle: list[aiosmtplib.SMTP] = []
-        self._senders: dict[str, bytes] = {}
         # Why the relay is taken to be down (a connection could not be opened), until one opens again.
         self._down: str | None = None
         self._probing = asyncio.Lock()
@@ -285,11 +288,13 @@ class SmtpPool:
         return SmtpReply(250, reply)
 
     def _envelope(self, sender: str) -> bytes:
-        """The MAIL command's argument for `sender`, checked once as aiosmtplib checks addresses."""
-        quoted = self._senders.get(sender)
-        if quoted is None:
-            quoted = self._senders[sender] = b"FROM:" + quote_address(sender).encode("ascii")
-        return quoted
+        """The MAIL command's argument for `sender` (each delivery has its own), quoted as aiosmtplib quotes.
+
+        A plain address, as every return path ceptoar makes is, needs no quoting.
+        """
+        if _PLAIN_ADDRESS.match(sender):
+            return b"FROM:<" + sender.encode("ascii") + b">"
+        return b"FROM:" + quote_address(sender).encode("ascii")
 
     async def close(self) -> None:
         """Quit every idle session."""
