@@ -13,6 +13,7 @@ import click
 from ceptoar import __version__
 from ceptoar.api import serve_api
 from ceptoar.cli.api import api, feeds
+from ceptoar.cli.bounces import bounces
 from ceptoar.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
@@ -53,6 +54,7 @@ main.add_command(classify_command)
 main.add_command(validate)
 main.add_command(api)
 main.add_command(feeds)
+main.add_command(bounces)
 for _command in (compose, cancel, alerts, resend, report, audit, release, prune):
     main.add_command(_command)
 

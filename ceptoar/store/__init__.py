@@ -12,6 +12,7 @@ from ceptoar.store.engine import create_engine, create_schema, dispose, reading
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.holds import HoldRepo, NotHeld
 from ceptoar.store.retention import Pruned, RetentionRepo
+from ceptoar.store.returns import Returned, ReturnedMail, ReturnsRepo
 from ceptoar.store.subscribers import ImportResult, RegistryCounts, SubscriberRepo
 from ceptoar.store.threads import ThreadRepo
 
@@ -28,20 +29,22 @@ __all__ = [
     "Outcome",
     "Pruned",
     "RegistryCounts",
+    "Returned",
+    "ReturnedMail",
     "Store",
     "StoredAlert",
 ]
 
 
 class Store:
-    """One database, reached through eight repositories.
+    """One database, reached through nine repositories.
 
     `subscribers` (organisations and their addresses), `alerts` (notices and
     the alerts made from them), `deliveries` (one row per mail and its event
     log), `threads` (an alert with its updates and cancel), `holds` (held
     alerts an operator releases), `feeds` (HTTP feed credentials and
-    receipts), `audit` (what operators did) and `retention` (pruning old
-    events and receipts).
+    receipts), `audit` (what operators did), `retention` (pruning old
+    events and receipts) and `returns` (what came back to the return paths).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -54,6 +57,7 @@ class Store:
         self.threads = ThreadRepo(engine)
         self.holds = HoldRepo(engine)
         self.retention = RetentionRepo(engine)
+        self.returns = ReturnsRepo(engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:

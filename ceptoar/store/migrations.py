@@ -10,7 +10,8 @@ the operator's account and host to the audit log, and creates the
 indexes that columns added by earlier steps lacked. Version 7 adds why
 a notice the HTTP endpoint accepted was refused later (receipts.reason,
 receipts.field). Version 8 records who released a held alert
-(alerts.released_by, alerts.released_at). Each step
+(alerts.released_by, alerts.released_at). Version 9 adds what came back
+to the deliveries' return paths (returned). Each step
 runs in the same transaction as the version row that records it.
 """
 
@@ -121,6 +122,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     6: _v6,
     7: _v7,
     8: _v8,
+    9: _v3,
 }
 LATEST = max(MIGRATIONS)
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -41,6 +42,7 @@ __all__ = [
     "metadata",
     "notices",
     "receipts",
+    "returned",
     "schema_version",
     "subscribers",
 ]
@@ -206,6 +208,27 @@ receipts = Table(
     # Schema 7: why the dispatcher refused a notice the endpoint had accepted (state `rejected`).
     Column("reason", Text, nullable=True),
     Column("field", String(200), nullable=True),
+)
+
+# Everything that came back to a delivery's return path (schema 9): bounces, delays, auto-replies,
+# complaints, replies, and what matched no delivery, with why. Append-only; the message is kept,
+# cut at RETURNED_KEEP bytes.
+returned = Table(
+    "returned",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("received_at", UtcDateTime, nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("delivery_id", ForeignKey("deliveries.id"), nullable=True, index=True),
+    Column("matched", Boolean, nullable=False),
+    # What recording it did, or why it matched no delivery.
+    Column("outcome", Text, nullable=False),
+    Column("recipient", String(320), nullable=True),
+    Column("status", String(16), nullable=True),
+    Column("diagnostic", Text, nullable=True),
+    Column("subject", String(300), nullable=False, default=""),
+    Column("size", Integer, nullable=False),
+    Column("message", LargeBinary, nullable=False),
 )
 
 # Every operator action (schema 4), append-only like the delivery events.

@@ -1,0 +1,177 @@
+"""Return paths (VERP), reading what comes back to them, and recording it against the delivery.
+
+Messages built here follow the RFCs' own examples (RFC 3464 DSNs, RFC 5965
+feedback reports, RFC 3834 auto-replies); `tests/data/bounces/` holds real
+ones from others (SOURCES.md). The end-to-end tests send real alerts
+through the service to the mailbox and feed bounces for them to
+`ceptoar bounces ingest`.
+"""
+
+from __future__ import annotations
+
+import json
+from email.message import EmailMessage
+
+from sqlalchemy import update
+
+from ceptoar.bounces import Verp, read_report
+from ceptoar.mailbox import list_messages, read_message
+from ceptoar.mailbox.maildir import addresses
+from ceptoar.model.states import DeliveryState
+from ceptoar.registry import RegistryRow
+from ceptoar.store.tables import deliveries
+from tests.conftest import StackFactory
+from tests.harness import REPO, MailboxServer, Stack, cli_env, notice_doc, run_cli_async, running, subset
+
+DATA = REPO / "tests" / "data" / "bounces"
+VERP = Verp("bounces@ceptoar.example", b"k" * 32)
+
+
+def test_a_return_path_names_its_delivery_and_only_ceptoar_can_make_one() -> None:
+    address = VERP.address(12345)
+    assert address.startswith("bounces+12345-") and address.endswith("@ceptoar.example")
+    token = VERP.read(address)
+    assert token is not None and token.valid and token.delivery_id == 12345
+    assert VERP.read(address.upper()) == token  # mail systems may fold case
+    assert VERP.read(f"<{address}>") == token
+    forged = address.replace("bounces+12345-", "bounces+12346-")
+    assert VERP.read(forged) is not None and not VERP.read(forged).valid  # type: ignore[union-attr]
+    assert not Verp("bounces@ceptoar.example", b"x" * 32).read(address).valid  # type: ignore[union-attr]
+    assert VERP.read("bounces+12345@ceptoar.example") is None  # mistyped: no MAC at all
+    assert VERP.is_ours("bounces+12345@ceptoar.example")
+    assert VERP.read("alerts@ceptoar.example") is None and not VERP.is_ours("someone@lg.example")
+
+
+def _dsn(to: str, recipient: str, *, action: str = "failed", status: str = "5.1.1") -> bytes:
+    """A delivery status notification as RFC 3464's examples and Postfix write it."""
+    return (
+        f"From: MAILER-DAEMON@relay.lg.example (Mail Delivery System)\r\n"
+        f"To: {to}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+        "\r\n--B\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        "This is the mail system at host relay.lg.example.\r\n"
+        "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; relay.lg.example\r\n"
+        "Arrival-Date: Wed,  2 Dec 2026 16:00:00 +0900 (JST)\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\n"
+        f"Original-Recipient: rfc822;{recipient}\r\n"
+        f"Action: {action}\r\n"
+        f"Status: {status}\r\n"
+        "Remote-MTA: dns; mx.lg.example\r\n"
+        f"Diagnostic-Code: smtp; 550 {status} <{recipient}>: Recipient address rejected:\r\n"
+        "    User unknown in local recipient table\r\n"
+        "\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        "From: alerts@ceptoar.example\r\nSubject: alert\r\n"
+        "\r\n--B--\r\n"
+    ).encode()
+
+
+def test_a_permanent_dsn_is_a_bounce_naming_the_recipient_status_and_diagnostic() -> None:
+    report = read_report(_dsn(VERP.address(7), "primary@130001.lg.example"), VERP)
+    assert report.kind == "bounce" and report.token is not None and report.token.delivery_id == 7
+    (r,) = report.recipients
+    assert (r.address, r.action, r.status) == ("primary@130001.lg.example", "failed", "5.1.1")
+    assert r.diagnostic is not None and r.diagnostic.startswith("550 5.1.1") and "User unknown" in r.diagnostic
+
+
+def test_a_delayed_dsn_is_a_delay_and_a_real_sendmail_bounce_is_read_by_its_words() -> None:
+    delayed = read_report(_dsn(VERP.address(7), "a@lg.example", action="delayed", status="4.4.1"), VERP)
+    assert delayed.kind == "delay"
+    # flufl.bounce's test message from a real sendmail, which writes no DSN and marks itself auto-generated.
+    sendmail = read_report((DATA / "flufl-sendmail_02.txt").read_bytes(), VERP)
+    assert sendmail.kind == "bounce" and [r.address for r in sendmail.recipients] == ["foo@rbd.spb.ru"]
+    assert sendmail.token is None  # it went to another sender's address
+
+
+def test_auto_replies_complaints_and_replies_are_not_bounces() -> None:
+    away = EmailMessage()
+    away["From"], away["To"], away["Subject"] = "primary@130001.lg.example", VERP.address(9), "不在のお知らせ"
+    away["Auto-Submitted"] = "auto-replied"
+    away.set_content("12月4日まで不在です。")
+    assert read_report(away.as_bytes(), VERP).kind == "auto_reply"
+
+    answer = EmailMessage()
+    answer["From"], answer["To"], answer["Subject"] = "primary@130001.lg.example", VERP.address(9), "Re: 警報"
+    answer.set_content("受領\n確認しました。")
+    reply = read_report(answer.as_bytes(), VERP)
+    assert reply.kind == "reply" and reply.token is not None and reply.token.delivery_id == 9
+
+    arf = (
+        f"From: abuse@isp.example\r\nTo: {VERP.address(9)}\r\nSubject: FW: alert\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="F"\r\n\r\n'
+        "--F\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+        "--F\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nVersion: 1\r\n"
+        "--F--\r\n"
+    ).encode()
+    assert read_report(arf, VERP).kind == "complaint"
+
+
+def test_what_cannot_be_read_is_unknown_with_a_problem_never_an_exception() -> None:
+    broken = b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"X\"\r\n\r\n--X\r\n\xff\xfe"
+    assert read_report(broken, VERP).kind in ("unknown", "bounce", "delay")
+    huge = _dsn(VERP.address(3), "a@lg.example") + b"x" * 10_000_000
+    report = read_report(huge, VERP)
+    assert report.kind == "bounce" and report.problem is not None and "read only" in report.problem
+    assert read_report(b"", VERP).kind == "unknown"
+
+
+async def _sent(stack: Stack, mailbox: MailboxServer, notice_id: str) -> dict[str, str]:
+    """Publish an alert, wait until it is sent; per address, the return path its mail came from."""
+    await stack.publish(notice_doc(id=notice_id))
+    counts = await stack.wait_settled(notice_id)
+    assert counts == {"sent": counts["sent"]}
+    paths = {}
+    for address in addresses(mailbox.root):
+        n = len(list_messages(mailbox.root, address))
+        paths[address] = read_message(mailbox.root, address, n)["Return-Path"].strip("<>")
+    return paths
+
+
+async def test_a_bounce_for_a_sent_alert_marks_its_delivery_bounced_and_forgeries_are_kept_unmatched(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 3))
+    env = cli_env(stack.settings)
+    async with running(stack.settings):
+        paths = await _sent(stack, mailbox, "VERP-1")
+    verp = Verp.from_settings(stack.settings)
+    tokens = {address: verp.read(path) for address, path in paths.items()}
+    assert len(tokens) == 6 and all(t is not None and t.valid for t in tokens.values())
+    assert len({t.delivery_id for t in tokens.values() if t}) == 6  # every delivery its own return path
+
+    gone, acked, late = sorted(paths)[:3]
+    async with stack.store.engine.begin() as conn:
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.email == acked)
+            .values(state=DeliveryState.ACKNOWLEDGED.value)
+        )
+    parse = await run_cli_async("bounces", "parse", "-", "--json", env=env, stdin=_dsn(paths[gone], gone))
+    doc = json.loads(parse.stdout)
+    assert doc["kind"] == "bounce" and doc["token_valid"] is True and doc["recipients"][0]["status"] == "5.1.1"
+    alert = await stack.store.alerts.resolve("VERP-1")
+    assert await stack.store.alerts.counts(alert.id) == {"sent": 5, "acknowledged": 1}  # parse changed nothing
+
+    forged = paths[late].replace("-", "-0", 1)
+    for message in (
+        _dsn(paths[gone], gone),
+        _dsn(paths[acked], acked),
+        _dsn(paths[late], late, action="delayed", status="4.2.2"),
+        _dsn(forged, late),
+    ):
+        done = await run_cli_async("bounces", "ingest", "-", env=env, stdin=message)
+        assert done.returncode == 0, done.stderr
+    assert await stack.store.alerts.counts(alert.id) == {"sent": 4, "bounced": 1, "acknowledged": 1}
+    (bounced,) = await stack.store.returns.of_delivery(tokens[gone].delivery_id)  # type: ignore[union-attr]
+    assert bounced.status == "5.1.1" and "User unknown" in (bounced.diagnostic or "")
+    (after_ack,) = await stack.store.returns.of_delivery(tokens[acked].delivery_id)  # type: ignore[union-attr]
+    assert "stays acknowledged" in after_ack.outcome
+    (delay,) = await stack.store.returns.of_delivery(tokens[late].delivery_id)  # type: ignore[union-attr]
+    assert delay.kind == "delay" and delay.matched
+    listed = await run_cli_async("bounces", "unmatched", env=env)
+    assert "forged or mistyped" in listed.stdout and listed.stdout.count("#") == 1
+    status = json.loads((await run_cli_async("status", "VERP-1", "--json", env=env)).stdout)
+    assert status["counts"]["bounced"] == 1 and status["counts"]["acknowledged"] == 1
