@@ -14,7 +14,8 @@ from email.message import EmailMessage
 
 from sqlalchemy import update
 
-from ceptoar.bounces import Verp, read_report
+from ceptoar.bounces.report import read_report
+from ceptoar.bounces.verp import Verp
 from ceptoar.mailbox import list_messages, read_message
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.model.states import DeliveryState

@@ -1,7 +1,5 @@
-"""What comes back after the relay said 250: each delivery's own return path (`verp.py`) and
-reading what returns to it (`report.py`)."""
+"""What comes back after the relay said 250: each delivery's own return path (`verp.py`), reading
+what returns to it (`report.py`) and recording it (`intake.py`).
 
-from ceptoar.bounces.report import Report, read_report
-from ceptoar.bounces.verp import Token, Verp
-
-__all__ = ["Report", "Token", "Verp", "read_report"]
+Nothing is imported here: the mailer needs `verp` alone, not the parsers.
+"""

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from ceptoar.bounces import Verp, read_report
 from ceptoar.bounces.intake import take_in
+from ceptoar.bounces.report import read_report
+from ceptoar.bounces.verp import Verp
 from ceptoar.cli.common import EXIT_BAD_INPUT, fail, json_line, run, say, settings
 from ceptoar.store import Returned, Store
 
