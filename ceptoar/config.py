@@ -79,6 +79,10 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
+    # Where the relay delivers what comes back to the return paths; `ceptoar serve` listens there
+    # when a port is set (`ceptoar bounces serve` listens on its own).
+    bounce_host: str = "127.0.0.1"
+    bounce_port: int | None = Field(None, ge=1, le=65535)
     api_max_body: int = Field(1024 * 1024, ge=1024)
     # Documents parsed at once, off the event loop, and how long one may take before it is refused.
     parse_workers: int = Field(2, ge=1, le=32)

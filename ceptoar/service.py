@@ -113,6 +113,11 @@ async def _mailer_process(stop: asyncio.Event, started: asyncio.Event) -> None:
         started.set()
 
 
+async def _closed(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()
+
+
 async def run_service(
     settings: Settings,
     stop: asyncio.Event,
@@ -162,6 +167,18 @@ async def run_service(
             addresses=counts.addresses,
             mailer_processes=mailer_processes,
         )
+        if settings.bounce_port is not None:
+            # Only then: the parsers and the SMTP server cost a process memory it otherwise does not need.
+            from ceptoar.bounces.server import ReturnsHandler, start_returns
+            from ceptoar.bounces.verp import Verp
+
+            returns = await start_returns(
+                ReturnsHandler(c.store, Verp.from_settings(settings)),
+                host=settings.bounce_host,
+                port=settings.bounce_port,
+            )
+            stack.push_async_callback(_closed, returns)
+            log.info("returns.listening", host=settings.bounce_host, port=settings.bounce_port)
         if ready is not None:
             ready.set()
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

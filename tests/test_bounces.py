@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from email.message import EmailMessage
 
+import aiosmtplib
+import pytest
 from sqlalchemy import update
 
 from ceptoar.bounces.report import read_report
@@ -22,7 +24,17 @@ from ceptoar.model.states import DeliveryState
 from ceptoar.registry import RegistryRow
 from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory
-from tests.harness import REPO, MailboxServer, Stack, cli_env, notice_doc, run_cli_async, running, subset
+from tests.harness import (
+    REPO,
+    MailboxServer,
+    Stack,
+    cli_env,
+    free_port,
+    notice_doc,
+    run_cli_async,
+    running,
+    subset,
+)
 
 DATA = REPO / "tests" / "data" / "bounces"
 VERP = Verp("bounces@ceptoar.example", b"k" * 32)
@@ -176,3 +188,20 @@ async def test_a_bounce_for_a_sent_alert_marks_its_delivery_bounced_and_forgerie
     assert "forged or mistyped" in listed.stdout and listed.stdout.count("#") == 1
     status = json.loads((await run_cli_async("status", "VERP-1", "--json", env=env)).stdout)
     assert status["counts"]["bounced"] == 1 and status["counts"]["acknowledged"] == 1
+
+
+async def test_serve_takes_in_bounces_over_smtp_at_its_return_paths(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    port = free_port()
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2), bounce_port=port)
+    async with running(stack.settings):
+        paths = await _sent(stack, mailbox, "VERP-SMTP")
+        gone = sorted(paths)[0]
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as relay:
+            # A relay sends its DSN from the null sender to the return path.
+            await relay.sendmail("", [paths[gone]], _dsn(paths[gone], gone))
+            with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+                await relay.sendmail("", ["postmaster@ceptoar.example"], _dsn("x", gone))
+    alert = await stack.store.alerts.resolve("VERP-SMTP")
+    assert await stack.store.alerts.counts(alert.id) == {"sent": 3, "bounced": 1}

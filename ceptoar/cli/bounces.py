@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import click
 
 from ceptoar.bounces.intake import take_in
 from ceptoar.bounces.report import read_report
+from ceptoar.bounces.server import ReturnsHandler, start_returns
 from ceptoar.bounces.verp import Verp
 from ceptoar.cli.common import EXIT_BAD_INPUT, fail, json_line, run, say, settings
+from ceptoar.runtime import install_stop_signals
 from ceptoar.store import Returned, Store
 
 __all__ = ["bounces"]
@@ -82,6 +85,30 @@ def ingest(files: tuple[str, ...], maildir: Path | None, envelope_to: str | None
 
     for source, kept in run(_ingest()):
         say(f"{source}: {kept.outcome}")
+
+
+@bounces.command()
+@click.option("--host", default=None, help="Interface (default CEPTOAR_BOUNCE_HOST, 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (default CEPTOAR_BOUNCE_PORT, 2526)."
+)
+def serve(host: str | None, port: int | None) -> None:
+    """Take in what the relay delivers to the return paths, over SMTP, until SIGINT or SIGTERM."""
+    s = settings()
+    where, number = host or s.bounce_host, port or s.bounce_port or 2526
+
+    async def _serve() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        async with await Store.open(s.db_url) as store:
+            server = await start_returns(
+                ReturnsHandler(store, Verp.from_settings(s)), host=where, port=number
+            )
+            say(f"return paths taken in on {where}:{number}", err=True)
+            async with server:
+                await stop.wait()
+
+    run(_serve())
 
 
 @bounces.command()
