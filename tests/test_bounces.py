@@ -9,6 +9,7 @@ through the service to the mailbox and feed bounces for them to
 
 from __future__ import annotations
 
+import asyncio
 import json
 from email.message import EmailMessage
 
@@ -19,6 +20,7 @@ from sqlalchemy import update
 from ceptoar.bounces.report import read_report
 from ceptoar.bounces.verp import Verp
 from ceptoar.mailbox import list_messages, read_message
+from ceptoar.mailbox.dsn import Bouncer
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.model.states import DeliveryState
 from ceptoar.registry import RegistryRow
@@ -205,3 +207,27 @@ async def test_serve_takes_in_bounces_over_smtp_at_its_return_paths(
                 await relay.sendmail("", ["postmaster@ceptoar.example"], _dsn("x", gone))
     alert = await stack.store.alerts.resolve("VERP-SMTP")
     assert await stack.store.alerts.counts(alert.id) == {"sent": 3, "bounced": 1}
+
+
+async def test_a_fan_out_where_the_mailbox_bounces_one_percent_shows_them_bounced(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    port = free_port()
+    stack = await make_stack(mailbox=mailbox, rows=registry_rows, bounce_port=port)
+    unknown = {r.email for r in sorted(registry_rows, key=lambda r: r.email)[::100]}
+    assert mailbox.handler is not None
+    mailbox.handler.bouncer = Bouncer(unknown, ("127.0.0.1", port), after=0.1)
+    async with running(stack.settings):
+        await stack.publish(notice_doc(id="ONE-PERCENT"))
+        await stack.wait_settled("ONE-PERCENT")
+        alert = await stack.store.alerts.resolve("ONE-PERCENT")
+        for _ in range(300):
+            counts = await stack.store.alerts.counts(alert.id)
+            if counts.get("bounced", 0) == len(unknown):
+                break
+            await asyncio.sleep(0.1)
+        status = json.loads((await run_cli_async("status", "ONE-PERCENT", "--json", env=cli_env(stack.settings))).stdout)
+    assert len(unknown) == 36
+    assert status["counts"]["bounced"] == 36 and status["counts"]["sent"] == 3576 - 36
+    assert not set(addresses(mailbox.root)) & unknown  # the mailbox filed none of theirs
+    assert await stack.store.returns.unmatched() == []

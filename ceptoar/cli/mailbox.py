@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from ceptoar.cli.common import EXIT_NOT_FOUND, fail, run, say, settings
+from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_NOT_FOUND, fail, run, say, settings
 from ceptoar.mailbox import MaildirHandler, count, list_messages, read_message, start_mailbox
+from ceptoar.mailbox.dsn import Bouncer
 from ceptoar.runtime import install_stop_signals
 
 __all__ = ["mailbox"]
@@ -34,20 +35,61 @@ def mailbox() -> None:
 @mailbox.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=2525, show_default=True, type=int)
+@click.option(
+    "--unknown",
+    "unknown",
+    multiple=True,
+    metavar="ADDRESS|FILE",
+    help="Accept mail for this address (or each address in FILE, one a line), then bounce it "
+    "with an RFC 3464 DSN to its envelope sender, as a relay does. Repeatable.",
+)
+@click.option(
+    "--returns",
+    metavar="HOST:PORT",
+    default=None,
+    help="Where DSNs are delivered (default CEPTOAR_BOUNCE_HOST:CEPTOAR_BOUNCE_PORT).",
+)
+@click.option("--bounce-after", type=float, default=0.5, show_default=True, help="Seconds before a DSN.")
 @_dir_option
-def serve(host: str, port: int, root: Path | None) -> None:
+def serve(
+    host: str,
+    port: int,
+    unknown: tuple[str, ...],
+    returns: str | None,
+    bounce_after: float,
+    root: Path | None,
+) -> None:
     """Accept mail over SMTP until SIGINT or SIGTERM."""
     directory = _root(root)
+    bouncer = _bouncer(unknown, returns, bounce_after) if unknown else None
 
     async def _serve() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        server = await start_mailbox(MaildirHandler(directory), host=host, port=port)
+        server = await start_mailbox(MaildirHandler(directory, bouncer=bouncer), host=host, port=port)
         say(f"mailbox listening on {host}:{port}, storing in {directory}", err=True)
         async with server:
             await stop.wait()
 
     run(_serve())
+
+
+def _bouncer(unknown: tuple[str, ...], returns: str | None, after: float) -> Bouncer:
+    addresses: set[str] = set()
+    for entry in unknown:
+        path = Path(entry)
+        if "@" not in entry and path.is_file():
+            addresses |= {
+                line.strip().lower() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            }
+        else:
+            addresses.add(entry.lower())
+    s = settings()
+    where = returns or f"{s.bounce_host}:{s.bounce_port or 2526}"
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        fail(f"--returns {where!r}: give HOST:PORT", EXIT_BAD_INPUT)
+    return Bouncer(addresses, (host, int(port)), after)
 
 
 @mailbox.command("count")

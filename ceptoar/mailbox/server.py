@@ -9,6 +9,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ceptoar.log import get_logger
+from ceptoar.mailbox.dsn import Bouncer
 from ceptoar.mailbox.maildir import deliver
 
 __all__ = ["MaildirHandler", "mailbox_session", "refuse_recipient", "start_mailbox"]
@@ -24,9 +25,11 @@ class MaildirHandler:
     the mailbox lives.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, bouncer: Bouncer | None = None) -> None:
         self.root = root
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Plays a relay that accepts mail for some addresses and bounces it later.
+        self.bouncer = bouncer
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -40,11 +43,14 @@ class MaildirHandler:
         data = envelope.original_content or b""
         if isinstance(envelope.content, bytes) and not data:
             data = envelope.content
+        sender = envelope.mail_from or ""
         try:
-            keys = [
-                deliver(self.root, rcpt, data, envelope_from=envelope.mail_from or "")
-                for rcpt in envelope.rcpt_tos
-            ]
+            keys = []
+            for rcpt in envelope.rcpt_tos:
+                if self.bouncer is not None and self.bouncer.bounces(rcpt):
+                    self.bouncer.later(data, envelope_from=sender, recipient=rcpt)
+                else:
+                    keys.append(deliver(self.root, rcpt, data, envelope_from=sender))
         except OSError as exc:
             log.error("mailbox.store_failed", recipients=len(envelope.rcpt_tos), error=str(exc))
             return "451 4.3.0 The message could not be stored; try again later"

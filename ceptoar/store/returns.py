@@ -1,7 +1,11 @@
 """What came back to the deliveries' return paths, and what it changed.
 
 A permanent bounce moves its delivery from `sent` to `bounced`, with the
-status and diagnostic kept as the delivery's last reply and as an event. A
+status and diagnostic kept as the delivery's last reply and as an event.
+The relay had the mail, so a bounce that arrives before the mailer
+recorded the send (`sending`), or after it took an ambiguous answer for a
+temporary failure (`deferred`), moves it to `bounced` too: the mailer's
+late record then finds the row taken, and no retry sends it again. A
 bounce for a delivery already `acknowledged` is kept and changes nothing:
 somebody read the mail. A delay, an auto-reply, a complaint and a reply
 are kept beside their delivery and change no state. What names no delivery
@@ -15,8 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.model.states import DeliveryState
 from ceptoar.store.deliveries import transition_events
@@ -24,6 +28,9 @@ from ceptoar.store.engine import reading
 from ceptoar.store.tables import deliveries, delivery_events, returned
 
 __all__ = ["RETURNED_KEEP", "Returned", "ReturnedMail", "ReturnsRepo"]
+
+# The states a permanent bounce moves to `bounced`: the relay had the mail.
+_BOUNCEABLE: Final = (DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.DEFERRED)
 
 # Bytes of a returned message that are kept: enough for any DSN and the original's headers.
 RETURNED_KEEP: Final = 256 * 1024
@@ -76,28 +83,12 @@ class ReturnsRepo:
                     deliveries.c.id == mail.delivery_id
                 )
                 row = (await conn.execute(query)).first()
-            matched, outcome = row is not None, _unmatched(mail)
-            if row is not None:
-                outcome = f"{mail.kind}: kept beside delivery {row.id} ({row.state})"
-                if mail.kind == "bounce" and row.state == DeliveryState.SENT:
-                    said = f"bounced: {mail.status or ''} {mail.diagnostic or ''}".strip()[:2000]
-                    moved = await conn.execute(
-                        update(deliveries)
-                        .where(deliveries.c.id == row.id, deliveries.c.state == DeliveryState.SENT)
-                        .values(state=DeliveryState.BOUNCED.value, last_reply=said, updated_at=now)
-                    )
-                    if moved.rowcount == 1:
-                        bounced = [(row.id, row.attempts)]
-                        events = transition_events(bounced, DeliveryState.BOUNCED, now, reply=said)
-                        await conn.execute(insert(delivery_events), events)
-                        outcome = f"bounce: delivery {row.id} sent → bounced"
-                elif mail.kind == "bounce" and row.state == DeliveryState.ACKNOWLEDGED:
-                    outcome = f"bounce: kept; delivery {row.id} stays acknowledged (its mail was read)"
+            outcome = _unmatched(mail) if row is None else await _apply(conn, mail, row, now)
             values: dict[str, Any] = {
                 "received_at": now,
                 "kind": mail.kind,
-                "delivery_id": row.id if row is not None else None,
-                "matched": matched,
+                "delivery_id": None if row is None else row.id,
+                "matched": row is not None,
                 "outcome": outcome,
                 "recipient": mail.recipient,
                 "status": mail.status,
@@ -123,6 +114,24 @@ class ReturnsRepo:
         query = select(returned).where(returned.c.delivery_id == delivery_id).order_by(returned.c.id)
         async with reading(self._engine) as conn:
             return [_view(dict(r)) for r in (await conn.execute(query)).mappings()]
+
+
+async def _apply(conn: AsyncConnection, mail: ReturnedMail, row: Row[Any, Any, Any], now: datetime) -> str:
+    """What a matched message does to its delivery, said as the outcome kept with it."""
+    if mail.kind == "bounce" and row.state in _BOUNCEABLE:
+        said = f"bounced: {mail.status or ''} {mail.diagnostic or ''}".strip()[:2000]
+        moved = await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == row.id, deliveries.c.state == row.state)
+            .values(state=DeliveryState.BOUNCED.value, last_reply=said, updated_at=now, lease_until=None)
+        )
+        if moved.rowcount == 1:
+            events = transition_events([(row.id, row.attempts)], DeliveryState.BOUNCED, now, reply=said)
+            await conn.execute(insert(delivery_events), events)
+            return f"bounce: delivery {row.id} {row.state} → bounced"
+    if mail.kind == "bounce" and row.state == DeliveryState.ACKNOWLEDGED:
+        return f"bounce: kept; delivery {row.id} stays acknowledged (its mail was read)"
+    return f"{mail.kind}: kept beside delivery {row.id} ({row.state})"
 
 
 def _unmatched(mail: ReturnedMail) -> str:
