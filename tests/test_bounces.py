@@ -231,3 +231,35 @@ async def test_a_fan_out_where_the_mailbox_bounces_one_percent_shows_them_bounce
     assert status["counts"]["bounced"] == 36 and status["counts"]["sent"] == 3576 - 36
     assert not set(addresses(mailbox.root)) & unknown  # the mailbox filed none of theirs
     assert await stack.store.returns.unmatched() == []
+
+
+def _reply(to: str, sender: str, first_line: str) -> bytes:
+    reply = EmailMessage()
+    reply["From"], reply["To"], reply["Subject"] = sender, to, "Re: 【重要】警報"
+    reply.set_content(f"{first_line}\n\n担当: 情報政策課\n\n> 元のメール\n")
+    return reply.as_bytes()
+
+
+async def test_a_reply_acknowledges_its_delivery_and_its_first_line_is_the_organisations_answer(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 2)
+    stack = await make_stack(mailbox=mailbox, rows=rows)
+    env = cli_env(stack.settings)
+    async with running(stack.settings):
+        paths = await _sent(stack, mailbox, "ANSWER-1")
+    one = sorted(paths)[0]
+    mail = read_message(mailbox.root, one, 1)
+    assert mail["Reply-To"] == paths[one]  # a reply goes to the delivery's own return path
+    code = next(r.code for r in rows if r.email == one)
+    alert = await stack.store.alerts.resolve("ANSWER-1")
+
+    for sender, line in ((one, "影響なし 確認しました"), (one.upper(), "支援要請"), ("someone@else.example", "受領")):
+        done = await run_cli_async("bounces", "ingest", "-", env=env, stdin=_reply(paths[one], sender, line))
+        assert done.returncode == 0, done.stderr
+    assert await stack.store.alerts.counts(alert.id) == {"sent": 3, "acknowledged": 1}
+    assert await stack.store.returns.answers(alert.id) == {code: "needs_help"}  # the latest answer stands
+    kept = await stack.store.returns.unmatched()
+    assert len(kept) == 1 and "someone@else.example" in kept[0].outcome and kept[0].kind == "reply"
+    plain = read_report(_reply(paths[one], one, "Thanks, we will check."), Verp.from_settings(stack.settings))
+    assert plain.kind == "reply" and plain.answer is not None and plain.answer.value == "received"

@@ -25,5 +25,7 @@ async def take_in(
         diagnostic=(first.diagnostic if first else None) or report.problem,
         subject=report.subject,
         message=data,
+        sender=report.sender,
+        answer=None if report.answer is None else report.answer.value,
     )
     return report, await store.returns.record(mail)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import Final, Literal
 from flufl.bounce import all_failures
 
 from ceptoar.bounces.verp import Token, Verp
+from ceptoar.model.answer import Answer, answer_in
 from ceptoar.text import clean_line
 
 __all__ = ["MAX_READ", "Kind", "RecipientStatus", "Report", "read_report"]
@@ -69,6 +71,9 @@ class Report:
     subject: str = ""
     # Why the message could not be read as what it claims to be.
     problem: str | None = None
+    # A reply's sender (From), and the answer its first line gives (`ceptoar.model.answer`).
+    sender: str | None = None
+    answer: Answer | None = None
 
     def document(self) -> dict[str, object]:
         """As `ceptoar bounces parse --json` prints it."""
@@ -82,6 +87,8 @@ class Report:
             ],
             "subject": self.subject,
             "problem": self.problem,
+            "sender": self.sender,
+            "answer": None if self.answer is None else self.answer.value,
         }
 
 
@@ -99,8 +106,30 @@ def read_report(data: bytes, verp: Verp, *, envelope_to: str | None = None) -> R
     except Exception as exc:
         return Report("unknown", token, subject=subject, problem=f"unreadable MIME: {exc!r}")
     if kind == "unknown" and token is not None and not _machine_made(msg):
-        kind = "reply"  # a person answered the alert (its Reply-To is the return path)
+        # A person answered the alert (its Reply-To is the return path).
+        sender = email.utils.parseaddr(_header(msg, "from"))[1].lower() or None
+        first = _first_line(msg)
+        return Report("reply", token, [], subject, problem, sender, answer_in(first) or Answer.RECEIVED)
     return Report(kind, token, recipients, subject, problem)
+
+
+def _first_line(msg: Message) -> str:
+    """The first line a person wrote: of the first plain-text part, quoted lines skipped."""
+    for part in msg.walk():
+        if part.get_content_type() != "text/plain" or part.get_filename():
+            continue
+        raw = part.get_payload(decode=True)
+        if not isinstance(raw, bytes):
+            continue
+        try:
+            text = raw.decode(part.get_content_charset() or "utf-8", "replace")
+        except LookupError:  # a charset Python does not know
+            text = raw.decode("utf-8", "replace")
+        for line in text.splitlines():
+            if line.strip() and not line.lstrip().startswith(">"):
+                return clean_line(line)[:200]
+        return ""
+    return ""
 
 
 def _header(msg: Message, name: str) -> str:

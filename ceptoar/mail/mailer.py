@@ -284,6 +284,8 @@ class Mailer:
                 log.error("delivery.withheld_by_tlp", delivery_id=c.id, alert_id=c.alert_id, tlp=alert.tlp)
                 withheld = withheld_reply(alert.tlp)
                 return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, withheld), None
+            # Bounces and replies come back here, naming this delivery.
+            return_path = self._verp.address(c.id)
             data = self._renderer.message(
                 alert,
                 language=c.language,
@@ -291,9 +293,10 @@ class Mailer:
                 message_id=c.message_id,
                 in_reply_to=c.in_reply_to,
                 references=c.references,
+                reply_to=return_path,
             )
             reply = await self._pool.send(
-                sender=self._verp.address(c.id), recipient=c.email, message=data, urgent=urgent
+                sender=return_path, recipient=c.email, message=data, urgent=urgent
             )
         except Exception as exc:
             if not isinstance(exc, DeliveryError):

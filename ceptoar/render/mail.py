@@ -52,10 +52,21 @@ class RenderedAlert:
     head_and_body: bytes
 
     def for_recipient(
-        self, *, to: str, message_id: str, in_reply_to: str | None = None, references: str | None = None
+        self,
+        *,
+        to: str,
+        message_id: str,
+        in_reply_to: str | None = None,
+        references: str | None = None,
+        reply_to: str | None = None,
     ) -> bytes:
-        """The complete message for one address, threaded under what it got before."""
+        """The complete message for one address, threaded under what it got before.
+
+        `reply_to`: where a reply goes (the delivery's return path, so a reply names its delivery).
+        """
         head = [b"To: ", to.encode("ascii"), _CRLF, b"Message-ID: ", message_id.encode("ascii"), _CRLF]
+        if reply_to:
+            head += [b"Reply-To: ", reply_to.encode("ascii"), _CRLF]
         if in_reply_to:
             head += [b"In-Reply-To: ", in_reply_to.encode("ascii"), _CRLF]
         if references:
@@ -119,12 +130,17 @@ class Renderer:
         message_id: str,
         in_reply_to: str | None = None,
         references: str | None = None,
+        reply_to: str | None = None,
     ) -> bytes:
         """The bytes to send to one recipient; PermanentDeliveryError if it cannot be built."""
         try:
             rendered = self.render(alert, language)
             return rendered.for_recipient(
-                to=to, message_id=message_id, in_reply_to=in_reply_to, references=references
+                to=to,
+                message_id=message_id,
+                in_reply_to=in_reply_to,
+                references=references,
+                reply_to=reply_to,
             )
         except (TemplateError, UnicodeError, ValueError) as exc:
             raise PermanentDeliveryError(f"cannot render the alert mail: {exc}") from exc

@@ -11,7 +11,8 @@ indexes that columns added by earlier steps lacked. Version 7 adds why
 a notice the HTTP endpoint accepted was refused later (receipts.reason,
 receipts.field). Version 8 records who released a held alert
 (alerts.released_by, alerts.released_at). Version 9 adds what came back
-to the deliveries' return paths (returned). Each step
+to the deliveries' return paths (returned), version 10 what organisations
+answered (answers). Each step
 runs in the same transaction as the version row that records it.
 """
 
@@ -123,6 +124,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     7: _v7,
     8: _v8,
     9: _v3,
+    10: _v3,
 }
 LATEST = max(MIGRATIONS)
 

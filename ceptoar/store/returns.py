@@ -19,18 +19,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ceptoar.model.answer import Answer
 from ceptoar.model.states import DeliveryState
 from ceptoar.store.deliveries import transition_events
 from ceptoar.store.engine import reading
-from ceptoar.store.tables import deliveries, delivery_events, returned
+from ceptoar.store.tables import addresses, answers, deliveries, delivery_events, returned
 
 __all__ = ["RETURNED_KEEP", "Returned", "ReturnedMail", "ReturnsRepo"]
 
 # The states a permanent bounce moves to `bounced`: the relay had the mail.
 _BOUNCEABLE: Final = (DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.DEFERRED)
+# The states an organisation's first answer moves to `acknowledged`.
+_ANSWERABLE: Final = (DeliveryState.SENT, DeliveryState.SENDING)
 
 # Bytes of a returned message that are kept: enough for any DSN and the original's headers.
 RETURNED_KEEP: Final = 256 * 1024
@@ -48,6 +51,9 @@ class ReturnedMail:
     diagnostic: str | None
     subject: str
     message: bytes
+    # A reply's From and the answer it gives.
+    sender: str | None = None
+    answer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,16 +85,28 @@ class ReturnsRepo:
         async with self._engine.begin() as conn:
             row = None
             if mail.delivery_id is not None and mail.token_valid:
-                query = select(deliveries.c.id, deliveries.c.state, deliveries.c.attempts).where(
-                    deliveries.c.id == mail.delivery_id
+                query = (
+                    select(
+                        deliveries.c.id,
+                        deliveries.c.state,
+                        deliveries.c.attempts,
+                        deliveries.c.alert_id,
+                        addresses.c.subscriber_code,
+                    )
+                    .join(addresses, deliveries.c.address_id == addresses.c.id)
+                    .where(deliveries.c.id == mail.delivery_id)
                 )
                 row = (await conn.execute(query)).first()
-            outcome = _unmatched(mail) if row is None else await _apply(conn, mail, row, now)
+            matched, outcome = row is not None, _unmatched(mail)
+            if row is not None and mail.kind == "reply":
+                matched, outcome = await _answer(conn, mail, row, now)
+            elif row is not None:
+                outcome = await _apply(conn, mail, row, now)
             values: dict[str, Any] = {
                 "received_at": now,
                 "kind": mail.kind,
                 "delivery_id": None if row is None else row.id,
-                "matched": row is not None,
+                "matched": matched,
                 "outcome": outcome,
                 "recipient": mail.recipient,
                 "status": mail.status,
@@ -109,6 +127,16 @@ class ReturnsRepo:
         async with reading(self._engine) as conn:
             return [_view(dict(r)) for r in (await conn.execute(query)).mappings()]
 
+    async def answers(self, alert_id: str) -> dict[str, str]:
+        """Per organisation (its code), its latest answer to an alert."""
+        query = (
+            select(answers.c.subscriber_code, answers.c.answer)
+            .where(answers.c.alert_id == alert_id)
+            .order_by(answers.c.id)
+        )
+        async with reading(self._engine) as conn:
+            return {code: answer for code, answer in (await conn.execute(query)).all()}
+
     async def of_delivery(self, delivery_id: int) -> list[Returned]:
         """What came back for one delivery, oldest first."""
         query = select(returned).where(returned.c.delivery_id == delivery_id).order_by(returned.c.id)
@@ -116,7 +144,9 @@ class ReturnsRepo:
             return [_view(dict(r)) for r in (await conn.execute(query)).mappings()]
 
 
-async def _apply(conn: AsyncConnection, mail: ReturnedMail, row: Row[Any, Any, Any], now: datetime) -> str:
+async def _apply(
+    conn: AsyncConnection, mail: ReturnedMail, row: Row[Any, Any, Any, Any, Any], now: datetime
+) -> str:
     """What a matched message does to its delivery, said as the outcome kept with it."""
     if mail.kind == "bounce" and row.state in _BOUNCEABLE:
         said = f"bounced: {mail.status or ''} {mail.diagnostic or ''}".strip()[:2000]
@@ -132,6 +162,47 @@ async def _apply(conn: AsyncConnection, mail: ReturnedMail, row: Row[Any, Any, A
     if mail.kind == "bounce" and row.state == DeliveryState.ACKNOWLEDGED:
         return f"bounce: kept; delivery {row.id} stays acknowledged (its mail was read)"
     return f"{mail.kind}: kept beside delivery {row.id} ({row.state})"
+
+
+async def _answer(
+    conn: AsyncConnection, mail: ReturnedMail, row: Row[Any, Any, Any, Any, Any], now: datetime
+) -> tuple[bool, str]:
+    """A reply from one of the organisation's addresses is its answer; from anyone else it matches nothing.
+
+    The first answer moves the delivery to `acknowledged`; later ones update the organisation's answer.
+    """
+    theirs = select(addresses.c.id).where(
+        addresses.c.subscriber_code == row.subscriber_code,
+        func.lower(addresses.c.email) == (mail.sender or ""),
+    )
+    if (await conn.execute(theirs)).first() is None:
+        return False, (
+            f"unmatched: a reply from {mail.sender or 'no address'}, which is not an address of "
+            f"organisation {row.subscriber_code} (delivery {row.id})"
+        )
+    answer = mail.answer or Answer.RECEIVED.value
+    await conn.execute(
+        insert(answers).values(
+            at=now,
+            delivery_id=row.id,
+            alert_id=row.alert_id,
+            subscriber_code=row.subscriber_code,
+            answer=answer,
+            via="mail",
+            by=mail.sender,
+        )
+    )
+    moved = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id == row.id, deliveries.c.state.in_(_ANSWERABLE))
+        .values(state=DeliveryState.ACKNOWLEDGED.value, updated_at=now, lease_until=None)
+    )
+    if moved.rowcount == 1:
+        said = f"answered by mail: {answer}"
+        events = transition_events([(row.id, row.attempts)], DeliveryState.ACKNOWLEDGED, now, reply=said)
+        await conn.execute(insert(delivery_events), events)
+        return True, f"reply: {answer}; delivery {row.id} {row.state} → acknowledged"
+    return True, f"reply: {answer}; organisation {row.subscriber_code}'s answer updated"
 
 
 def _unmatched(mail: ReturnedMail) -> str:

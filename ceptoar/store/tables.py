@@ -35,6 +35,7 @@ from ceptoar.model.states import AlertState
 __all__ = [
     "addresses",
     "alerts",
+    "answers",
     "audit",
     "deliveries",
     "delivery_events",
@@ -229,6 +230,22 @@ returned = Table(
     Column("subject", String(300), nullable=False, default=""),
     Column("size", Integer, nullable=False),
     Column("message", LargeBinary, nullable=False),
+)
+
+# What each organisation answered to an alert (schema 10), by reply or by link; append-only, the
+# latest row of an organisation being its answer.
+answers = Table(
+    "answers",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("delivery_id", ForeignKey("deliveries.id"), nullable=False, index=True),
+    Column("alert_id", ForeignKey("alerts.id"), nullable=False, index=True),
+    Column("subscriber_code", String(6), nullable=False),
+    Column("answer", String(16), nullable=False),
+    Column("via", String(8), nullable=False),
+    # The address that answered (a reply's From); none for a link.
+    Column("by", String(320), nullable=True),
 )
 
 # Every operator action (schema 4), append-only like the delivery events.
