@@ -211,7 +211,7 @@ class Stack:
             except LookupError:
                 await asyncio.sleep(0.1)
                 continue
-            status = await self.store.alerts.status(alert)
+            status = await self.store.status(alert)
             if status.settled:
                 return {state: n for state, n in status.counts.items() if n}
             await asyncio.sleep(0.1)

@@ -209,7 +209,7 @@ async def test_serve_takes_in_bounces_over_smtp_at_its_return_paths(
     assert await stack.store.alerts.counts(alert.id) == {"sent": 3, "bounced": 1}
 
 
-async def test_a_fan_out_where_the_mailbox_bounces_one_percent_shows_them_bounced(
+async def test_a_fan_out_where_one_percent_bounce_and_ten_answer_shows_who_to_call(
     make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
 ) -> None:
     port = free_port()
@@ -226,9 +226,26 @@ async def test_a_fan_out_where_the_mailbox_bounces_one_percent_shows_them_bounce
             if counts.get("bounced", 0) == len(unknown):
                 break
             await asyncio.sleep(0.1)
-        status = json.loads((await run_cli_async("status", "ONE-PERCENT", "--json", env=cli_env(stack.settings))).stdout)
+        # Ten organisations answer by replying, through the relay to the return paths.
+        primaries = {r.code: r.email for r in registry_rows if r.role == "primary" and r.email not in unknown}
+        answering = sorted(primaries.items())[:10]
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as relay:
+            for _, email in answering:
+                n = len(list_messages(mailbox.root, email))
+                path = read_message(mailbox.root, email, n)["Reply-To"]
+                await relay.sendmail(email, [path], _reply(path, email, "影響なし"))
+        env = cli_env(stack.settings)
+        status = json.loads((await run_cli_async("status", "ONE-PERCENT", "--json", env=env)).stdout)
+        silent = await run_cli_async("status", "ONE-PERCENT", "--silent", env=env)
     assert len(unknown) == 36
-    assert status["counts"]["bounced"] == 36 and status["counts"]["sent"] == 3576 - 36
+    assert status["counts"]["bounced"] == 36 and status["counts"]["acknowledged"] == 10
+    assert status["counts"]["sent"] == 3576 - 36 - 10
+    orgs = status["organisations"]
+    assert orgs["total"] == 1788 and orgs["answered"] == 10 and orgs["by_answer"] == {"not_affected": 10}
+    assert orgs["silent"] == 1778 and 0 < orgs["bounced"] <= 36
+    listed = [line for line in silent.stdout.splitlines() if line.startswith("  ") and " last " in line]
+    assert len(listed) == 1778 and not any(line.split()[0] in dict(answering) for line in listed)
+    assert "organisations 1788: answered 10 (影響なし 10)" in silent.stdout
     assert not set(addresses(mailbox.root)) & unknown  # the mailbox filed none of theirs
     assert await stack.store.returns.unmatched() == []
 

@@ -400,7 +400,7 @@ async def get_notice(request: Request, notice_id: str, feed: Authenticated) -> A
     for source in feed.sources:
         alert = await ctx.store.alerts.find(source, notice_id)
         if alert is not None:
-            return await ctx.store.alerts.status(alert)
+            return await ctx.store.status(alert)
         receipt = await ctx.store.feeds.receipt(source=source, source_id=notice_id)
         if receipt is not None:
             rejected = receipt.state == "rejected"
@@ -422,7 +422,7 @@ async def get_alert(request: Request, alert_id: str, feed: Authenticated) -> Ale
     alert = await ctx.store.alerts.get(alert_id)
     if alert is None or alert.source not in feed.sources:
         raise ApiError(404, "not_found", f"no alert {alert_id!r} from feed {feed.name}")
-    return await ctx.store.alerts.status(alert)
+    return await ctx.store.status(alert)
 
 
 @router.get("/healthz", response_model=Health)

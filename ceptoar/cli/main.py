@@ -32,11 +32,13 @@ from ceptoar.cli.rules import classify_command, rules
 from ceptoar.cli.subscribers import subscribers
 from ceptoar.errors import UnknownAlert
 from ceptoar.model.alert import AlertStatus
+from ceptoar.model.answer import Answer
 from ceptoar.model.notice import OPERATOR_SOURCE
+from ceptoar.registry.prefectures import PREFECTURE_NAMES
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.runtime import install_stop_signals, open_components
 from ceptoar.service import run_service
-from ceptoar.store import Store
+from ceptoar.store import Silent, Store
 
 __all__ = ["main"]
 
@@ -111,7 +113,7 @@ async def _status(store: Store, ident: str, wait: float | None) -> AlertStatus:
     deadline = time.monotonic() + (wait or 0)
     while True:
         try:
-            status = await store.alerts.status(await store.alerts.resolve(ident))
+            status = await store.status(await store.alerts.resolve(ident))
             if wait is None or status.settled:
                 return status
         except UnknownAlert:
@@ -143,7 +145,7 @@ async def _watch(store: Store, ident: str) -> AlertStatus:
                 last = "waiting"
             await asyncio.sleep(0.5)
             continue
-        status = await store.alerts.status(alert)
+        status = await store.status(alert)
         line = progress_line(status)
         if line != last:
             click.echo(("\r" + line) if tty else line, nl=not tty)
@@ -166,6 +168,19 @@ def _print_status(status: AlertStatus) -> None:
     for state, n in status.counts.items():
         if n:
             say(f"  {state:<13}{n:>7}")
+    orgs = status.organisations
+    answers = ", ".join(f"{Answer(a).label} {n}" for a, n in orgs.by_answer.items())
+    say(f"organisations {orgs.total}: answered {orgs.answered}" + (f" ({answers})" if answers else ""))
+    say(f"  bounced {orgs.bounced}, silent {orgs.silent}")
+
+
+def _print_silent(silent: list[Silent]) -> None:
+    say(f"silent   {len(silent)} organisations have not answered:")
+    for org in silent:
+        where = PREFECTURE_NAMES.get(org.prefecture, org.prefecture)
+        last = org.last.astimezone().strftime("%m-%d %H:%M")
+        states = ", ".join(f"{a} {s}" for a, s in zip(org.addresses, org.states, strict=True))
+        say(f"  {org.code} {org.name} ({where})  last {last}  {states}")
 
 
 @main.command()
@@ -179,21 +194,38 @@ def _print_status(status: AlertStatus) -> None:
     help="Wait until no delivery is queued, sending or deferred.",
 )
 @click.option("--watch", is_flag=True, help="Show live progress until nothing is queued or deferred.")
-def status(ident: str, as_json: bool, wait: float | None, watch: bool) -> None:
-    """Delivery counts by state for an alert (by alert id, notice id or source:notice-id)."""
+@click.option("--silent", "list_silent", is_flag=True, help="Also list the organisations with no answer.")
+def status(ident: str, as_json: bool, wait: float | None, watch: bool, list_silent: bool) -> None:
+    """Delivery counts by state and organisations' answers for an alert (by alert id, notice id or
+    source:notice-id)."""
     s = settings()
 
-    async def _run() -> AlertStatus:
+    async def _run() -> tuple[AlertStatus, list[Silent]]:
         async with await Store.open(s.db_url) as store:
-            if watch:
-                return await _watch(store, ident)
-            return await _status(store, ident, wait)
+            found = await (_watch(store, ident) if watch else _status(store, ident, wait))
+            silent = await store.returns.silent(found.alert_id or "") if list_silent else []
+            return found, silent
 
-    found = run(_run())
+    found, silent = run(_run())
     if as_json:
-        say(json_line(found.model_dump(mode="json")))
-    else:
-        _print_status(found)
+        doc = found.model_dump(mode="json")
+        if list_silent:
+            doc["silent"] = [
+                {
+                    "code": o.code,
+                    "name": o.name,
+                    "prefecture": o.prefecture,
+                    "addresses": o.addresses,
+                    "states": o.states,
+                    "last": o.last.isoformat(),
+                }
+                for o in silent
+            ]
+        say(json_line(doc))
+        return
+    _print_status(found)
+    if list_silent:
+        _print_silent(silent)
 
 
 @main.command("secret-key")

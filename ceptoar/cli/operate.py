@@ -50,7 +50,7 @@ def alerts(since: str, severities: tuple[str, ...]) -> None:
     async def _list() -> list[tuple[AlertView, AlertStatus]]:
         async with await Store.open(s.db_url) as store:
             found = await store.alerts.recent(since=when, severities=severities)
-            return [(a, await store.alerts.status(a)) for a in found]
+            return [(a, await store.status(a)) for a in found]
 
     for a, status in run(_list()):
         sent = sum(status.counts[state] for state in MAILED)

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from ceptoar.model.notice import Notice
 from ceptoar.model.states import OPEN, AlertState, DeliveryState
 
-__all__ = ["AlertStatus", "AlertView"]
+__all__ = ["AlertStatus", "AlertView", "Organisations"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,17 @@ class AlertView:
         return self.expires_at is not None and self.expires_at <= now
 
 
+class Organisations(BaseModel):
+    """An alert's organisations: how many it went to, which answered (by latest answer), the rest."""
+
+    total: int = 0
+    answered: int = 0
+    by_answer: dict[str, int] = {}
+    # Organisations with a bounced delivery, and organisations with no answer yet.
+    bounced: int = 0
+    silent: int = 0
+
+
 class AlertStatus(BaseModel):
     """An alert (or a notice not yet made one) and its deliveries by state: what operators and feeds ask."""
 
@@ -89,9 +100,12 @@ class AlertStatus(BaseModel):
     rejected_field: str | None = None
     total: int = 0
     counts: dict[str, int] = {}
+    organisations: Organisations = Organisations()
 
     @classmethod
-    def of(cls, alert: AlertView, counts: Mapping[str, int]) -> AlertStatus:
+    def of(
+        cls, alert: AlertView, counts: Mapping[str, int], organisations: Organisations | None = None
+    ) -> AlertStatus:
         """The status of `alert`, given how many of its deliveries are in each state."""
         full = {state.value: counts.get(state.value, 0) for state in DeliveryState}
         return cls(
@@ -108,6 +122,7 @@ class AlertStatus(BaseModel):
             created_at=alert.created_at,
             total=sum(full.values()),
             counts=full,
+            organisations=organisations or Organisations(),
         )
 
     @property

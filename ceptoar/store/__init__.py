@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ceptoar.model.alert import AlertStatus, AlertView
 from ceptoar.store.alerts import FIRST_ROWS, AlertRepo, Lifecycle, StoredAlert
 from ceptoar.store.audit import Actor, AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
@@ -12,7 +13,7 @@ from ceptoar.store.engine import create_engine, create_schema, dispose, reading
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.holds import HoldRepo, NotHeld
 from ceptoar.store.retention import Pruned, RetentionRepo
-from ceptoar.store.returns import Returned, ReturnedMail, ReturnsRepo
+from ceptoar.store.returns import Returned, ReturnedMail, ReturnsRepo, Silent
 from ceptoar.store.subscribers import ImportResult, RegistryCounts, SubscriberRepo
 from ceptoar.store.threads import ThreadRepo
 
@@ -31,6 +32,7 @@ __all__ = [
     "RegistryCounts",
     "Returned",
     "ReturnedMail",
+    "Silent",
     "Store",
     "StoredAlert",
 ]
@@ -69,6 +71,13 @@ class Store:
             await dispose(engine)
             raise
         return cls(engine)
+
+    async def status(self, alert: AlertView) -> AlertStatus:
+        """The alert with its deliveries by state and its organisations' answers: what `ceptoar status`
+        and the HTTP endpoint show."""
+        return AlertStatus.of(
+            alert, await self.alerts.counts(alert.id), await self.returns.organisations(alert.id)
+        )
 
     async def ping(self) -> None:
         async with reading(self.engine) as conn:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.errors import UnknownAlert
-from ceptoar.model.alert import AlertStatus, AlertView
+from ceptoar.model.alert import AlertView
 from ceptoar.model.notice import Notice
 from ceptoar.model.states import AlertState, DeliveryState
 from ceptoar.store.deliveries import Claimed, claim_in, row_events
@@ -353,10 +353,6 @@ class AlertRepo:
             waiting = len(pending["fresh"]) + len(pending["threaded"])
             counts[DeliveryState.QUEUED.value] = counts.get(DeliveryState.QUEUED.value, 0) + waiting
         return counts
-
-    async def status(self, alert: AlertView) -> AlertStatus:
-        """The alert with its deliveries by state: what `ceptoar status` and the HTTP endpoint show."""
-        return AlertStatus.of(alert, await self.counts(alert.id))
 
 
 # The columns of a new alert's row that its view (`AlertView.of_notice`) holds as they are stored.

@@ -15,20 +15,23 @@ not exist) is kept as unmatched, with why.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, Select, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ceptoar.model.alert import Organisations
 from ceptoar.model.answer import Answer
 from ceptoar.model.states import DeliveryState
 from ceptoar.store.deliveries import transition_events
 from ceptoar.store.engine import reading
-from ceptoar.store.tables import addresses, answers, deliveries, delivery_events, returned
+from ceptoar.store.tables import addresses, answers, deliveries, delivery_events, returned, subscribers
 
-__all__ = ["RETURNED_KEEP", "Returned", "ReturnedMail", "ReturnsRepo"]
+__all__ = ["RETURNED_KEEP", "Returned", "ReturnedMail", "ReturnsRepo", "Silent"]
 
 # The states a permanent bounce moves to `bounced`: the relay had the mail.
 _BOUNCEABLE: Final = (DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.DEFERRED)
@@ -54,6 +57,18 @@ class ReturnedMail:
     # A reply's From and the answer it gives.
     sender: str | None = None
     answer: str | None = None
+
+
+@dataclass(frozen=True)
+class Silent:
+    """An organisation that has not answered an alert: its addresses, where each stands, its last change."""
+
+    code: str
+    name: str
+    prefecture: str
+    addresses: list[str]
+    states: list[str]
+    last: datetime
 
 
 @dataclass(frozen=True)
@@ -129,13 +144,50 @@ class ReturnsRepo:
 
     async def answers(self, alert_id: str) -> dict[str, str]:
         """Per organisation (its code), its latest answer to an alert."""
+        async with reading(self._engine) as conn:
+            return await _latest_answers(conn, alert_id)
+
+    async def organisations(self, alert_id: str) -> Organisations:
+        """How an alert's organisations stand: answered (by latest answer), bounced, silent."""
+        async with reading(self._engine) as conn:
+            codes = set((await conn.execute(_codes(alert_id))).scalars())
+            bounced = set((await conn.execute(_codes(alert_id, DeliveryState.BOUNCED))).scalars())
+            latest = await _latest_answers(conn, alert_id)
+        by_answer = Counter(latest.values())
+        return Organisations(
+            total=len(codes),
+            answered=len(latest),
+            by_answer=dict(sorted(by_answer.items())),
+            bounced=len(bounced),
+            silent=len(codes - latest.keys()),
+        )
+
+    async def silent(self, alert_id: str) -> list[Silent]:
+        """The alert's organisations with no answer yet, by code: who to call."""
         query = (
-            select(answers.c.subscriber_code, answers.c.answer)
-            .where(answers.c.alert_id == alert_id)
-            .order_by(answers.c.id)
+            select(
+                subscribers.c.code,
+                subscribers.c.name,
+                subscribers.c.prefecture,
+                deliveries.c.email,
+                deliveries.c.state,
+                deliveries.c.updated_at,
+            )
+            .join(addresses, deliveries.c.address_id == addresses.c.id)
+            .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
+            .where(deliveries.c.alert_id == alert_id)
+            .order_by(subscribers.c.code, deliveries.c.id)
         )
         async with reading(self._engine) as conn:
-            return {code: answer for code, answer in (await conn.execute(query)).all()}
+            answered = (await _latest_answers(conn, alert_id)).keys()
+            rows = [r for r in (await conn.execute(query)).all() if r.code not in answered]
+        found: dict[str, Silent] = {}
+        for r in rows:
+            org = found.setdefault(r.code, Silent(r.code, r.name, r.prefecture, [], [], r.updated_at))
+            org.addresses.append(r.email)
+            org.states.append(r.state)
+            found[r.code] = dataclasses.replace(org, last=max(org.last, r.updated_at))
+        return list(found.values())
 
     async def of_delivery(self, delivery_id: int) -> list[Returned]:
         """What came back for one delivery, oldest first."""
@@ -203,6 +255,21 @@ async def _answer(
         await conn.execute(insert(delivery_events), events)
         return True, f"reply: {answer}; delivery {row.id} {row.state} → acknowledged"
     return True, f"reply: {answer}; organisation {row.subscriber_code}'s answer updated"
+
+
+def _codes(alert_id: str, state: DeliveryState | None = None) -> Select[tuple[str]]:
+    query = (
+        select(addresses.c.subscriber_code)
+        .distinct()
+        .join(deliveries, deliveries.c.address_id == addresses.c.id)
+        .where(deliveries.c.alert_id == alert_id)
+    )
+    return query if state is None else query.where(deliveries.c.state == state)
+
+
+async def _latest_answers(conn: AsyncConnection, alert_id: str) -> dict[str, str]:
+    query = select(answers.c.subscriber_code, answers.c.answer).where(answers.c.alert_id == alert_id)
+    return {code: answer for code, answer in (await conn.execute(query.order_by(answers.c.id))).all()}
 
 
 def _unmatched(mail: ReturnedMail) -> str:
