@@ -20,7 +20,7 @@ from ceptoar.log import get_logger
 from ceptoar.retry import is_transient
 from ceptoar.store import Store
 
-__all__ = ["MAX_MESSAGE", "ReturnsHandler", "start_returns"]
+__all__ = ["MAX_MESSAGE", "ReturnsHandler", "received", "start_returns"]
 
 log = get_logger(__name__)
 
@@ -44,9 +44,7 @@ class ReturnsHandler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        data = envelope.original_content or b""
-        if isinstance(envelope.content, bytes) and not data:
-            data = envelope.content
+        data = received(envelope)
         try:
             for rcpt in envelope.rcpt_tos:
                 _, kept = await take_in(self._store, self._verp, data, envelope_to=rcpt)
@@ -58,6 +56,14 @@ class ReturnsHandler:
                 log.error("returned.store_unavailable", error=repr(exc))
             return "451 4.3.0 Not taken in just now; try again later"
         return "250 2.0.0 Ok: taken in"
+
+
+def received(envelope: Envelope) -> bytes:
+    """The message as it arrived (before any decoding aiosmtpd did)."""
+    data = envelope.original_content or b""
+    if isinstance(envelope.content, bytes) and not data:
+        data = envelope.content
+    return data
 
 
 async def start_returns(handler: ReturnsHandler, *, host: str, port: int) -> asyncio.Server:

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from ceptoar.bounces.server import received
 from ceptoar.log import get_logger
 from ceptoar.mailbox.dsn import Bouncer
 from ceptoar.mailbox.maildir import deliver
@@ -40,9 +41,7 @@ class MaildirHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        data = envelope.original_content or b""
-        if isinstance(envelope.content, bytes) and not data:
-            data = envelope.content
+        data = received(envelope)
         sender = envelope.mail_from or ""
         try:
             keys = []

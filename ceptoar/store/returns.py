@@ -281,16 +281,4 @@ def _unmatched(mail: ReturnedMail) -> str:
 
 
 def _view(row: dict[str, Any]) -> Returned:
-    return Returned(
-        id=row["id"],
-        received_at=row["received_at"],
-        kind=row["kind"],
-        delivery_id=row["delivery_id"],
-        matched=row["matched"],
-        outcome=row["outcome"],
-        recipient=row["recipient"],
-        status=row["status"],
-        diagnostic=row["diagnostic"],
-        subject=row["subject"],
-        size=row["size"],
-    )
+    return Returned(**{f.name: row[f.name] for f in dataclasses.fields(Returned)})
