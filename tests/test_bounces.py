@@ -280,3 +280,39 @@ async def test_a_reply_acknowledges_its_delivery_and_its_first_line_is_the_organ
     assert len(kept) == 1 and "someone@else.example" in kept[0].outcome and kept[0].kind == "reply"
     plain = read_report(_reply(paths[one], one, "Thanks, we will check."), Verp.from_settings(stack.settings))
     assert plain.kind == "reply" and plain.answer is not None and plain.answer.value == "received"
+
+
+async def test_bad_mail_at_the_return_paths_is_kept_unmatched_with_why_and_the_service_carries_on(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    port = free_port()
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 2), bounce_port=port)
+    async with running(stack.settings):
+        paths = await _sent(stack, mailbox, "BAD-RETURNS")
+        first, second, third = sorted(paths)[:3]
+        no_recipient = (
+            f"From: MAILER-DAEMON@relay.lg.example\r\nTo: {paths[first]}\r\nSubject: failure notice\r\n"
+            "Auto-Submitted: auto-generated\r\n\r\nSorry, it did not work out.\r\n"
+        ).encode()
+        ill_formed = (
+            f"To: {paths[first]}\r\nMIME-Version: 1.0\r\nAuto-Submitted: auto-generated\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="never-closed"\r\n\r\n'
+            "--never-closed\r\nContent-Type: message/delivery-status\r\n\r\nAction: \xff\r\n"
+        ).encode("latin-1")
+        huge = _dsn(paths[second], second) + (b"X" * 76 + b"\r\n") * 132_000  # 10 MB in 78-byte lines
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60) as relay:
+            for message, rcpt in ((no_recipient, paths[first]), (ill_formed, paths[first]), (huge, paths[second])):
+                await relay.sendmail("", [rcpt], message)
+            await relay.sendmail("", [paths[third]], _dsn(paths[third], third))  # the service carries on
+    kept = await stack.store.returns.unmatched()
+    assert len(kept) == 2 and all("not recognised" in r.outcome for r in kept)
+    (big,) = await stack.store.returns.of_delivery(verp_id(stack, paths[second]))
+    assert big.size > 10_000_000 and "read only the first" in big.outcome and big.status == "5.1.1"
+    alert = await stack.store.alerts.resolve("BAD-RETURNS")
+    assert await stack.store.alerts.counts(alert.id) == {"sent": 2, "bounced": 2}
+
+
+def verp_id(stack: Stack, path: str) -> int:
+    token = Verp.from_settings(stack.settings).read(path)
+    assert token is not None and token.valid
+    return token.delivery_id

@@ -22,10 +22,11 @@ async def take_in(
         token_valid=None if report.token is None else report.token.valid,
         recipient=first.address[:320] if first else None,
         status=first.status if first else None,
-        diagnostic=(first.diagnostic if first else None) or report.problem,
+        diagnostic=first.diagnostic if first else None,
         subject=report.subject,
         message=data,
         sender=report.sender,
         answer=None if report.answer is None else report.answer.value,
+        problem=report.problem,
     )
     return report, await store.returns.record(mail)

@@ -57,6 +57,8 @@ class ReturnedMail:
     # A reply's From and the answer it gives.
     sender: str | None = None
     answer: str | None = None
+    # What could not be read of the message, if anything.
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,10 +115,18 @@ class ReturnsRepo:
                 )
                 row = (await conn.execute(query)).first()
             matched, outcome = row is not None, _unmatched(mail)
-            if row is not None and mail.kind == "reply":
+            if row is not None and mail.kind == "unknown":
+                matched = False
+                outcome = (
+                    "unmatched: not recognised as a bounce, delay, auto-reply, complaint or reply "
+                    f"(for delivery {row.id})"
+                )
+            elif row is not None and mail.kind == "reply":
                 matched, outcome = await _answer(conn, mail, row, now)
             elif row is not None:
                 outcome = await _apply(conn, mail, row, now)
+            if mail.problem:
+                outcome = f"{outcome}; {mail.problem}"
             values: dict[str, Any] = {
                 "received_at": now,
                 "kind": mail.kind,
