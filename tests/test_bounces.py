@@ -316,3 +316,32 @@ def verp_id(stack: Stack, path: str) -> int:
     token = Verp.from_settings(stack.settings).read(path)
     assert token is not None and token.valid
     return token.delivery_id
+
+
+async def test_the_mailbox_answers_as_the_world_does_out_of_office_and_a_subscribers_reply(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    port = free_port()
+    rows = subset(registry_rows, 2)
+    stack = await make_stack(mailbox=mailbox, rows=rows, bounce_port=port)
+    away, answering = sorted(r.email for r in rows)[:2]
+    assert mailbox.handler is not None
+    mailbox.handler.bouncer = Bouncer(set(), ("127.0.0.1", port), after=0.1, away={away})
+    env = cli_env(stack.settings)
+    async with running(stack.settings):
+        paths = await _sent(stack, mailbox, "WORLD-1")
+        done = await run_cli_async(
+            "mailbox", "reply", answering, "1", "--answer", "影響あり・対応中",
+            "--returns", f"127.0.0.1:{port}", "--dir", str(mailbox.root), env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        for _ in range(50):
+            if await stack.store.returns.of_delivery(verp_id(stack, paths[away])):
+                break
+            await asyncio.sleep(0.1)
+    (out_of_office,) = await stack.store.returns.of_delivery(verp_id(stack, paths[away]))
+    assert out_of_office.kind == "auto_reply" and out_of_office.matched
+    alert = await stack.store.alerts.resolve("WORLD-1")
+    assert await stack.store.alerts.counts(alert.id) == {"sent": 3, "acknowledged": 1}  # an auto-reply is no answer
+    code = next(r.code for r in rows if r.email == answering)
+    assert await stack.store.returns.answers(alert.id) == {code: "affected"}

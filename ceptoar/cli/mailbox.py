@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiosmtplib
 import click
 
 from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_NOT_FOUND, fail, run, say, settings
 from ceptoar.mailbox import MaildirHandler, count, list_messages, read_message, start_mailbox
-from ceptoar.mailbox.dsn import Bouncer
+from ceptoar.mailbox.dsn import Bouncer, answer_reply
+from ceptoar.model.answer import ANSWER_WORDS, Answer
 from ceptoar.runtime import install_stop_signals
 
 __all__ = ["mailbox"]
@@ -49,19 +51,34 @@ def mailbox() -> None:
     default=None,
     help="Where DSNs are delivered (default CEPTOAR_BOUNCE_HOST:CEPTOAR_BOUNCE_PORT).",
 )
-@click.option("--bounce-after", type=float, default=0.5, show_default=True, help="Seconds before a DSN.")
+@click.option(
+    "--vacation",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Keep this address's mail and answer it with an RFC 3834 out-of-office reply. Repeatable.",
+)
+@click.option(
+    "--bounce-after",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Seconds before a DSN or an auto-reply.",
+)
 @_dir_option
 def serve(
     host: str,
     port: int,
     unknown: tuple[str, ...],
     returns: str | None,
+    vacation: tuple[str, ...],
     bounce_after: float,
     root: Path | None,
 ) -> None:
     """Accept mail over SMTP until SIGINT or SIGTERM."""
     directory = _root(root)
-    bouncer = _bouncer(unknown, returns, bounce_after) if unknown else None
+    bouncer = None
+    if unknown or vacation:
+        bouncer = Bouncer(_addresses(unknown), _returns(returns), bounce_after, away=_addresses(vacation))
 
     async def _serve() -> None:
         stop = asyncio.Event()
@@ -74,9 +91,10 @@ def serve(
     run(_serve())
 
 
-def _bouncer(unknown: tuple[str, ...], returns: str | None, after: float) -> Bouncer:
+def _addresses(entries: tuple[str, ...]) -> set[str]:
+    """Addresses given one by one, or as files of one address a line."""
     addresses: set[str] = set()
-    for entry in unknown:
+    for entry in entries:
         path = Path(entry)
         if "@" not in entry and path.is_file():
             addresses |= {
@@ -84,12 +102,46 @@ def _bouncer(unknown: tuple[str, ...], returns: str | None, after: float) -> Bou
             }
         else:
             addresses.add(entry.lower())
+    return addresses
+
+
+def _returns(returns: str | None) -> tuple[str, int]:
+    """Where the return paths are taken in: HOST:PORT, else the configured bounce host and port."""
     s = settings()
     where = returns or f"{s.bounce_host}:{s.bounce_port or 2526}"
     host, _, port = where.rpartition(":")
     if not host or not port.isdigit():
         fail(f"--returns {where!r}: give HOST:PORT", EXIT_BAD_INPUT)
-    return Bouncer(addresses, (host, int(port)), after)
+    return host, int(port)
+
+
+@mailbox.command()
+@click.argument("address")
+@click.argument("number", type=click.IntRange(1))
+@click.option(
+    "--answer",
+    type=click.Choice([w for a in Answer for w in ANSWER_WORDS[a]]),
+    default="受領",
+    show_default=True,
+    help="The first line of the reply.",
+)
+@click.option("--returns", metavar="HOST:PORT", default=None, help="Where the reply is delivered.")
+@_dir_option
+def reply(address: str, number: int, answer: str, returns: str | None, root: Path | None) -> None:
+    """Answer message NUMBER of ADDRESS as its subscriber would: a reply to its Reply-To."""
+    try:
+        original = read_message(_root(root), address, number)
+    except IndexError as exc:
+        fail(str(exc), EXIT_NOT_FOUND)
+    to, message = answer_reply(original, address=address, first_line=answer)
+    host, port = _returns(returns)
+
+    async def _send() -> None:
+        async with aiosmtplib.SMTP(hostname=host, port=port, timeout=30) as smtp:
+            await smtp.sendmail(address, [to], message)
+
+    run(_send())
+    say(f"{address} answered {answer} to {to}")
 
 
 @mailbox.command("count")

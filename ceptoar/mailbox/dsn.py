@@ -1,4 +1,4 @@
-"""The mailbox playing a relay that accepted mail it then could not deliver: an RFC 3464 DSN, sent back.
+"""The mailbox playing the world after the relay: bounces, out-of-office replies and people answering.
 
 A relay that answered 250 and then fails to deliver mails a delivery
 status notification to the envelope sender: multipart/report with a
@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import uuid
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
@@ -20,7 +21,7 @@ import aiosmtplib
 
 from ceptoar.log import get_logger
 
-__all__ = ["Bouncer", "delivery_status_notification"]
+__all__ = ["Bouncer", "answer_reply", "auto_reply", "delivery_status_notification"]
 
 log = get_logger(__name__)
 
@@ -67,32 +68,74 @@ def delivery_status_notification(
     return text.encode("utf-8")
 
 
+def _unfolded(value: str) -> str:
+    """A header value on one line (a folded one keeps its line breaks when read raw)."""
+    return " ".join(value.split())
+
+
+def auto_reply(original: bytes, *, address: str, to: str) -> bytes:
+    """An RFC 3834 out-of-office reply from `address` to `to` (the original's return path)."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(original)
+    reply = EmailMessage()
+    reply["From"], reply["To"] = address, to
+    reply["Subject"] = _unfolded(f"自動応答: {headers.get('Subject', '')}")[:200]
+    reply["Auto-Submitted"] = "auto-replied"
+    reply["In-Reply-To"] = _unfolded(headers.get("Message-ID", ""))
+    reply["Message-ID"] = email.utils.make_msgid(domain=REPORTING_MTA)
+    reply.set_content("ただいま不在にしております。12月7日以降に確認いたします。\n")
+    return reply.as_bytes()
+
+
+def answer_reply(original: EmailMessage, *, address: str, first_line: str) -> tuple[str, bytes]:
+    """A person's reply to an alert mail: where it goes (its Reply-To) and the message."""
+    to = str(original.get("Reply-To") or original.get("Return-Path") or "").strip("<> ")
+    reply = EmailMessage()
+    reply["From"], reply["To"] = address, to
+    reply["Subject"] = _unfolded(f"Re: {original.get('Subject', '')}")[:300]
+    reply["In-Reply-To"] = _unfolded(str(original.get("Message-ID", "")))
+    reply["Message-ID"] = email.utils.make_msgid(domain=address.rpartition("@")[2] or REPORTING_MTA)
+    reply.set_content(f"{first_line}\n\n確認しました。\n")
+    return to, reply.as_bytes()
+
+
 @dataclass
 class Bouncer:
-    """Bounces mail for `unknown` addresses after `after` seconds, to the SMTP server at `returns`."""
+    """Plays the rest of the world after a relay's 250, to the SMTP server at `returns`.
+
+    `unknown` addresses bounce (an RFC 3464 DSN to the envelope sender);
+    `away` addresses keep the mail and answer with an RFC 3834 auto-reply.
+    Either comes `after` seconds later, as a relay's or a vacation program's does.
+    """
 
     unknown: set[str]
     returns: tuple[str, int]
     after: float = 0.5
+    away: set[str] = field(default_factory=set)
     _pending: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     def bounces(self, address: str) -> bool:
         return address.lower() in self.unknown
 
     def later(self, original: bytes, *, envelope_from: str, recipient: str) -> None:
-        """Send the DSN for `recipient` later; a null sender gets none (RFC 5321: no bounce of a bounce)."""
-        if not envelope_from:
+        """Bounce or auto-reply for `recipient` later, if it is to; a null sender gets neither (RFC 5321)."""
+        if not envelope_from or not (self.bounces(recipient) or recipient.lower() in self.away):
             return
         task = asyncio.create_task(self._send(original, envelope_from, recipient))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def _send(self, original: bytes, envelope_from: str, recipient: str) -> None:
+        """Built here, not while the mail is being accepted: nothing about the answer may fail the 250."""
         await asyncio.sleep(self.after)
-        dsn = delivery_status_notification(original, envelope_from=envelope_from, recipient=recipient)
         host, port = self.returns
         try:
+            if self.bounces(recipient):
+                message = delivery_status_notification(
+                    original, envelope_from=envelope_from, recipient=recipient
+                )
+            else:
+                message = auto_reply(original, address=recipient, to=envelope_from)
             async with aiosmtplib.SMTP(hostname=host, port=port, timeout=30) as smtp:
-                await smtp.sendmail("", [envelope_from], dsn)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            log.error("mailbox.bounce_failed", recipient=recipient, error=repr(exc))
+                await smtp.sendmail("", [envelope_from], message)
+        except Exception as exc:
+            log.error("mailbox.return_failed", recipient=recipient, error=repr(exc))

@@ -46,10 +46,10 @@ class MaildirHandler:
         try:
             keys = []
             for rcpt in envelope.rcpt_tos:
-                if self.bouncer is not None and self.bouncer.bounces(rcpt):
-                    self.bouncer.later(data, envelope_from=sender, recipient=rcpt)
-                else:
+                if self.bouncer is None or not self.bouncer.bounces(rcpt):
                     keys.append(deliver(self.root, rcpt, data, envelope_from=sender))
+                if self.bouncer is not None:
+                    self.bouncer.later(data, envelope_from=sender, recipient=rcpt)
         except OSError as exc:
             log.error("mailbox.store_failed", recipients=len(envelope.rcpt_tos), error=str(exc))
             return "451 4.3.0 The message could not be stored; try again later"
