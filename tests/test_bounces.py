@@ -15,7 +15,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from ceptoar.bounces.report import read_report
 from ceptoar.bounces.verp import Verp
@@ -24,6 +24,7 @@ from ceptoar.mailbox.dsn import Bouncer
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.model.states import DeliveryState
 from ceptoar.registry import RegistryRow
+from ceptoar.store import ReturnedMail
 from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory
 from tests.harness import (
@@ -345,3 +346,33 @@ async def test_the_mailbox_answers_as_the_world_does_out_of_office_and_a_subscri
     assert await stack.store.alerts.counts(alert.id) == {"sent": 3, "acknowledged": 1}  # an auto-reply is no answer
     code = next(r.code for r in rows if r.email == answering)
     assert await stack.store.returns.answers(alert.id) == {code: "affected"}
+
+
+async def test_an_address_that_bounced_on_its_last_three_alerts_is_listed_and_stays_on(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 2)
+    stack = await make_stack(mailbox=mailbox, rows=rows)
+    gone, flaky = sorted(r.email for r in rows)[:2]
+    for n in range(4):
+        stored = await stack.store_alert(notice_doc(id=f"BOUNCING-{n}"), published=True)
+        async with stack.store.engine.begin() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.alert_id == stored.alert_id)
+                .values(state=DeliveryState.SENT.value)
+            )
+            found = await conn.execute(
+                select(deliveries.c.id, deliveries.c.email).where(deliveries.c.alert_id == stored.alert_id)
+            )
+            ids = {email: i for i, email in found.all()}
+        bounced = [gone] + ([flaky] if n != 2 else [])  # flaky got one through
+        for email in bounced:
+            mail = ReturnedMail("bounce", ids[email], True, email, "5.2.2", "552 mailbox full", "", b"")
+            await stack.store.returns.record(mail)
+    listed = await run_cli_async("subscribers", "bouncing", env=cli_env(stack.settings))
+    assert listed.returncode == 0, listed.stderr
+    lines = [line for line in listed.stdout.splitlines() if "bounced on" in line]
+    assert len(lines) == 1 and gone in lines[0] and "BOUNCING" not in lines[0]
+    assert "552 mailbox full" in listed.stdout
+    assert len(await stack.store.subscribers.candidates()) == 4  # nothing was switched off

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from ceptoar.cli.common import run, settings
+from ceptoar.cli.common import run, say, settings
 from ceptoar.registry import RegistryRow, read_registry, write_registry
-from ceptoar.store import ImportResult, RegistryCounts, Store
+from ceptoar.store import Bouncing, ImportResult, RegistryCounts, Store
 
 __all__ = ["subscribers"]
 
@@ -92,3 +92,20 @@ def count(as_json: bool) -> None:
     )
     roles = ", ".join(f"{n} {role}" for role, n in sorted(c.by_role.items()))
     click.echo(f"addresses     {c.addresses} ({roles})")
+
+
+@subscribers.command()
+@click.option("--last", type=click.IntRange(1, 50), default=3, show_default=True, help="Alerts looked at.")
+def bouncing(last: int) -> None:
+    """Addresses whose mail bounced on each of their last alerts. Nothing is switched off."""
+    s = settings()
+
+    async def _list() -> list[Bouncing]:
+        async with await Store.open(s.db_url) as store:
+            return await store.returns.bouncing(last=last)
+
+    found = run(_list())
+    for b in found:
+        say(f"{b.code} {b.name}  {b.email} ({b.role})  bounced on {', '.join(b.alert_ids)}")
+        say(f"    {b.last_reply}")
+    say(f"{len(found)} addresses bounced on each of their last {last} alerts", err=True)

@@ -13,7 +13,7 @@ from ceptoar.store.engine import create_engine, create_schema, dispose, reading
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.holds import HoldRepo, NotHeld
 from ceptoar.store.retention import Pruned, RetentionRepo
-from ceptoar.store.returns import Returned, ReturnedMail, ReturnsRepo, Silent
+from ceptoar.store.returns import Bouncing, Returned, ReturnedMail, ReturnsRepo, Silent
 from ceptoar.store.subscribers import ImportResult, RegistryCounts, SubscriberRepo
 from ceptoar.store.threads import ThreadRepo
 
@@ -21,6 +21,7 @@ __all__ = [
     "FIRST_ROWS",
     "Actor",
     "AuditEntry",
+    "Bouncing",
     "Claimed",
     "Feed",
     "ImportResult",

@@ -31,7 +31,7 @@ from ceptoar.store.deliveries import transition_events
 from ceptoar.store.engine import reading
 from ceptoar.store.tables import addresses, answers, deliveries, delivery_events, returned, subscribers
 
-__all__ = ["RETURNED_KEEP", "Returned", "ReturnedMail", "ReturnsRepo", "Silent"]
+__all__ = ["RETURNED_KEEP", "Bouncing", "Returned", "ReturnedMail", "ReturnsRepo", "Silent"]
 
 # The states a permanent bounce moves to `bounced`: the relay had the mail.
 _BOUNCEABLE: Final = (DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.DEFERRED)
@@ -71,6 +71,19 @@ class Silent:
     addresses: list[str]
     states: list[str]
     last: datetime
+
+
+@dataclass(frozen=True)
+class Bouncing:
+    """An address whose mail bounced on each of its last alerts."""
+
+    code: str
+    name: str
+    email: str
+    role: str
+    alert_ids: list[str]
+    # The latest bounce's status and diagnostic.
+    last_reply: str
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,57 @@ class ReturnsRepo:
             org.states.append(r.state)
             found[r.code] = dataclasses.replace(org, last=max(org.last, r.updated_at))
         return list(found.values())
+
+    async def bouncing(self, *, last: int = 3) -> list[Bouncing]:
+        """Addresses whose mail bounced on each of their last `last` alerts (and that had as many).
+
+        Nothing is switched off: an organisation's only address must not go silent without an
+        operator's decision.
+        """
+        recent = (
+            select(
+                deliveries.c.address_id,
+                deliveries.c.state,
+                deliveries.c.alert_id,
+                deliveries.c.last_reply,
+                func.row_number()
+                .over(partition_by=deliveries.c.address_id, order_by=deliveries.c.id.desc())
+                .label("n"),
+            )
+            .where(deliveries.c.state.not_in([DeliveryState.CANCELLED]))
+            .subquery()
+        )
+        query = (
+            select(
+                addresses.c.subscriber_code,
+                subscribers.c.name,
+                addresses.c.email,
+                addresses.c.role,
+                recent.c.state,
+                recent.c.alert_id,
+                recent.c.last_reply,
+            )
+            .join(addresses, recent.c.address_id == addresses.c.id)
+            .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
+            .where(recent.c.n <= last)
+            .order_by(addresses.c.subscriber_code, addresses.c.email, recent.c.n)
+        )
+        by_address: dict[str, list[Any]] = {}
+        async with reading(self._engine) as conn:
+            for r in (await conn.execute(query)).all():
+                by_address.setdefault(r.email, []).append(r)
+        return [
+            Bouncing(
+                rows[0].subscriber_code,
+                rows[0].name,
+                email,
+                rows[0].role,
+                [r.alert_id for r in rows],
+                rows[0].last_reply or "",
+            )
+            for email, rows in by_address.items()
+            if len(rows) == last and all(r.state == DeliveryState.BOUNCED for r in rows)
+        ]
 
     async def of_delivery(self, delivery_id: int) -> list[Returned]:
         """What came back for one delivery, oldest first."""
