@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -25,7 +26,7 @@ from ceptoar.mailbox.maildir import addresses
 from ceptoar.model.states import DeliveryState
 from ceptoar.registry import RegistryRow
 from ceptoar.store import ReturnedMail
-from ceptoar.store.tables import deliveries
+from ceptoar.store.tables import deliveries, returned
 from tests.conftest import StackFactory
 from tests.harness import (
     REPO,
@@ -376,3 +377,23 @@ async def test_an_address_that_bounced_on_its_last_three_alerts_is_listed_and_st
     assert len(lines) == 1 and gone in lines[0] and "BOUNCING" not in lines[0]
     assert "552 mailbox full" in listed.stdout
     assert len(await stack.store.subscribers.candidates()) == 4  # nothing was switched off
+
+
+async def test_prune_removes_old_returned_mail_but_never_answers(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 1)
+    stack = await make_stack(mailbox=mailbox, rows=rows)
+    env = cli_env(stack.settings)
+    async with running(stack.settings):
+        paths = await _sent(stack, mailbox, "PRUNE-1")
+    one = sorted(paths)[0]
+    await run_cli_async("bounces", "ingest", "-", env=env, stdin=_reply(paths[one], one, "影響なし"))
+    await run_cli_async("bounces", "ingest", "-", env=env, stdin=_dsn("bounces+1-000000000000@x.example", one))
+    async with stack.store.engine.begin() as conn:
+        await conn.execute(update(returned).values(received_at=datetime.now(UTC) - timedelta(days=100)))
+    done = await run_cli_async("prune", "--older-than", "90d", "--yes", env=env)
+    assert done.returncode == 0 and "2 returned messages" in done.stdout, done.stderr
+    assert await stack.store.returns.unmatched() == []
+    alert = await stack.store.alerts.resolve("PRUNE-1")
+    assert await stack.store.returns.answers(alert.id) == {rows[0].code: "not_affected"}

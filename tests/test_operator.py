@@ -306,7 +306,7 @@ async def test_prune_deletes_old_events_and_receipts_but_never_alerts_or_audit(
     dry = await run_cli_async("prune", "--older-than", "90d", "--dry-run", env=env)
     done = await run_cli_async("prune", "--older-than", "90d", "--yes", env=env)
     assert dry.returncode == 0 and "2 delivery events, 1 receipts" in dry.stdout, dry.stderr
-    assert done.returncode == 0 and "deleted 2 delivery events and 1 receipts" in done.stdout, done.stderr
+    assert done.returncode == 0 and "deleted 2 delivery events, 1 receipts and 0 returned messages" in done.stdout, done.stderr
     async with stack.store.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(delivery_events))).scalar_one() == 2
         assert (await conn.execute(select(func.count()).select_from(alerts))).scalar_one() == 2

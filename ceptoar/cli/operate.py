@@ -156,6 +156,9 @@ def audit(since: str | None) -> None:
         say(f"{at}  {e.operator:<12} {e.action:<8} {target}  {detail}{where}")
 
 
+_CONFIRM_PRUNE = "Delete them? Alerts, deliveries, answers and the audit log stay."
+
+
 @click.command()
 @click.option(
     "--older-than",
@@ -166,7 +169,9 @@ def audit(since: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Count what would go; delete nothing.")
 @click.option("--yes", is_flag=True, help="Confirm without asking.")
 def prune(older_than: str, dry_run: bool, yes: bool) -> None:
-    """Delete delivery events and HTTP receipts older than a retention period (never alerts or audit)."""
+    """Delete delivery events, HTTP receipts and returned mail older than a retention period.
+
+    Alerts, deliveries, answers and the audit log stay."""
     s = settings()
     before = parse_when(older_than, datetime.now(UTC), ago=True, naive_is_local=True)
 
@@ -175,14 +180,17 @@ def prune(older_than: str, dry_run: bool, yes: bool) -> None:
         async with await Store.open(s.db_url) as store:
             would = await store.retention.count(before=before)
             say(f"before {before.astimezone():%Y-%m-%d %H:%M}: {would.delivery_events} delivery events, "
-                f"{would.receipts} receipts")
+                f"{would.receipts} receipts, {would.returned} returned messages")
             if dry_run:
                 say("dry run: nothing was deleted")
                 return None
-            if not yes and not click.confirm("Delete them? Alerts, deliveries and the audit log stay."):
+            if not yes and not click.confirm(_CONFIRM_PRUNE):
                 fail("nothing was deleted", EXIT_DECLINED)
             return await store.retention.prune(before=before, who=who)
 
     pruned = run(_prune())
     if pruned is not None:
-        say(f"deleted {pruned.delivery_events} delivery events and {pruned.receipts} receipts")
+        say(
+            f"deleted {pruned.delivery_events} delivery events, {pruned.receipts} receipts and "
+            f"{pruned.returned} returned messages"
+        )

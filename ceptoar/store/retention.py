@@ -1,9 +1,10 @@
 """Retention: what may be deleted once it is old, and what never is.
 
-The HTTP endpoint's receipts and the delivery event log grow with every
-notice and every attempt; past a retention period an operator prunes them.
-Alerts, their deliveries (which keep each one's final state and reply),
-notices and the audit log are never pruned. A prune is itself audited, in
+The HTTP endpoint's receipts, the delivery event log and the messages that
+came back to the return paths grow with every notice, every attempt and
+every bounce; past a retention period an operator prunes them. Alerts,
+their deliveries (which keep each one's final state and reply), notices,
+the organisations' answers and the audit log are never pruned. A prune is itself audited, in
 the same transaction.
 """
 
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.store.audit import Actor, insert_audit
 from ceptoar.store.engine import reading
-from ceptoar.store.tables import delivery_events, receipts
+from ceptoar.store.tables import delivery_events, receipts, returned
 
 __all__ = ["Pruned", "RetentionRepo"]
 
@@ -28,12 +29,13 @@ class Pruned:
 
     delivery_events: int
     receipts: int
+    returned: int = 0
 
 
-def _old(before: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
-    """Delivery events from before `before`, and receipts from before it that are settled."""
+def _old(before: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool], ColumnElement[bool]]:
+    """Delivery events from before `before`, receipts from before it that are settled, returned mail."""
     settled = (receipts.c.received_at < before) & (receipts.c.state != "publishing")
-    return delivery_events.c.at < before, settled
+    return delivery_events.c.at < before, settled, returned.c.received_at < before
 
 
 class RetentionRepo:
@@ -44,19 +46,21 @@ class RetentionRepo:
 
     async def count(self, *, before: datetime) -> Pruned:
         """What `prune` would remove."""
-        old_events, old_receipts = _old(before)
+        old_events, old_receipts, old_returned = _old(before)
         async with reading(self._engine) as conn:
             events = (await conn.execute(select(func.count()).where(old_events))).scalar_one()
             settled = (await conn.execute(select(func.count()).where(old_receipts))).scalar_one()
-        return Pruned(int(events), int(settled))
+            kept = (await conn.execute(select(func.count()).where(old_returned))).scalar_one()
+        return Pruned(int(events), int(settled), int(kept))
 
     async def prune(self, *, before: datetime, who: Actor) -> Pruned:
-        """Delete delivery events and settled receipts from before `before`, audited; return the counts."""
-        old_events, old_receipts = _old(before)
+        """Delete delivery events, settled receipts and returned mail from before `before`, audited."""
+        old_events, old_receipts, old_returned = _old(before)
         async with self._engine.begin() as conn:
             events = await conn.execute(delete(delivery_events).where(old_events))
             settled = await conn.execute(delete(receipts).where(old_receipts))
-            pruned = Pruned(events.rowcount, settled.rowcount)
+            kept = await conn.execute(delete(returned).where(old_returned))
+            pruned = Pruned(events.rowcount, settled.rowcount, kept.rowcount)
             detail = {"before": before.isoformat(), **asdict(pruned)}
             await insert_audit(conn, who, "prune", detail=detail)
         return pruned
