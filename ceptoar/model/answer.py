@@ -34,8 +34,10 @@ ANSWER_WORDS: Final[dict[Answer, tuple[str, ...]]] = {
 def answer_in(first_line: str) -> Answer | None:
     """The answer a reply's first line starts with, if any; the longest word wins (影響あり・対応中)."""
     line = first_line.strip().lower()
-    words = sorted(((w, a) for a, ws in ANSWER_WORDS.items() for w in ws), key=lambda wa: -len(wa[0]))
-    for word, answer in words:
-        if line.startswith(word.lower()):
-            return answer
-    return None
+    return next((answer for word, answer in _LONGEST_FIRST if line.startswith(word)), None)
+
+
+# Every answer word, lower case, longest first, so that 影響あり・対応中 is tried before 影響あり.
+_LONGEST_FIRST: Final = sorted(
+    ((w.lower(), a) for a, ws in ANSWER_WORDS.items() for w in ws), key=lambda wa: -len(wa[0])
+)

@@ -204,13 +204,20 @@ class ReturnsRepo:
         async with reading(self._engine) as conn:
             answered = (await _latest_answers(conn, alert_id)).keys()
             rows = [r for r in (await conn.execute(query)).all() if r.code not in answered]
-        found: dict[str, Silent] = {}
+        by_code: dict[str, list[Any]] = {}
         for r in rows:
-            org = found.setdefault(r.code, Silent(r.code, r.name, r.prefecture, [], [], r.updated_at))
-            org.addresses.append(r.email)
-            org.states.append(r.state)
-            found[r.code] = dataclasses.replace(org, last=max(org.last, r.updated_at))
-        return list(found.values())
+            by_code.setdefault(r.code, []).append(r)
+        return [
+            Silent(
+                code,
+                theirs[0].name,
+                theirs[0].prefecture,
+                [r.email for r in theirs],
+                [r.state for r in theirs],
+                max(r.updated_at for r in theirs),
+            )
+            for code, theirs in by_code.items()
+        ]
 
     async def bouncing(self, *, last: int = 3) -> list[Bouncing]:
         """Addresses whose mail bounced on each of their last `last` alerts (and that had as many).
