@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     bounce_host: str = "127.0.0.1"
     bounce_port: int | None = Field(None, ge=1, le=65535)
     api_max_body: int = Field(1024 * 1024, ge=1024)
+    # The service's address as local governments reach it (on LGWAN, say https://ceptoar.lg.example).
+    # Set, each alert mail carries its recipient's answer link there (`ceptoar.bounces.links`).
+    public_url: str | None = Field(None, pattern=r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/-]*)?$")
+    # An answer link lives until its alert expires (or this long after it was sent, when it never
+    # does), plus the grace period.
+    answer_window_hours: float = Field(720.0, gt=0)
+    answer_grace_hours: float = Field(72.0, ge=0)
     # Documents parsed at once, off the event loop, and how long one may take before it is refused.
     parse_workers: int = Field(2, ge=1, le=32)
     parse_timeout: float = Field(10.0, gt=0)

@@ -277,7 +277,7 @@ async def test_a_reply_acknowledges_its_delivery_and_its_first_line_is_the_organ
         done = await run_cli_async("bounces", "ingest", "-", env=env, stdin=_reply(paths[one], sender, line))
         assert done.returncode == 0, done.stderr
     assert await stack.store.alerts.counts(alert.id) == {"sent": 3, "acknowledged": 1}
-    assert await stack.store.returns.answers(alert.id) == {code: "needs_help"}  # the latest answer stands
+    assert await stack.store.answers.latest(alert.id) == {code: "needs_help"}  # the latest answer stands
     kept = await stack.store.returns.unmatched()
     assert len(kept) == 1 and "someone@else.example" in kept[0].outcome and kept[0].kind == "reply"
     plain = read_report(_reply(paths[one], one, "Thanks, we will check."), Verp.from_settings(stack.settings))
@@ -346,7 +346,7 @@ async def test_the_mailbox_answers_as_the_world_does_out_of_office_and_a_subscri
     alert = await stack.store.alerts.resolve("WORLD-1")
     assert await stack.store.alerts.counts(alert.id) == {"sent": 3, "acknowledged": 1}  # an auto-reply is no answer
     code = next(r.code for r in rows if r.email == answering)
-    assert await stack.store.returns.answers(alert.id) == {code: "affected"}
+    assert await stack.store.answers.latest(alert.id) == {code: "affected"}
 
 
 async def test_an_address_that_bounced_on_its_last_three_alerts_is_listed_and_stays_on(
@@ -396,4 +396,4 @@ async def test_prune_removes_old_returned_mail_but_never_answers(
     assert done.returncode == 0 and "2 returned messages" in done.stdout, done.stderr
     assert await stack.store.returns.unmatched() == []
     alert = await stack.store.alerts.resolve("PRUNE-1")
-    assert await stack.store.returns.answers(alert.id) == {rows[0].code: "not_affected"}
+    assert await stack.store.answers.latest(alert.id) == {rows[0].code: "not_affected"}

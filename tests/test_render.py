@@ -7,6 +7,7 @@ import email.policy
 import json
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from ceptoar.errors import PermanentDeliveryError
 from ceptoar.feed import parse_notice
 from ceptoar.model.alert import AlertView
 from ceptoar.render import Renderer, default_templates_dir
+from ceptoar.render.mail import ANSWER_SLOT
 from tests.harness import REPO, notice_doc
 
 
@@ -152,3 +154,38 @@ def test_a_title_with_terminal_escapes_reaches_no_subject(renderer: Renderer) ->
         renderer.message(alert, language="ja", to="a@x.lg.example", message_id="<m@ceptoar.example>")
     )["Subject"]
     assert subject == "【重要】[TLP:CLEAR] 重要[2Jなお知らせ"
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+@pytest.mark.parametrize("summary_chars", [0, 1, 2, 56, 57, 58, 3000])
+def test_each_recipient_gets_its_own_answer_link_in_both_parts(lang: str, summary_chars: int) -> None:
+    linked = Renderer(
+        default_templates_dir(), sender="alerts@ceptoar.example", sender_name="CEPTOAR", answer_links=True
+    )
+    alert = _alert(summary="概要" + "あ" * summary_chars)
+    rendered = linked.render(alert, lang)
+    for n, url in enumerate(["https://c.lg.example/answer/1-ab", "https://c.lg.example/p?x=1&y=2<>/answer/2"]):
+        raw = linked.message(alert, language=lang, to=f"{n}@x.example", message_id="<1@c>", answer_url=url)
+        msg = _parse(raw)
+        text, html = (part.get_content() for part in msg.iter_parts())
+        # As the email package would write the mail rendered for this recipient alone.
+        alone = "".join(line + "\r\n" for line in rendered.text.replace(ANSWER_SLOT, url).splitlines())
+        assert text == alone
+        assert f'<a href="{escape(url)}">{escape(url)}</a>' in html
+        assert ANSWER_SLOT not in text + html
+        assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+
+
+def test_mail_without_answer_links_names_no_link(renderer: Renderer) -> None:
+    msg = _parse(renderer.message(_alert(), language="ja", to="a@x", message_id="<1@c>"))
+    text, html = (part.get_content() for part in msg.iter_parts())
+    assert "/answer/" not in text + html
+    assert "返信" in text
+
+
+def test_a_linked_mail_needs_its_recipients_link() -> None:
+    linked = Renderer(
+        default_templates_dir(), sender="alerts@ceptoar.example", sender_name="CEPTOAR", answer_links=True
+    )
+    with pytest.raises(PermanentDeliveryError, match="answer link"):
+        linked.message(_alert(), language="ja", to="a@x", message_id="<1@c>")

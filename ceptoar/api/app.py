@@ -13,6 +13,9 @@ created with `--signed` must also send `X-Ceptoar-Timestamp` (Unix
 seconds) and `X-Ceptoar-Signature: sha256=HEX`, the HMAC-SHA256 of
 `TIMESTAMP.BODY` under its signing secret; a timestamp more than five
 minutes away from now is refused as a replay.
+
+The same application serves the answer pages that alert mails link to
+(`ceptoar.api.answers`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from ceptoar import __version__
+from ceptoar.api.answers import AnswerPages
+from ceptoar.api.answers import router as answer_router
 from ceptoar.bus import Bus
 from ceptoar.config import Settings
 from ceptoar.dispatch.admission import admit
@@ -319,6 +324,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         return JSONResponse(body.model_dump(), status_code=exc.status, headers=headers)
 
     app.include_router(router)
+    app.state.answer_pages = AnswerPages.from_settings(settings)
+    app.include_router(answer_router)
     return app
 
 

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from ceptoar.bounces.links import AnswerLinks
 from ceptoar.bounces.verp import Verp
 from ceptoar.bus import JOB_SIZE, Bus, Inbox, Lane, job_delivery_ids, settle
 from ceptoar.config import Settings
@@ -75,6 +76,8 @@ class Mailer:
         self._policy = RetryPolicy.from_settings(settings)
         # Each delivery's own return path, so that what comes back names it.
         self._verp = Verp.from_settings(settings)
+        # Each delivery's answer page, when the service has a public address.
+        self._links = AnswerLinks.from_settings(settings)
         self._alerts: dict[str, AlertView] = {}
         self._gate = gate or BulkGate()
         self._hand_offs: set[asyncio.Task[None]] = set()
@@ -294,6 +297,7 @@ class Mailer:
                 in_reply_to=c.in_reply_to,
                 references=c.references,
                 reply_to=return_path,
+                answer_url=None if self._links is None else self._links.url(c.id),
             )
             reply = await self._pool.send(
                 sender=return_path, recipient=c.email, message=data, urgent=urgent

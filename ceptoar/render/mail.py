@@ -6,11 +6,19 @@ body (text and HTML alternatives, UTF-8, base64) and the shared headers are
 built once per (alert, language); each recipient's mail is those bytes with
 its own To and Message-ID in front, which keeps a fan-out to thousands of
 addresses cheap.
+
+When answer links are on, each recipient's mail also carries its own link
+inside both parts. The templates are rendered once with a placeholder where
+the link goes; each part's base64 lines up to the placeholder are encoded
+once, and only the rest of the part (the footer, as the shipped templates
+place the link) is encoded per recipient.
 """
 
 from __future__ import annotations
 
+import binascii
 import email.policy
+import html
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.headerregistry import Address
@@ -27,7 +35,7 @@ from ceptoar.errors import PermanentDeliveryError
 from ceptoar.model.alert import AlertView
 from ceptoar.model.notice import LANGUAGES, Notice
 
-__all__ = ["SEVERITY_LABELS", "RenderedAlert", "Renderer", "default_templates_dir"]
+__all__ = ["ANSWER_SLOT", "SEVERITY_LABELS", "RenderedAlert", "Renderer", "default_templates_dir"]
 
 SEVERITY_LABELS: dict[str, dict[str, str]] = {
     "ja": {"critical": "【緊急】", "high": "【重要】", "medium": "【注意】", "low": "【情報】"},
@@ -35,6 +43,10 @@ SEVERITY_LABELS: dict[str, dict[str, str]] = {
 }
 JST = timezone(timedelta(hours=9), "JST")
 _CRLF = b"\r\n"
+# What the templates get as `answer_url` while the body is rendered once, and each recipient's link replaces.
+ANSWER_SLOT = "https://ceptoar-answer-slot.invalid/"
+# Bytes per base64 line (76 characters), as the email package writes them.
+_LINE_BYTES = 57
 
 
 def default_templates_dir() -> Path:
@@ -42,14 +54,55 @@ def default_templates_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "templates"
 
 
+def _base64_lines(data: bytes) -> bytes:
+    """`data` as base64 in lines of 76 characters, each ended by CRLF."""
+    return b"".join(
+        binascii.b2a_base64(data[i : i + _LINE_BYTES], newline=False) + _CRLF
+        for i in range(0, len(data), _LINE_BYTES)
+    )
+
+
+@dataclass(frozen=True)
+class _LinkedPart:
+    """A body part that carries the recipient's link: its base64 before the link is encoded once."""
+
+    encoded_head: bytes
+    # The bytes between the encoded head and the first link, and what follows each link.
+    rest: bytes
+    after: tuple[bytes, ...]
+    escape: bool
+
+    @classmethod
+    def of(cls, text: str, *, escape: bool) -> _LinkedPart:
+        # Line ends as the email package writes a text part: CRLF after every line, the last included.
+        body = b"".join(line + _CRLF for line in text.encode("utf-8").splitlines())
+        before, *after = body.split(ANSWER_SLOT.encode("ascii"))
+        aligned = len(before) - len(before) % _LINE_BYTES
+        return cls(_base64_lines(before[:aligned]), before[aligned:], tuple(after), escape)
+
+    def encode(self, link: str) -> bytes:
+        url = (html.escape(link) if self.escape else link).encode("ascii")
+        linked = b"".join(url + piece for piece in self.after)
+        return self.encoded_head + _base64_lines(self.rest + linked)
+
+
 @dataclass(frozen=True)
 class RenderedAlert:
-    """One alert in one language: the shared header block and the MIME body."""
+    """One alert in one language: the shared header block and the MIME body.
+
+    `segments` are the bytes shared by every recipient, with one `parts` entry (the text part, then the
+    HTML part) between each two when the mail carries answer links; a single segment when it does not.
+    """
 
     subject: str
     text: str
     html: str
-    head_and_body: bytes
+    segments: tuple[bytes, ...]
+    parts: tuple[_LinkedPart, ...] = ()
+
+    @property
+    def has_links(self) -> bool:
+        return bool(self.parts)
 
     def for_recipient(
         self,
@@ -59,10 +112,12 @@ class RenderedAlert:
         in_reply_to: str | None = None,
         references: str | None = None,
         reply_to: str | None = None,
+        answer_url: str | None = None,
     ) -> bytes:
         """The complete message for one address, threaded under what it got before.
 
         `reply_to`: where a reply goes (the delivery's return path, so a reply names its delivery).
+        `answer_url`: the recipient's answer link, needed when the mail carries links.
         """
         head = [b"To: ", to.encode("ascii"), _CRLF, b"Message-ID: ", message_id.encode("ascii"), _CRLF]
         if reply_to:
@@ -72,7 +127,14 @@ class RenderedAlert:
         if references:
             # Folded one id per line so a long thread stays within line limits.
             head += [b"References: ", references.replace(" ", "\r\n ").encode("ascii"), _CRLF]
-        return b"".join((*head, self.head_and_body))
+        if not self.parts:
+            return b"".join((*head, *self.segments))
+        if answer_url is None:
+            raise ValueError("this alert's mail carries an answer link: give each recipient's")
+        body = [self.segments[0]]
+        for part, segment in zip(self.parts, self.segments[1:], strict=True):
+            body += [part.encode(answer_url), segment]
+        return b"".join((*head, *body))
 
 
 class Renderer:
@@ -85,9 +147,12 @@ class Renderer:
             settings.templates_dir or default_templates_dir(),
             sender=settings.mail_from,
             sender_name=settings.mail_from_name,
+            answer_links=settings.public_url is not None,
         )
 
-    def __init__(self, templates_dir: Path, *, sender: str, sender_name: str) -> None:
+    def __init__(
+        self, templates_dir: Path, *, sender: str, sender_name: str, answer_links: bool = False
+    ) -> None:
         self._env = SandboxedEnvironment(
             loader=FileSystemLoader(templates_dir),
             autoescape=select_autoescape(["html", "html.j2"]),
@@ -97,6 +162,8 @@ class Renderer:
         )
         self._from = Address(display_name=sender_name, addr_spec=sender)
         self._cache: dict[tuple[str, str], RenderedAlert] = {}
+        # Whether each mail carries its recipient's answer link (`ceptoar.bounces.links`).
+        self._answer_links = answer_links
 
     def load_templates(self) -> list[str]:
         """Compile every language's templates now rather than at the first alert; return the errors."""
@@ -131,6 +198,7 @@ class Renderer:
         in_reply_to: str | None = None,
         references: str | None = None,
         reply_to: str | None = None,
+        answer_url: str | None = None,
     ) -> bytes:
         """The bytes to send to one recipient; PermanentDeliveryError if it cannot be built."""
         try:
@@ -141,6 +209,7 @@ class Renderer:
                 in_reply_to=in_reply_to,
                 references=references,
                 reply_to=reply_to,
+                answer_url=answer_url,
             )
         except (TemplateError, UnicodeError, ValueError) as exc:
             raise PermanentDeliveryError(f"cannot render the alert mail: {exc}") from exc
@@ -156,6 +225,7 @@ class Renderer:
             "severity": alert.severity,
             "severity_label": SEVERITY_LABELS[lang][alert.severity],
             "rules": alert.severity_rules,
+            "answer_url": ANSWER_SLOT if self._answer_links else None,
             "tlp": alert.tlp,
             "sent": datetime.fromisoformat(notice["sent"]).astimezone(JST),
             "expires": (
@@ -177,6 +247,22 @@ class Renderer:
         msg["X-Ceptoar-Alert-Id"] = alert.id
         msg["X-Ceptoar-Severity"] = alert.severity
         msg["X-Ceptoar-TLP"] = alert.tlp
-        msg.set_content(text, subtype="plain", charset="utf-8", cte="base64")
-        msg.add_alternative(html, subtype="html", charset="utf-8", cte="base64")
-        return RenderedAlert(subject, text, html, msg.as_bytes())
+        if not self._answer_links:
+            msg.set_content(text, subtype="plain", charset="utf-8", cte="base64")
+            msg.add_alternative(html, subtype="html", charset="utf-8", cte="base64")
+            return RenderedAlert(subject, text, html, (msg.as_bytes(),))
+        # Each part's body is written as a marker, then cut out: the bytes around them are shared.
+        markers = [f"\x00ceptoar part {n}\x00" for n in (1, 2)]
+        msg.set_content(markers[0], subtype="plain", charset="utf-8", cte="base64")
+        msg.add_alternative(markers[1], subtype="html", charset="utf-8", cte="base64")
+        whole = msg.as_bytes()
+        segments: list[bytes] = []
+        for marker in markers:
+            encoded = _base64_lines(marker.encode("utf-8") + _CRLF)
+            before, found, whole = whole.partition(encoded)
+            if not found:
+                raise ValueError("the MIME body is not laid out as expected")
+            segments.append(before)
+        segments.append(whole)
+        parts = (_LinkedPart.of(text, escape=False), _LinkedPart.of(html, escape=True))
+        return RenderedAlert(subject, text, html, tuple(segments), parts)

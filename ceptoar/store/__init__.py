@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.model.alert import AlertStatus, AlertView
 from ceptoar.store.alerts import FIRST_ROWS, AlertRepo, Lifecycle, StoredAlert
+from ceptoar.store.answers import Answered, AnswerRepo, AnswerTarget
 from ceptoar.store.audit import Actor, AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
 from ceptoar.store.engine import create_engine, create_schema, dispose, reading
@@ -20,6 +21,8 @@ from ceptoar.store.threads import ThreadRepo
 __all__ = [
     "FIRST_ROWS",
     "Actor",
+    "AnswerTarget",
+    "Answered",
     "AuditEntry",
     "Bouncing",
     "Claimed",
@@ -40,14 +43,15 @@ __all__ = [
 
 
 class Store:
-    """One database, reached through nine repositories.
+    """One database, reached through ten repositories.
 
     `subscribers` (organisations and their addresses), `alerts` (notices and
     the alerts made from them), `deliveries` (one row per mail and its event
     log), `threads` (an alert with its updates and cancel), `holds` (held
     alerts an operator releases), `feeds` (HTTP feed credentials and
     receipts), `audit` (what operators did), `retention` (pruning old
-    events and receipts) and `returns` (what came back to the return paths).
+    events and receipts), `returns` (what came back to the return paths) and
+    `answers` (what organisations answered, by reply or by link).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -61,6 +65,7 @@ class Store:
         self.holds = HoldRepo(engine)
         self.retention = RetentionRepo(engine)
         self.returns = ReturnsRepo(engine)
+        self.answers = AnswerRepo(engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:

@@ -27,16 +27,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ceptoar.model.alert import Organisations
 from ceptoar.model.answer import Answer
 from ceptoar.model.states import DeliveryState
+from ceptoar.store.answers import latest_answers, record_answer
 from ceptoar.store.deliveries import transition_events
 from ceptoar.store.engine import reading
-from ceptoar.store.tables import addresses, answers, deliveries, delivery_events, returned, subscribers
+from ceptoar.store.tables import addresses, deliveries, delivery_events, returned, subscribers
 
 __all__ = ["RETURNED_KEEP", "Bouncing", "Returned", "ReturnedMail", "ReturnsRepo", "Silent"]
 
 # The states a permanent bounce moves to `bounced`: the relay had the mail.
 _BOUNCEABLE: Final = (DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.DEFERRED)
-# The states an organisation's first answer moves to `acknowledged`.
-_ANSWERABLE: Final = (DeliveryState.SENT, DeliveryState.SENDING)
 
 # Bytes of a returned message that are kept: enough for any DSN and the original's headers.
 RETURNED_KEEP: Final = 256 * 1024
@@ -135,7 +134,7 @@ class ReturnsRepo:
                     f"(for delivery {row.id})"
                 )
             elif row is not None and mail.kind == "reply":
-                matched, outcome = await _answer(conn, mail, row, now)
+                matched, outcome = await _answer(conn, mail, row)
             elif row is not None:
                 outcome = await _apply(conn, mail, row, now)
             if mail.problem:
@@ -165,17 +164,12 @@ class ReturnsRepo:
         async with reading(self._engine) as conn:
             return [_view(dict(r)) for r in (await conn.execute(query)).mappings()]
 
-    async def answers(self, alert_id: str) -> dict[str, str]:
-        """Per organisation (its code), its latest answer to an alert."""
-        async with reading(self._engine) as conn:
-            return await _latest_answers(conn, alert_id)
-
     async def organisations(self, alert_id: str) -> Organisations:
         """How an alert's organisations stand: answered (by latest answer), bounced, silent."""
         async with reading(self._engine) as conn:
             codes = set((await conn.execute(_codes(alert_id))).scalars())
             bounced = set((await conn.execute(_codes(alert_id, DeliveryState.BOUNCED))).scalars())
-            latest = await _latest_answers(conn, alert_id)
+            latest = await latest_answers(conn, alert_id)
         by_answer = Counter(latest.values())
         return Organisations(
             total=len(codes),
@@ -202,7 +196,7 @@ class ReturnsRepo:
             .order_by(subscribers.c.code, deliveries.c.id)
         )
         async with reading(self._engine) as conn:
-            answered = (await _latest_answers(conn, alert_id)).keys()
+            answered = (await latest_answers(conn, alert_id)).keys()
             rows = [r for r in (await conn.execute(query)).all() if r.code not in answered]
         by_code: dict[str, list[Any]] = {}
         for r in rows:
@@ -298,7 +292,7 @@ async def _apply(
 
 
 async def _answer(
-    conn: AsyncConnection, mail: ReturnedMail, row: Row[Any, Any, Any, Any, Any], now: datetime
+    conn: AsyncConnection, mail: ReturnedMail, row: Row[Any, Any, Any, Any, Any]
 ) -> tuple[bool, str]:
     """A reply from one of the organisation's addresses is its answer; from anyone else it matches nothing.
 
@@ -313,27 +307,18 @@ async def _answer(
             f"unmatched: a reply from {mail.sender or 'no address'}, which is not an address of "
             f"organisation {row.subscriber_code} (delivery {row.id})"
         )
-    answer = mail.answer or Answer.RECEIVED.value
-    await conn.execute(
-        insert(answers).values(
-            at=now,
-            delivery_id=row.id,
-            alert_id=row.alert_id,
-            subscriber_code=row.subscriber_code,
-            answer=answer,
-            via="mail",
-            by=mail.sender,
-        )
+    answer = Answer(mail.answer) if mail.answer else Answer.RECEIVED
+    moved = await record_answer(
+        conn,
+        delivery_id=row.id,
+        attempts=row.attempts,
+        alert_id=row.alert_id,
+        subscriber_code=row.subscriber_code,
+        answer=answer,
+        via="mail",
+        by=mail.sender,
     )
-    moved = await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id == row.id, deliveries.c.state.in_(_ANSWERABLE))
-        .values(state=DeliveryState.ACKNOWLEDGED.value, updated_at=now, lease_until=None)
-    )
-    if moved.rowcount == 1:
-        said = f"answered by mail: {answer}"
-        events = transition_events([(row.id, row.attempts)], DeliveryState.ACKNOWLEDGED, now, reply=said)
-        await conn.execute(insert(delivery_events), events)
+    if moved:
         return True, f"reply: {answer}; delivery {row.id} {row.state} → acknowledged"
     return True, f"reply: {answer}; organisation {row.subscriber_code}'s answer updated"
 
@@ -346,11 +331,6 @@ def _codes(alert_id: str, state: DeliveryState | None = None) -> Select[tuple[st
         .where(deliveries.c.alert_id == alert_id)
     )
     return query if state is None else query.where(deliveries.c.state == state)
-
-
-async def _latest_answers(conn: AsyncConnection, alert_id: str) -> dict[str, str]:
-    query = select(answers.c.subscriber_code, answers.c.answer).where(answers.c.alert_id == alert_id)
-    return {code: answer for code, answer in (await conn.execute(query.order_by(answers.c.id))).all()}
 
 
 def _unmatched(mail: ReturnedMail) -> str:

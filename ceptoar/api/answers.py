@@ -1,0 +1,188 @@
+"""The answer page: where an alert mail's link lets its organisation answer.
+
+GET shows the alert's title, the organisation's current answer and the
+answer buttons, and records nothing: mail scanners and link previews fetch
+every link in a mail. POST (the buttons; form field `answer`) records the
+answer, the first one moving the delivery to `acknowledged`. A link whose
+MAC does not hold is 404; one past its alert's life plus the grace period
+is 410 and records nothing.
+
+The pages carry no script, are never cached or indexed, and send no
+referrer: the link is the credential.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from ceptoar.bounces.links import AnswerLinks, link_valid_until
+from ceptoar.config import Settings
+from ceptoar.log import get_logger
+from ceptoar.model.answer import ANSWER_WORDS, Answer
+from ceptoar.model.notice import LANGUAGES, Notice
+from ceptoar.render import SEVERITY_LABELS, default_templates_dir
+from ceptoar.render.mail import JST
+from ceptoar.store import AnswerTarget, Store
+
+__all__ = ["AnswerPages", "router"]
+
+log = get_logger(__name__)
+
+# The largest form an answer page takes: one short field.
+_FORM_MAX: Final = 1024
+_HEADERS: Final = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+_LABELS: Final[dict[str, dict[str, str]]] = {
+    "ja": {a.value: words[0] for a, words in ANSWER_WORDS.items()},
+    "en": {a.value: words[-1].capitalize() for a, words in ANSWER_WORDS.items()},
+}
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What an answer page shows; an empty `alert` says the link names nothing."""
+
+    alert: str = ""
+    title: str = ""
+    severity_label: str = ""
+    organisation: str = ""
+    current: str | None = None
+    recorded: str | None = None
+    expired: bool = False
+    valid_until: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class AnswerPages:
+    """Reads answer links and renders their pages under one set of settings."""
+
+    def __init__(self, settings: Settings, links: AnswerLinks) -> None:
+        self._links = links
+        self._window = timedelta(hours=settings.answer_window_hours)
+        self._grace = timedelta(hours=settings.answer_grace_hours)
+        self._env = Environment(
+            loader=FileSystemLoader(settings.templates_dir or default_templates_dir()),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AnswerPages | None:
+        """The answer pages, or None when the service has no public address (and mails no links)."""
+        links = AnswerLinks.from_settings(settings)
+        return None if links is None else cls(settings, links)
+
+    async def target(self, store: Store, token: str) -> AnswerTarget | None:
+        delivery_id = self._links.read(token)
+        return None if delivery_id is None else await store.answers.target(delivery_id)
+
+    def valid_until(self, target: AnswerTarget) -> datetime:
+        return link_valid_until(
+            target.alert_created_at, target.alert_expires_at, window=self._window, grace=self._grace
+        )
+
+    async def page(self, store: Store, target: AnswerTarget, *, recorded: str | None = None) -> _Page:
+        lang = target.language if target.language in LANGUAGES else "ja"
+        alert = await store.alerts.get(target.alert_id)
+        until = self.valid_until(target)
+        return _Page(
+            alert=target.alert_id,
+            title="" if alert is None else Notice.model_validate(alert.notice).text_for(lang).title,
+            severity_label="" if alert is None else SEVERITY_LABELS[lang][alert.severity],
+            organisation=target.organisation,
+            current=target.answer,
+            recorded=recorded,
+            expired=datetime.now(UTC) > until,
+            valid_until=f"{until.astimezone(JST):%Y-%m-%d %H:%M}",
+            labels=_LABELS[lang],
+        )
+
+    def html(self, page: _Page, *, language: str, status: int = 200) -> HTMLResponse:
+        lang = language if language in LANGUAGES else "ja"
+        body = self._env.get_template(f"{lang}/answer.html.j2").render(page=page)
+        return HTMLResponse(body, status_code=status, headers=_HEADERS)
+
+
+router = APIRouter(include_in_schema=False)
+
+
+def _pages(request: Request) -> tuple[AnswerPages | None, Store]:
+    return request.app.state.answer_pages, request.app.state.ctx.store
+
+
+@router.get("/answer/{token}", response_class=HTMLResponse)
+async def show(request: Request, token: str) -> HTMLResponse:
+    """The alert's title and the answer buttons; records nothing."""
+    pages, store = _pages(request)
+    target = None if pages is None else await pages.target(store, token)
+    if pages is None or target is None:
+        return _not_found(pages)
+    page = await pages.page(store, target)
+    return pages.html(page, language=target.language, status=410 if page.expired else 200)
+
+
+@router.post("/answer/{token}", response_class=HTMLResponse)
+async def answer(request: Request, token: str) -> HTMLResponse:
+    """Record the organisation's answer (form field `answer`)."""
+    pages, store = _pages(request)
+    target = None if pages is None else await pages.target(store, token)
+    if pages is None or target is None:
+        return _not_found(pages)
+    if datetime.now(UTC) > pages.valid_until(target):
+        return pages.html(await pages.page(store, target), language=target.language, status=410)
+    given = await _answer_of(request)
+    if given is None:
+        page = await pages.page(store, target)
+        return pages.html(page, language=target.language, status=422)
+    answered = await store.answers.record(target, given, via="link")
+    log.info(
+        "answer.recorded",
+        via="link",
+        delivery_id=target.delivery_id,
+        alert_id=target.alert_id,
+        organisation=target.subscriber_code,
+        answer=given.value,
+        acknowledged=answered.acknowledged,
+        previous=answered.previous,
+    )
+    target = await store.answers.target(target.delivery_id) or target
+    page = await pages.page(store, target, recorded=given.value)
+    return pages.html(page, language=target.language)
+
+
+async def _answer_of(request: Request) -> Answer | None:
+    """The answer a posted form gives, if it is one (a form too large gives none)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _FORM_MAX:
+            return None
+    values = parse_qs(body.decode("utf-8", "replace")).get("answer", [])
+    try:
+        return Answer(values[0]) if len(values) == 1 else None
+    except ValueError:
+        return None
+
+
+def _not_found(pages: AnswerPages | None) -> HTMLResponse:
+    if pages is None:
+        return HTMLResponse("no answer pages: CEPTOAR_PUBLIC_URL is not set", 404, headers=_HEADERS)
+    return pages.html(_Page(), language="ja", status=404)
+
