@@ -1,25 +1,28 @@
 """Fan-out speed beside the physical limit and a naive loop, in one run.
 
-    python bench/fanout.py [--runs 3] [--addresses N] [--database-url URL] [--mailers N]
+    python bench/fanout.py [--runs 3] [--addresses N] [--database-url URL] [--mailers N] [--no-compare]
     python bench/fanout.py --scenario critical-overtakes
 
 Starts what it needs: Postfix's smtp-sink as the relay (installs postfix
 when missing), `ceptoar serve` as its own process on a fresh name prefix
 with a fresh SQLite file (or --database-url), and RabbitMQ on this machine.
-It then measures:
+The service runs as it would in production: every mail with its own return
+path (VERP) and its recipient's answer link (CEPTOAR_PUBLIC_URL set). It
+then measures:
 
 - T_fanout: from publishing one notice to every one of its deliveries being
   `sent` (the last row's update time, read from the store, so the bench's
   own polling stays slow and off the cores), with the first mail's
   latency, messages per second, the service's peak memory (VmHWM), and
   the CPU time of the service, the relay and the broker;
+- T_fanout without answer links, in the same runs, for comparison;
 - T_limit: Postfix's smtp-source, 4 sessions, the same number of 4 KB
   messages, into the same sink;
 - T_naive: one smtplib connection, one EmailMessage with a Japanese subject
   built per message.
 
 It prints min/median/max over the runs and, as its last line, the medians:
-`fanout_s=… limit_s=… naive_s=… ratio_limit=… ratio_naive=… peak_rss_mb=…`.
+`fanout_s=… limit_s=… naive_s=… ratio_limit=… ratio_naive=… peak_rss_mb=… nolinks_s=…`.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ from ceptoar.registry import RegistryRow, read_registry  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
 
 AMQP_URL = os.environ.get("CEPTOAR_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# Where the answer links in the mail point (nothing needs to answer there for the bench).
+PUBLIC_URL = "https://ceptoar.lg.example"
 SUBJECT = "【緊急】VPN装置の認証回避の脆弱性を悪用した不正アクセスについて"
 
 
@@ -274,7 +279,7 @@ class Running:
 
 @asynccontextmanager
 async def started(
-    port: int, rows: list[RegistryRow], database_url: str | None, mailers: int | None
+    port: int, rows: list[RegistryRow], database_url: str | None, mailers: int | None, *, links: bool = True
 ) -> AsyncIterator[Running]:
     work = Path(tempfile.mkdtemp(prefix="ceptoar-bench-"))
     prefix = f"bench{uuid.uuid4().hex[:8]}"
@@ -289,6 +294,10 @@ async def started(
         "CEPTOAR_LOG_FORMAT": "json",
         "CEPTOAR_LOG_LEVEL": "info",
     }
+    if links:
+        env["CEPTOAR_PUBLIC_URL"] = PUBLIC_URL
+    else:
+        env.pop("CEPTOAR_PUBLIC_URL", None)
     store = await Store.open(db_url)
     await store.subscribers.import_rows(rows, replace=True)
     service = Service(env, mailers)
@@ -312,9 +321,9 @@ def notice(name: str, **changes: Any) -> dict[str, Any]:
 
 
 async def fanout(
-    sink: Sink, rows: list[RegistryRow], database_url: str | None, mailers: int | None
+    sink: Sink, rows: list[RegistryRow], database_url: str | None, mailers: int | None, *, links: bool = True
 ) -> Fanout:
-    async with started(sink.port, rows, database_url, mailers) as s:
+    async with started(sink.port, rows, database_url, mailers, links=links) as s:
         doc = notice("notice.json")
         watched = {"service": s.service.pids(), "relay": [sink.proc.pid], "broker": broker_pids()}
         cpu0 = {k: cpu_seconds(v) for k, v in watched.items()}
@@ -398,15 +407,22 @@ def _header(n: int, args: argparse.Namespace, what: str) -> str:
 
 def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink) -> None:
     n = len(rows)
-    fans, limits, naives = [], [], []
-    for _ in range(args.runs):
-        fans.append(asyncio.run(fanout(sink, rows, args.database_url, args.mailers)))
+    fans: list[Fanout] = []
+    plain: list[Fanout] = []
+    limits: list[float] = []
+    naives: list[float] = []
+    for run in range(args.runs):
+        # Alternated, so that neither variant always runs on a warmer machine.
+        for links in (True, False) if run % 2 == 0 else (False, True):
+            if links or args.compare:
+                done = asyncio.run(fanout(sink, rows, args.database_url, args.mailers, links=links))
+                (fans if links else plain).append(done)
         if args.references:
             limits.append(t_limit(sink.port, n))
             naives.append(t_naive(sink.port, n))
-    assert all(f.sent == n for f in fans), "not every delivery was sent"
+    assert all(f.sent == n for f in fans + plain), "not every delivery was sent"
     seconds = [f.seconds for f in fans]
-    print(_header(n, args, "fan-out"))
+    print(_header(n, args, "fan-out, each mail with its return path and answer link"))
     print(f"{'':<18} {'min':>9} {'median':>9} {'max':>9}")
     print(_row("T_fanout", seconds))
     print(_row("  alert created", [f.stored for f in fans]))
@@ -419,6 +435,10 @@ def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink)
     print(_row("  CPU per address", [f.cpu["service"] / n * 1e6 for f in fans], "µs"))
     print(_row("  CPU, relay", [f.cpu["relay"] for f in fans]))
     print(_row("  CPU, broker", [f.cpu["broker"] for f in fans]))
+    if plain:
+        print(_row("T_fanout, no links", [f.seconds for f in plain]))
+        print(_row("  peak RSS", [f.peak_rss_mb for f in plain], "MB"))
+        print(_row("  CPU per address", [f.cpu["service"] / n * 1e6 for f in plain], "µs"))
     print(f"exactly once: {n} of {n} sent, each delivery claimed once, in every run")
     med = statistics.median
     last = (
@@ -435,6 +455,8 @@ def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink)
             f"ratio_limit={ratio_limit:.1f} ratio_naive={ratio_naive:.2f} "
             f"peak_rss_mb={max(f.peak_rss_mb for f in fans):.0f}"
         )
+    if plain:
+        last += f" nolinks_s={med([f.seconds for f in plain]):.2f}"
     print(last)
 
 
@@ -484,6 +506,12 @@ def main() -> None:
         dest="references",
         action="store_false",
         help="skip T_limit and T_naive (the naive loop alone takes about 3 ms per address)",
+    )
+    parser.add_argument(
+        "--no-compare",
+        dest="compare",
+        action="store_false",
+        help="skip the fan-out without answer links",
     )
     parser.add_argument(
         "--head-start",
