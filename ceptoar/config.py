@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     # the dispatching process itself, ahead of the job queue; 0: all by jobs.
     critical_handoff: int = Field(100, ge=0, le=5000)
     sweep_seconds: float = Field(30.0, gt=0)
+    # Minutes after an alert was made by which each organisation should have answered, per severity
+    # (`ceptoar.model.escalation`): one that has not is reminded at its addresses and sent the alert at
+    # its backup addresses. Severities not named are never escalated. A JSON object in the environment.
+    escalate_after: dict[str, float] = Field(default={"critical": 30, "high": 240})
+    # Minutes after which an organisation still silent is listed for a phone call.
+    call_after: dict[str, float] = Field(default={"critical": 60, "high": 480})
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)

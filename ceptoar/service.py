@@ -10,7 +10,9 @@ The sweeper is what makes a dead worker or a lost job harmless: a delivery
 left `sending` past its lease, an alert whose jobs were never confirmed
 (with the deliveries it left pending written first), and a delivery left
 queued (or deferred) longer than any job should take get their jobs
-published again; the claim decides whether anything is sent.
+published again; the claim decides whether anything is sent. On the same
+tick it escalates the silent organisations of alerts past their deadlines
+(`ceptoar.dispatch.escalation`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from ceptoar.bus import by_lane, lane_for
 from ceptoar.config import Settings
 from ceptoar.dispatch import Dispatcher, load_rules
+from ceptoar.dispatch.escalation import escalate_due
 from ceptoar.log import get_logger
 from ceptoar.mail.process import open_mailer
 from ceptoar.priority import BulkGate
@@ -67,6 +70,10 @@ async def _sweeper(c: Components, stop: asyncio.Event) -> None:
             await sweep(c)
         except Exception:
             log.exception("sweep.failed")
+        try:
+            await escalate_due(c.store, c.bus, c.settings)
+        except Exception:
+            log.exception("escalation.failed")
         await pause(c.settings.sweep_seconds, stop=stop)
 
 

@@ -24,6 +24,7 @@ from ceptoar.cli.common import (
     settings,
 )
 from ceptoar.cli.compose import cancel, compose
+from ceptoar.cli.escalate import escalate
 from ceptoar.cli.feed import read_notice, validate
 from ceptoar.cli.mailbox import mailbox
 from ceptoar.cli.operate import alerts, audit, prune, report, resend
@@ -57,6 +58,7 @@ main.add_command(validate)
 main.add_command(api)
 main.add_command(feeds)
 main.add_command(bounces)
+main.add_command(escalate)
 for _command in (compose, cancel, alerts, resend, report, audit, release, prune):
     main.add_command(_command)
 
@@ -171,7 +173,7 @@ def _print_status(status: AlertStatus) -> None:
     orgs = status.organisations
     answers = ", ".join(f"{Answer(a).label} {n}" for a, n in orgs.by_answer.items())
     say(f"organisations {orgs.total}: answered {orgs.answered}" + (f" ({answers})" if answers else ""))
-    say(f"  bounced {orgs.bounced}, silent {orgs.silent}")
+    say(f"  bounced {orgs.bounced}, silent {orgs.silent}, escalated {orgs.escalated}, to call {orgs.to_call}")
 
 
 def _print_silent(silent: list[Silent]) -> None:

@@ -298,6 +298,7 @@ class Mailer:
                 references=c.references,
                 reply_to=return_path,
                 answer_url=None if self._links is None else self._links.url(c.id),
+                purpose=c.purpose,
             )
             reply = await self._pool.send(
                 sender=return_path, recipient=c.email, message=data, urgent=urgent

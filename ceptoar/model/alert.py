@@ -79,6 +79,9 @@ class Organisations(BaseModel):
     # Organisations with a bounced delivery, and organisations with no answer yet.
     bounced: int = 0
     silent: int = 0
+    # Organisations reminded (their backup addresses sent the alert), and listed for a phone call.
+    escalated: int = 0
+    to_call: int = 0
 
 
 class AlertStatus(BaseModel):

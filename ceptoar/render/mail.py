@@ -33,6 +33,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from ceptoar.config import Settings
 from ceptoar.errors import PermanentDeliveryError
 from ceptoar.model.alert import AlertView
+from ceptoar.model.escalation import Purpose
 from ceptoar.model.notice import LANGUAGES, Notice
 
 __all__ = ["ANSWER_SLOT", "SEVERITY_LABELS", "RenderedAlert", "Renderer", "default_templates_dir"]
@@ -161,7 +162,7 @@ class Renderer:
             lstrip_blocks=True,
         )
         self._from = Address(display_name=sender_name, addr_spec=sender)
-        self._cache: dict[tuple[str, str], RenderedAlert] = {}
+        self._cache: dict[tuple[str, str, str], RenderedAlert] = {}
         # Whether each mail carries its recipient's answer link (`ceptoar.bounces.links`).
         self._answer_links = answer_links
 
@@ -177,15 +178,18 @@ class Renderer:
                     errors.append(f"{name}: {exc}")
         return errors
 
-    def render(self, alert: AlertView, language: str) -> RenderedAlert:
-        """The alert in `language` (cached; an unknown language falls back to Japanese)."""
+    def render(self, alert: AlertView, language: str, purpose: str = Purpose.ALERT) -> RenderedAlert:
+        """The alert in `language` (cached; an unknown language falls back to Japanese).
+
+        `purpose`: the alert itself, or a reminder or backup copy of it (`ceptoar.model.escalation`).
+        """
         lang = language if language in LANGUAGES else "ja"
-        key = (alert.id, lang)
+        key = (alert.id, lang, purpose)
         cached = self._cache.get(key)
         if cached is None:
             if len(self._cache) > 256:
                 self._cache.clear()
-            cached = self._cache[key] = self._render(alert, lang)
+            cached = self._cache[key] = self._render(alert, lang, purpose)
         return cached
 
     def message(
@@ -199,10 +203,11 @@ class Renderer:
         references: str | None = None,
         reply_to: str | None = None,
         answer_url: str | None = None,
+        purpose: str = Purpose.ALERT,
     ) -> bytes:
         """The bytes to send to one recipient; PermanentDeliveryError if it cannot be built."""
         try:
-            rendered = self.render(alert, language)
+            rendered = self.render(alert, language, purpose)
             return rendered.for_recipient(
                 to=to,
                 message_id=message_id,
@@ -214,7 +219,7 @@ class Renderer:
         except (TemplateError, UnicodeError, ValueError) as exc:
             raise PermanentDeliveryError(f"cannot render the alert mail: {exc}") from exc
 
-    def context(self, alert: AlertView, lang: str) -> dict[str, Any]:
+    def context(self, alert: AlertView, lang: str, purpose: str = Purpose.ALERT) -> dict[str, Any]:
         notice = alert.notice
         text = Notice.model_validate(notice).text_for(lang)
         return {
@@ -222,6 +227,7 @@ class Renderer:
             "notice": notice,
             "text": text,
             "lang": lang,
+            "purpose": purpose,
             "severity": alert.severity,
             "severity_label": SEVERITY_LABELS[lang][alert.severity],
             "rules": alert.severity_rules,
@@ -233,8 +239,8 @@ class Renderer:
             ),
         }
 
-    def _render(self, alert: AlertView, lang: str) -> RenderedAlert:
-        ctx = self.context(alert, lang)
+    def _render(self, alert: AlertView, lang: str, purpose: str) -> RenderedAlert:
+        ctx = self.context(alert, lang, purpose)
         subject = " ".join(self._env.get_template(f"{lang}/alert.subject.j2").render(ctx).split())
         text = self._env.get_template(f"{lang}/alert.txt.j2").render(ctx)
         html = self._env.get_template(f"{lang}/alert.html.j2").render(ctx)

@@ -11,6 +11,7 @@ from ceptoar.store.answers import Answered, AnswerRepo, AnswerTarget
 from ceptoar.store.audit import Actor, AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
 from ceptoar.store.engine import create_engine, create_schema, dispose, reading
+from ceptoar.store.escalations import Escalated, EscalationRepo, Listed
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.holds import HoldRepo, NotHeld
 from ceptoar.store.retention import Pruned, RetentionRepo
@@ -26,9 +27,11 @@ __all__ = [
     "AuditEntry",
     "Bouncing",
     "Claimed",
+    "Escalated",
     "Feed",
     "ImportResult",
     "Lifecycle",
+    "Listed",
     "NewFeed",
     "NotHeld",
     "Outcome",
@@ -43,7 +46,7 @@ __all__ = [
 
 
 class Store:
-    """One database, reached through ten repositories.
+    """One database, reached through eleven repositories.
 
     `subscribers` (organisations and their addresses), `alerts` (notices and
     the alerts made from them), `deliveries` (one row per mail and its event
@@ -51,7 +54,8 @@ class Store:
     alerts an operator releases), `feeds` (HTTP feed credentials and
     receipts), `audit` (what operators did), `retention` (pruning old
     events and receipts), `returns` (what came back to the return paths) and
-    `answers` (what organisations answered, by reply or by link).
+    `answers` (what organisations answered, by reply or by link) and
+    `escalations` (the reminders and call lists of silent organisations).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -66,6 +70,7 @@ class Store:
         self.retention = RetentionRepo(engine)
         self.returns = ReturnsRepo(engine)
         self.answers = AnswerRepo(engine)
+        self.escalations = EscalationRepo(engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -81,9 +86,12 @@ class Store:
     async def status(self, alert: AlertView) -> AlertStatus:
         """The alert with its deliveries by state and its organisations' answers: what `ceptoar status`
         and the HTTP endpoint show."""
-        return AlertStatus.of(
-            alert, await self.alerts.counts(alert.id), await self.returns.organisations(alert.id)
+        organisations = await self.returns.organisations(alert.id)
+        steps = await self.escalations.counts(alert.id)
+        organisations = organisations.model_copy(
+            update={"escalated": steps.get("reminded", 0), "to_call": steps.get("call", 0)}
         )
+        return AlertStatus.of(alert, await self.alerts.counts(alert.id), organisations)
 
     async def ping(self) -> None:
         async with reading(self.engine) as conn:

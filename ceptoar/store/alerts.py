@@ -292,7 +292,7 @@ class AlertRepo:
     async def get(self, alert_id: str) -> AlertView | None:
         async with reading(self._engine) as conn:
             row = (await conn.execute(select(alerts).where(alerts.c.id == alert_id))).mappings().first()
-        return None if row is None else _view(row)
+        return None if row is None else alert_view(row)
 
     async def resolve(self, ident: str) -> AlertView:
         """Find an alert by its id, by the notice id, or by `source:notice-id`."""
@@ -309,7 +309,7 @@ class AlertRepo:
         async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
         if len(rows) == 1:
-            return _view(rows[0])
+            return alert_view(rows[0])
         if not rows:
             raise UnknownAlert(ident)
         sources = ", ".join(f"{r['source']}:{r['source_id']}" for r in rows)
@@ -327,7 +327,7 @@ class AlertRepo:
                 .mappings()
                 .first()
             )
-        return None if row is None else _view(row)
+        return None if row is None else alert_view(row)
 
     async def recent(self, *, since: datetime, severities: Sequence[str] = ()) -> list[AlertView]:
         """Alerts created since `since`, newest first, optionally of some severities only."""
@@ -335,18 +335,23 @@ class AlertRepo:
         if severities:
             query = query.where(alerts.c.severity.in_(list(severities)))
         async with reading(self._engine) as conn:
-            return [_view(r) for r in (await conn.execute(query)).mappings().all()]
+            return [alert_view(r) for r in (await conn.execute(query)).mappings().all()]
 
-    async def counts(self, alert_id: str) -> dict[str, int]:
-        """Deliveries of the alert by state; an address still pending (see `create`) counts as queued."""
+    async def counts(self, alert_id: str, *, purpose: str = "alert") -> dict[str, int]:
+        """Deliveries of the alert by state; an address still pending (see `create`) counts as queued.
+
+        `purpose`: the alert mail itself, or its reminders or backup copies (`ceptoar.model.escalation`).
+        """
         async with reading(self._engine) as conn:
             rows = (
                 await conn.execute(
                     select(deliveries.c.state, func.count())
-                    .where(deliveries.c.alert_id == alert_id)
+                    .where(deliveries.c.alert_id == alert_id, deliveries.c.purpose == purpose)
                     .group_by(deliveries.c.state)
                 )
             ).all()
+            if purpose != "alert":
+                return {state: n for state, n in rows}
             pending = (await conn.execute(select(alerts.c.pending).where(alerts.c.id == alert_id))).scalar()
         counts = {state: n for state, n in rows}
         if pending:
@@ -483,7 +488,8 @@ async def insert_deliveries(
     return list((await conn.execute(select(deliveries.c.id).where(mine).order_by(deliveries.c.id))).scalars())
 
 
-def _view(row: Any) -> AlertView:
+def alert_view(row: Any) -> AlertView:
+    """The alert a row of `alerts` (as a mapping) holds."""
     return AlertView(
         id=row["id"],
         source=row["source"],

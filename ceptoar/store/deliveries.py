@@ -46,6 +46,8 @@ class Claimed:
     references: str | None = None
     # The organisation's designated security contact (TLP:AMBER+STRICT).
     contact: bool = False
+    # What the mail is for: the alert, or a reminder or backup copy (`ceptoar.model.escalation`).
+    purpose: str = "alert"
 
 
 @dataclass(frozen=True)
@@ -276,13 +278,15 @@ class DeliveryRepo:
         return None if row is None else dict(row)
 
     async def find(self, alert_id: str, email: str) -> dict[str, Any] | None:
-        """The delivery of an alert to one address."""
+        """The delivery of an alert to one address (the alert mail, not a reminder or backup copy)."""
         async with reading(self._engine) as conn:
             row = (
                 (
                     await conn.execute(
                         select(deliveries).where(
-                            deliveries.c.alert_id == alert_id, deliveries.c.email == email.lower()
+                            deliveries.c.alert_id == alert_id,
+                            deliveries.c.email == email.lower(),
+                            deliveries.c.purpose == "alert",
                         )
                     )
                 )
@@ -486,6 +490,7 @@ async def _recipients(conn: AsyncConnection, ids: Sequence[int]) -> list[Claimed
                 deliveries.c.in_reply_to,
                 deliveries.c.references,
                 addresses.c.contact,
+                deliveries.c.purpose,
             )
             .select_from(_WITH_RECIPIENT)
             .where(deliveries.c.id.in_(ids))

@@ -12,7 +12,8 @@ a notice the HTTP endpoint accepted was refused later (receipts.reason,
 receipts.field). Version 8 records who released a held alert
 (alerts.released_by, alerts.released_at). Version 9 adds what came back
 to the deliveries' return paths (returned), version 10 what organisations
-answered (answers). Each step
+answered (answers), version 11 escalations and what each delivery's mail
+is for (deliveries.purpose). Each step
 runs in the same transaction as the version row that records it.
 """
 
@@ -21,10 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, func, insert, inspect, select, text
+from sqlalchemy import Connection, MetaData, func, insert, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.schema import CreateTable
 
-from ceptoar.store.tables import metadata, schema_version
+from ceptoar.store.tables import deliveries, metadata, schema_version
 
 __all__ = ["LATEST", "migrate"]
 
@@ -115,6 +117,42 @@ def _v8(conn: Connection) -> None:
     _add_columns(conn, "alerts", [("released_by", "VARCHAR(128)", None), ("released_at", timestamp, None)])
 
 
+def _v11(conn: Connection) -> None:
+    """deliveries.purpose, and one row per (alert, address, purpose) instead of per (alert, address)."""
+    _add_columns(conn, "deliveries", [("purpose", "VARCHAR(16)", "'alert'")])
+    olds = [
+        u["name"]
+        for u in inspect(conn).get_unique_constraints("deliveries")
+        if sorted(u["column_names"]) == ["address_id", "alert_id"]
+    ]
+    if not olds:  # made by a release that already had it
+        return
+    if conn.dialect.name == "postgresql":
+        old = olds[0]
+        conn.execute(text(f'ALTER TABLE deliveries DROP CONSTRAINT "{old}"'))
+        conn.execute(
+            text(
+                "ALTER TABLE deliveries ADD CONSTRAINT uq_deliveries_alert_address_purpose "
+                "UNIQUE (alert_id, address_id, purpose)"
+            )
+        )
+        return
+    # SQLite cannot drop a table constraint: the table is built anew and its rows copied, the
+    # references to it checked at commit (same ids, so they hold).
+    conn.execute(text("PRAGMA defer_foreign_keys = ON"))
+    columns = ", ".join(conn.dialect.identifier_preparer.quote(c.name) for c in deliveries.columns)
+    beside = MetaData()  # the tables it refers to, so that its foreign keys resolve
+    for table in metadata.sorted_tables:
+        if table is not deliveries:
+            table.to_metadata(beside)
+    conn.execute(CreateTable(deliveries.to_metadata(beside, name="deliveries_v11")))
+    conn.execute(text(f"INSERT INTO deliveries_v11 ({columns}) SELECT {columns} FROM deliveries"))
+    conn.execute(text("DROP TABLE deliveries"))
+    conn.execute(text("ALTER TABLE deliveries_v11 RENAME TO deliveries"))
+    for index in deliveries.indexes:
+        index.create(conn)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2,
     3: _v3,
@@ -125,6 +163,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     8: _v8,
     9: _v3,
     10: _v3,
+    11: _v11,
 }
 LATEST = max(MIGRATIONS)
 

@@ -192,7 +192,7 @@ class ReturnsRepo:
             )
             .join(addresses, deliveries.c.address_id == addresses.c.id)
             .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
-            .where(deliveries.c.alert_id == alert_id)
+            .where(deliveries.c.alert_id == alert_id, deliveries.c.purpose == "alert")
             .order_by(subscribers.c.code, deliveries.c.id)
         )
         async with reading(self._engine) as conn:

@@ -39,6 +39,7 @@ __all__ = [
     "audit",
     "deliveries",
     "delivery_events",
+    "escalations",
     "feeds",
     "metadata",
     "notices",
@@ -177,7 +178,10 @@ deliveries = Table(
     # already got in the alert's thread.
     Column("in_reply_to", String(255), nullable=True),
     Column("references", Text, nullable=True),
-    UniqueConstraint("alert_id", "address_id"),
+    # What the mail is for (`ceptoar.model.escalation.Purpose`): the alert, or a reminder or backup copy.
+    Column("purpose", String(16), nullable=False, server_default="alert"),
+    # One alert mail per address and alert, and at most one reminder and one backup copy (schema 11).
+    UniqueConstraint("alert_id", "address_id", "purpose", name="uq_deliveries_alert_address_purpose"),
     Index(None, "alert_id", "state"),
     Index(None, "state", "lease_until"),
 )
@@ -246,6 +250,23 @@ answers = Table(
     Column("via", String(8), nullable=False),
     # The address that answered (a reply's From); none for a link.
     Column("by", String(320), nullable=True),
+)
+
+# Each organisation's escalation steps per alert (schema 11): at most one of each, however many
+# processes escalate at once.
+escalations = Table(
+    "escalations",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("alert_id", ForeignKey("alerts.id"), nullable=False),
+    Column("subscriber_code", String(6), nullable=False),
+    Column("step", String(16), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    # The sweeper, or the operator who escalated by hand.
+    Column("by", String(128), nullable=False),
+    # The reminders and backup copies it queued.
+    Column("deliveries", Integer, nullable=False),
+    UniqueConstraint("alert_id", "subscriber_code", "step", name="uq_escalations_alert_subscriber_step"),
 )
 
 # Every operator action (schema 4), append-only like the delivery events.
