@@ -1,5 +1,9 @@
 """Per-recipient reports of an alert: a table, CSV, and a standalone HTML page with a chart.
 
+Each recipient's row carries its organisation's answer and when it was
+given; the text and HTML reports add, per prefecture, the share of its
+organisations that answered.
+
 The HTML page needs nothing at view time: styles and the chart (inline
 SVG of deliveries settled over time) are in the page itself.
 """
@@ -10,12 +14,15 @@ import csv
 import html
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ceptoar.model.alert import AlertView
+from ceptoar.model.answer import Answer
+from ceptoar.registry.prefectures import PREFECTURE_NAMES
 
-__all__ = ["COLUMNS", "csv_report", "html_report", "text_report"]
+__all__ = ["COLUMNS", "PrefectureShare", "csv_report", "html_report", "prefecture_shares", "text_report"]
 
 COLUMNS = (
     "code",
@@ -28,6 +35,8 @@ COLUMNS = (
     "queued",
     "sent",
     "updated",
+    "answer",
+    "answered",
 )
 _COLOURS = {"sent": "#2e7d32", "failed": "#c62828", "cancelled": "#757575"}
 
@@ -45,7 +54,40 @@ def _row(r: dict[str, Any]) -> list[str]:
         _time(r["created_at"]),
         _time(r["sent_at"]),
         _time(r["updated_at"]),
+        Answer(r["answer"]).label if r.get("answer") else "",
+        _time(r.get("answered_at")),
     ]
+
+
+@dataclass(frozen=True)
+class PrefectureShare:
+    """How many of a prefecture's organisations answered an alert."""
+
+    prefecture: str
+    organisations: int
+    answered: int
+
+    @property
+    def share(self) -> float:
+        return self.answered / self.organisations if self.organisations else 0.0
+
+
+def prefecture_shares(rows: Sequence[dict[str, Any]]) -> list[PrefectureShare]:
+    """Per prefecture (by code, in order), its organisations in the report and how many answered."""
+    orgs: dict[str, dict[str, bool]] = {}
+    for r in rows:
+        orgs.setdefault(r["prefecture"], {})[r["code"]] = bool(r.get("answer"))
+    return [
+        PrefectureShare(PREFECTURE_NAMES.get(p, p), len(codes), sum(codes.values()))
+        for p, codes in sorted(orgs.items())
+    ]
+
+
+def _shares_text(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["prefecture  answered  share"]
+    for s in prefecture_shares(rows):
+        lines.append(f"{s.prefecture}  {s.answered}/{s.organisations}  {s.share:.0%}")
+    return "\n".join(lines)
 
 
 def _time(value: datetime | None) -> str:
@@ -53,12 +95,13 @@ def _time(value: datetime | None) -> str:
 
 
 def text_report(rows: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width table for the terminal."""
+    """A fixed-width table for the terminal, then the share answered per prefecture."""
     table = [list(COLUMNS), *(_row(r) for r in rows)]
     widths = [min(max(len(row[i]) for row in table), 40) for i in range(len(COLUMNS))]
-    return "\n".join(
+    recipients = "\n".join(
         "  ".join(cell[:40].ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table
     )
+    return f"{recipients}\n\n{_shares_text(rows)}"
 
 
 def csv_report(rows: Sequence[dict[str, Any]]) -> str:
@@ -127,6 +170,10 @@ def html_report(
     count_rows = "".join(f"<tr><td>{e(s)}</td><td>{n}</td></tr>" for s, n in sorted(counts.items()))
     body_rows = "".join("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in _row(r)) + "</tr>" for r in rows)
     header = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
+    share_rows = "".join(
+        f"<tr><td>{e(s.prefecture)}</td><td>{s.answered}</td><td>{s.organisations}</td><td>{s.share:.0%}</td></tr>"
+        for s in prefecture_shares(rows)
+    )
     return f"""<!DOCTYPE html>
 <html lang="ja"><head><meta charset="utf-8"><title>ceptoar report {e(alert.id)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -137,6 +184,8 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}ul{{list-style:none
 ({e(", ".join(alert.severity_rules))}) · TLP:{e(alert.tlp)} · {e(alert.state)} · {total} deliveries</p>
 <h2>Counts</h2><table id="counts"><tr><th>state</th><th>deliveries</th></tr>{count_rows}</table>
 <h2>Deliveries over time</h2>{_chart(timeline, total)}<ul>{legend}</ul>
+<h2>Answered, by prefecture</h2><table id="prefectures"><tr><th>prefecture</th><th>answered</th>
+<th>organisations</th><th>share</th></tr>{share_rows}</table>
 <h2>Recipients</h2><table id="recipients"><tr>{header}</tr>{body_rows}</table>
 </body></html>
 """

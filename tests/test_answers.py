@@ -21,7 +21,7 @@ from ceptoar.model.states import DeliveryState
 from ceptoar.registry import RegistryRow
 from ceptoar.store.tables import alerts, answers, delivery_events
 from tests.conftest import StackFactory
-from tests.harness import MailboxServer, api_running, notice_doc, running, subset
+from tests.harness import MailboxServer, api_running, cli_env, notice_doc, run_cli_async, running, subset
 
 LINKS = AnswerLinks("https://ceptoar.lg.example", b"k" * 32)
 PUBLIC_URL = "https://ceptoar.lg.example/alerts"
@@ -100,6 +100,10 @@ async def test_get_shows_the_alert_and_records_nothing_post_records_and_a_second
             )
             assert acked.scalar_one() == 1  # the first answer moved it; the second is kept as an answer
         assert await answers_kept() == 2
+        report = await run_cli_async("report", "LINK-1", env=cli_env(stack.settings))
+        answered_rows = [line for line in report.stdout.splitlines() if line.startswith(code)]
+        assert len(answered_rows) == 2 and all("支援要請" in line for line in answered_rows)
+        assert "北海道  1/2  50%" in report.stdout  # both organisations are in Hokkaido; one answered
 
         for bad in ({"answer": "maybe"}, {"answer": ["received", "needs_help"]}, {}):
             refused = await http.post(path, data=bad)

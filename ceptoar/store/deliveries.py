@@ -18,7 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ceptoar.model.states import CLAIMABLE, DeliveryState
 from ceptoar.store.audit import Actor, insert_audit
 from ceptoar.store.engine import reading
-from ceptoar.store.tables import UtcDateTime, addresses, alerts, deliveries, delivery_events, subscribers
+from ceptoar.store.tables import (
+    UtcDateTime,
+    addresses,
+    alerts,
+    answers,
+    deliveries,
+    delivery_events,
+    subscribers,
+)
 
 __all__ = ["Claimed", "DeliveryRepo", "Outcome", "claim_in", "claimable", "row_events", "transition_events"]
 
@@ -200,11 +208,15 @@ class DeliveryRepo:
         return [i for i, _ in rows]
 
     async def report(self, alert_id: str) -> list[dict[str, Any]]:
-        """One row per recipient of an alert: organisation, address, state, attempts, reply, times."""
+        """One row per recipient of an alert: organisation, address, state, attempts, reply, times.
+
+        Each row also carries its organisation's prefecture and latest answer with its time.
+        """
         query = (
             select(
                 subscribers.c.code,
                 subscribers.c.name,
+                subscribers.c.prefecture,
                 deliveries.c.email,
                 addresses.c.role,
                 deliveries.c.state,
@@ -216,11 +228,20 @@ class DeliveryRepo:
                 deliveries.c.updated_at,
             )
             .select_from(_WITH_RECIPIENT)
-            .where(deliveries.c.alert_id == alert_id)
+            .where(deliveries.c.alert_id == alert_id, deliveries.c.purpose == "alert")
             .order_by(subscribers.c.code, deliveries.c.id)
         )
+        latest = (
+            select(answers.c.subscriber_code, answers.c.answer, answers.c.at)
+            .where(answers.c.alert_id == alert_id)
+            .order_by(answers.c.id)
+        )
         async with reading(self._engine) as conn:
-            return [dict(r) for r in (await conn.execute(query)).mappings().all()]
+            answered = {code: (answer, at) for code, answer, at in (await conn.execute(latest)).all()}
+            rows = [dict(r) for r in (await conn.execute(query)).mappings().all()]
+        for r in rows:
+            r["answer"], r["answered_at"] = answered.get(r["code"], (None, None))
+        return rows
 
     async def timeline(self, alert_id: str) -> list[tuple[datetime, str]]:
         """When each delivery of an alert reached a final state, in order."""
