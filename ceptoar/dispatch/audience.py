@@ -106,9 +106,6 @@ def choose_audience(
         reason = tlp_withholds(notice.tlp.value, role=c.role, contact=c.contact)
         if reason is None and testing and not c.wants_tests:
             reason = "not-a-test-subscriber"
-        if reason is None and not kept and c.role == Role.BACKUP:
-            # A backup address hears of an alert only when its organisation is escalated.
-            reason = "backup-only-when-escalated"
         if reason is None and not kept:
             reason = _subscription_excludes(c, notice, severity)
         if reason is None:

@@ -4,7 +4,9 @@ An organisation is silent when none of its addresses has answered the alert
 (`ceptoar.store.answers`). Escalating it at the `reminded` step queues a
 reminder for each of its addresses whose alert mail was sent (threaded
 under that mail) and the alert for each of its active backup addresses
-that TLP lets have it; the `call` step queues nothing and lists it. The
+that TLP lets have it and that did not have it already (a backup address
+subscribed to critical alerts only, say, hears of a high one this way);
+the `call` step queues nothing and lists it. The
 step's row is written with `INSERT ... ON CONFLICT DO NOTHING` under a
 unique (alert, organisation, step), in the same transaction as the mail it
 queues: of several processes escalating at once, one writes each
@@ -227,12 +229,18 @@ async def _plan(conn: AsyncConnection, alert: AlertView, step: Step) -> dict[str
             plan.reminders.append(email)
     if step is Step.REMINDED and plans:
         released = alert.released_by is not None
+        mailed_already = (
+            select(deliveries.c.id)
+            .where(deliveries.c.alert_id == alert.id, deliveries.c.address_id == addresses.c.id)
+            .exists()
+        )
         backups = await conn.execute(
             select(addresses.c.subscriber_code, addresses.c.email, addresses.c.role, addresses.c.contact)
             .where(
                 addresses.c.subscriber_code.in_(list(plans)),
                 addresses.c.role == Role.BACKUP.value,
                 addresses.c.active.is_(True),
+                ~mailed_already,
             )
             .order_by(addresses.c.email)
         )
