@@ -133,7 +133,10 @@ async def test_the_html_report_opens_in_a_browser_and_shows_the_chart(
     assert '<svg id="timeline"' in dom
     assert 'data-state="sent" data-count="40"' in dom
     assert "<polyline" in dom and 'aria-label="deliveries over time"' in dom
-    assert dom.count("<tr>") == 1 + 40 + 1 + 1  # counts header, 40 recipients, counts row, recipients header
+    # Counts header and row, the prefectures' header and one prefecture (all 20 are in Hokkaido),
+    # the recipients' header and 40 recipients.
+    assert dom.count("<tr>") == 2 + 2 + 1 + 40
+    assert '<table id="prefectures">' in dom and "<td>北海道</td><td>0</td><td>20</td><td>0%</td>" in dom
     assert shot.stat().st_size > 10_000
 
 
