@@ -13,7 +13,7 @@ referrer: the link is the credential.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 from urllib.parse import parse_qs
@@ -123,17 +123,23 @@ class AnswerPages:
 router = APIRouter(include_in_schema=False)
 
 
-def _pages(request: Request) -> tuple[AnswerPages | None, Store]:
-    return request.app.state.answer_pages, request.app.state.ctx.store
+async def _opened(request: Request, token: str) -> tuple[AnswerPages, Store, AnswerTarget] | HTMLResponse:
+    """The pages, the store and the delivery a link names; or the 404 page when it names none."""
+    pages: AnswerPages | None = request.app.state.answer_pages
+    store: Store = request.app.state.ctx.store
+    target = None if pages is None else await pages.target(store, token)
+    if pages is None or target is None:
+        return _not_found(pages)
+    return pages, store, target
 
 
 @router.get("/answer/{token}", response_class=HTMLResponse)
 async def show(request: Request, token: str) -> HTMLResponse:
     """The alert's title and the answer buttons; records nothing."""
-    pages, store = _pages(request)
-    target = None if pages is None else await pages.target(store, token)
-    if pages is None or target is None:
-        return _not_found(pages)
+    opened = await _opened(request, token)
+    if isinstance(opened, HTMLResponse):
+        return opened
+    pages, store, target = opened
     page = await pages.page(store, target)
     return pages.html(page, language=target.language, status=410 if page.expired else 200)
 
@@ -141,10 +147,10 @@ async def show(request: Request, token: str) -> HTMLResponse:
 @router.post("/answer/{token}", response_class=HTMLResponse)
 async def answer(request: Request, token: str) -> HTMLResponse:
     """Record the organisation's answer (form field `answer`)."""
-    pages, store = _pages(request)
-    target = None if pages is None else await pages.target(store, token)
-    if pages is None or target is None:
-        return _not_found(pages)
+    opened = await _opened(request, token)
+    if isinstance(opened, HTMLResponse):
+        return opened
+    pages, store, target = opened
     if datetime.now(UTC) > pages.valid_until(target):
         return pages.html(await pages.page(store, target), language=target.language, status=410)
     given = await _answer_of(request)
@@ -162,8 +168,8 @@ async def answer(request: Request, token: str) -> HTMLResponse:
         acknowledged=answered.acknowledged,
         previous=answered.previous,
     )
-    target = await store.answers.target(target.delivery_id) or target
-    page = await pages.page(store, target, recorded=given.value)
+    # The answer just recorded is the organisation's latest: no need to read it back.
+    page = await pages.page(store, replace(target, answer=given.value), recorded=given.value)
     return pages.html(page, language=target.language)
 
 

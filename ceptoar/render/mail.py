@@ -101,10 +101,6 @@ class RenderedAlert:
     segments: tuple[bytes, ...]
     parts: tuple[_LinkedPart, ...] = ()
 
-    @property
-    def has_links(self) -> bool:
-        return bool(self.parts)
-
     def for_recipient(
         self,
         *,
