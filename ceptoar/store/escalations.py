@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, and_, func, insert, select
+from sqlalchemy import Insert, Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -108,7 +108,7 @@ class EscalationRepo:
         """
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
-            plans = await _plan(conn, alert, step)
+            plans, mail = await _plan(conn, alert, step, domain=domain, now=now)
             if dry_run or not plans:
                 return list(plans.values())
             values = [
@@ -132,8 +132,7 @@ class EscalationRepo:
                 ).scalars()
             )
             escalated = [plans[code] for code in sorted(won)]
-            if step is Step.REMINDED:
-                await _queue_mail(conn, alert, escalated, domain=domain, now=now)
+            await _queue_mail(conn, escalated, mail, now=now)
             if audit is not None and escalated:
                 detail = {"step": step.value, "organisations": len(escalated)}
                 await insert_audit(conn, audit, "escalate", alert_id=alert.id, detail=detail)
@@ -193,16 +192,23 @@ def _insert_ignoring_duplicates(conn: AsyncConnection, table: Table) -> Insert:
     return sqlite.insert(table).on_conflict_do_nothing()
 
 
-async def _plan(conn: AsyncConnection, alert: AlertView, step: Step) -> dict[str, Escalated]:
-    """The alert's silent organisations not yet escalated at `step`, with the mail `reminded` would queue."""
+async def _plan(
+    conn: AsyncConnection, alert: AlertView, step: Step, *, domain: str, now: datetime
+) -> tuple[dict[str, Escalated], dict[str, list[dict[str, Any]]]]:
+    """The alert's silent organisations not yet escalated at `step`, and per organisation the delivery
+    rows `reminded` would queue: a reminder threaded under each alert mail that was sent, and the
+    alert for each backup address that had none."""
     mailed = (
         await conn.execute(
             select(
                 addresses.c.subscriber_code,
                 subscribers.c.name,
                 subscribers.c.prefecture,
+                deliveries.c.address_id,
                 deliveries.c.email,
                 deliveries.c.state,
+                deliveries.c.message_id,
+                deliveries.c.references,
             )
             .join(addresses, deliveries.c.address_id == addresses.c.id)
             .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
@@ -221,12 +227,16 @@ async def _plan(conn: AsyncConnection, alert: AlertView, step: Step) -> dict[str
         ).scalars()
     )
     plans: dict[str, Escalated] = {}
-    for code, name, prefecture, email, state in mailed:
+    mail: dict[str, list[dict[str, Any]]] = {}
+    for code, name, prefecture, address_id, email, state, message_id, references in mailed:
         if code in answered or code in done:
             continue
         plan = plans.setdefault(code, Escalated(code, name, prefecture))
         if step is Step.REMINDED and state == DeliveryState.SENT:
             plan.reminders.append(email)
+            threaded = {"in_reply_to": message_id, "references": f"{references or ''} {message_id}".strip()}
+            reminder = _row(alert.id, address_id, email, Purpose.REMINDER, domain, now) | threaded
+            mail.setdefault(code, []).append(reminder)
     if step is Step.REMINDED and plans:
         released = alert.released_by is not None
         mailed_already = (
@@ -235,7 +245,13 @@ async def _plan(conn: AsyncConnection, alert: AlertView, step: Step) -> dict[str
             .exists()
         )
         backups = await conn.execute(
-            select(addresses.c.subscriber_code, addresses.c.email, addresses.c.role, addresses.c.contact)
+            select(
+                addresses.c.subscriber_code,
+                addresses.c.id,
+                addresses.c.email,
+                addresses.c.role,
+                addresses.c.contact,
+            )
             .where(
                 addresses.c.subscriber_code.in_(list(plans)),
                 addresses.c.role == Role.BACKUP.value,
@@ -244,66 +260,30 @@ async def _plan(conn: AsyncConnection, alert: AlertView, step: Step) -> dict[str
             )
             .order_by(addresses.c.email)
         )
-        for code, email, role, contact in backups.all():
+        for code, address_id, email, role, contact in backups.all():
             if tlp_withholds(alert.tlp, role=role, contact=contact, released=released) is None:
                 plans[code].backups.append(email)
-    return plans
+                mail.setdefault(code, []).append(
+                    _row(alert.id, address_id, email, Purpose.BACKUP, domain, now)
+                )
+    return plans, mail
 
 
 async def _queue_mail(
-    conn: AsyncConnection, alert: AlertView, escalated: list[Escalated], *, domain: str, now: datetime
+    conn: AsyncConnection, escalated: list[Escalated], mail: dict[str, list[dict[str, Any]]], *, now: datetime
 ) -> None:
-    """Queue the reminders (threaded under the alert mail they remind of) and the backup copies."""
-    codes = [e.code for e in escalated]
-    if not codes:
-        return
-    originals = (
-        await conn.execute(
-            select(
-                addresses.c.subscriber_code,
-                deliveries.c.address_id,
-                deliveries.c.email,
-                deliveries.c.message_id,
-                deliveries.c.references,
-            )
-            .join(addresses, deliveries.c.address_id == addresses.c.id)
-            .where(
-                deliveries.c.alert_id == alert.id,
-                deliveries.c.purpose == Purpose.ALERT.value,
-                deliveries.c.state == DeliveryState.SENT.value,
-                addresses.c.subscriber_code.in_(codes),
-            )
-        )
-    ).all()
-    rows: list[dict[str, Any]] = []
-    for _code, address_id, email, message_id, references in originals:
-        rows.append(
-            _row(alert.id, address_id, email, Purpose.REMINDER, domain, now)
-            | {"in_reply_to": message_id, "references": f"{references or ''} {message_id}".strip()}
-        )
-    backups = {email for e in escalated for email in e.backups}
-    if backups:
-        found = await conn.execute(
-            select(addresses.c.id, addresses.c.email).where(
-                addresses.c.email.in_(sorted(backups)),
-                ~select(deliveries.c.id)
-                .where(and_(deliveries.c.alert_id == alert.id, deliveries.c.address_id == addresses.c.id))
-                .exists(),
-            )
-        )
-        rows += [_row(alert.id, a, email, Purpose.BACKUP, domain, now) for a, email in found.all()]
+    """Queue the planned mail of the organisations this call escalated; note each one's delivery ids."""
+    rows = [row for e in escalated for row in mail.get(e.code, [])]
     if not rows:
         return
     created = (
         await conn.execute(insert(deliveries).returning(deliveries.c.id, deliveries.c.email), rows)
     ).all()
-    await conn.execute(
-        insert(delivery_events),
-        transition_events([(i, 0) for i, _ in created], DeliveryState.QUEUED, now, reply="escalated"),
-    )
+    events = transition_events([(i, 0) for i, _ in created], DeliveryState.QUEUED, now, reply="escalated")
+    await conn.execute(insert(delivery_events), events)
     by_email = {email: i for i, email in created}
     for e in escalated:
-        e.delivery_ids = [by_email[m] for m in (*e.reminders, *e.backups) if m in by_email]
+        e.delivery_ids = [by_email[m] for m in (*e.reminders, *e.backups)]
 
 
 def _row(
