@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.errors import UnknownAlert
 from ceptoar.model.alert import AlertView
+from ceptoar.model.escalation import Purpose
 from ceptoar.model.notice import Notice
 from ceptoar.model.states import AlertState, DeliveryState
 from ceptoar.store.deliveries import Claimed, claim_in, row_events
@@ -337,7 +338,7 @@ class AlertRepo:
         async with reading(self._engine) as conn:
             return [alert_view(r) for r in (await conn.execute(query)).mappings().all()]
 
-    async def counts(self, alert_id: str, *, purpose: str = "alert") -> dict[str, int]:
+    async def counts(self, alert_id: str, *, purpose: str = Purpose.ALERT) -> dict[str, int]:
         """Deliveries of the alert by state; an address still pending (see `create`) counts as queued.
 
         `purpose`: the alert mail itself, or its reminders or backup copies (`ceptoar.model.escalation`).
@@ -350,7 +351,7 @@ class AlertRepo:
                     .group_by(deliveries.c.state)
                 )
             ).all()
-            if purpose != "alert":
+            if purpose != Purpose.ALERT:
                 return {state: n for state, n in rows}
             pending = (await conn.execute(select(alerts.c.pending).where(alerts.c.id == alert_id))).scalar()
         counts = {state: n for state, n in rows}

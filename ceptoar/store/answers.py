@@ -113,6 +113,7 @@ class AnswerRepo:
                 answer=answer,
                 via=via,
                 by=by,
+                now=datetime.now(UTC),
             )
         return Answered(answer, moved, previous)
 
@@ -132,9 +133,9 @@ async def record_answer(
     answer: Answer,
     via: str,
     by: str | None,
+    now: datetime,
 ) -> bool:
-    """Keep an answer that came by one delivery; True if it moved that delivery to `acknowledged`."""
-    now = datetime.now(UTC)
+    """Keep an answer that came by one delivery at `now`; True if it moved that delivery to `acknowledged`."""
     await conn.execute(
         insert(answers).values(
             at=now,

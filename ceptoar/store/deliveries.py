@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ceptoar.model.escalation import Purpose
 from ceptoar.model.states import CLAIMABLE, DeliveryState
 from ceptoar.store.audit import Actor, insert_audit
 from ceptoar.store.engine import reading
@@ -55,7 +56,7 @@ class Claimed:
     # The organisation's designated security contact (TLP:AMBER+STRICT).
     contact: bool = False
     # What the mail is for: the alert, or a reminder or backup copy (`ceptoar.model.escalation`).
-    purpose: str = "alert"
+    purpose: str = Purpose.ALERT
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ class DeliveryRepo:
                 deliveries.c.updated_at,
             )
             .select_from(_WITH_RECIPIENT)
-            .where(deliveries.c.alert_id == alert_id, deliveries.c.purpose == "alert")
+            .where(deliveries.c.alert_id == alert_id, deliveries.c.purpose == Purpose.ALERT.value)
             .order_by(subscribers.c.code, deliveries.c.id)
         )
         latest = (
@@ -307,7 +308,7 @@ class DeliveryRepo:
                         select(deliveries).where(
                             deliveries.c.alert_id == alert_id,
                             deliveries.c.email == email.lower(),
-                            deliveries.c.purpose == "alert",
+                            deliveries.c.purpose == Purpose.ALERT.value,
                         )
                     )
                 )

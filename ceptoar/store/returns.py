@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.model.alert import Organisations
 from ceptoar.model.answer import Answer
+from ceptoar.model.escalation import Purpose
 from ceptoar.model.states import DeliveryState
 from ceptoar.store.answers import latest_answers, record_answer
 from ceptoar.store.deliveries import transition_events
@@ -134,7 +135,7 @@ class ReturnsRepo:
                     f"(for delivery {row.id})"
                 )
             elif row is not None and mail.kind == "reply":
-                matched, outcome = await _answer(conn, mail, row)
+                matched, outcome = await _answer(conn, mail, row, now)
             elif row is not None:
                 outcome = await _apply(conn, mail, row, now)
             if mail.problem:
@@ -192,7 +193,7 @@ class ReturnsRepo:
             )
             .join(addresses, deliveries.c.address_id == addresses.c.id)
             .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
-            .where(deliveries.c.alert_id == alert_id, deliveries.c.purpose == "alert")
+            .where(deliveries.c.alert_id == alert_id, deliveries.c.purpose == Purpose.ALERT.value)
             .order_by(subscribers.c.code, deliveries.c.id)
         )
         async with reading(self._engine) as conn:
@@ -292,7 +293,7 @@ async def _apply(
 
 
 async def _answer(
-    conn: AsyncConnection, mail: ReturnedMail, row: Row[Any, Any, Any, Any, Any]
+    conn: AsyncConnection, mail: ReturnedMail, row: Row[Any, Any, Any, Any, Any], now: datetime
 ) -> tuple[bool, str]:
     """A reply from one of the organisation's addresses is its answer; from anyone else it matches nothing.
 
@@ -317,6 +318,7 @@ async def _answer(
         answer=answer,
         via="mail",
         by=mail.sender,
+        now=now,
     )
     if moved:
         return True, f"reply: {answer}; delivery {row.id} {row.state} → acknowledged"

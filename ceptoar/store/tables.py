@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from ceptoar.model.escalation import Purpose
 from ceptoar.model.states import AlertState
 
 __all__ = [
@@ -179,7 +180,7 @@ deliveries = Table(
     Column("in_reply_to", String(255), nullable=True),
     Column("references", Text, nullable=True),
     # What the mail is for (`ceptoar.model.escalation.Purpose`): the alert, or a reminder or backup copy.
-    Column("purpose", String(16), nullable=False, server_default="alert"),
+    Column("purpose", String(16), nullable=False, server_default=Purpose.ALERT.value),
     # One alert mail per address and alert, and at most one reminder and one backup copy (schema 11).
     UniqueConstraint("alert_id", "address_id", "purpose", name="uq_deliveries_alert_address_purpose"),
     Index(None, "alert_id", "state"),
