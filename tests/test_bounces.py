@@ -97,6 +97,9 @@ def test_a_permanent_dsn_is_a_bounce_naming_the_recipient_status_and_diagnostic(
 def test_a_delayed_dsn_is_a_delay_and_a_real_sendmail_bounce_is_read_by_its_words() -> None:
     delayed = read_report(_dsn(VERP.address(7), "a@lg.example", action="delayed", status="4.4.1"), VERP)
     assert delayed.kind == "delay"
+    # A relay that retried until its queue lifetime ran out gave up: the alert will not arrive.
+    expired = read_report(_dsn(VERP.address(7), "a@lg.example", action="failed", status="4.4.7"), VERP)
+    assert expired.kind == "bounce" and expired.recipients[0].status == "4.4.7"
     # flufl.bounce's test message from a real sendmail, which writes no DSN and marks itself auto-generated.
     sendmail = read_report((DATA / "flufl-sendmail_02.txt").read_bytes(), VERP)
     assert sendmail.kind == "bounce" and [r.address for r in sendmail.recipients] == ["foo@rbd.spb.ru"]

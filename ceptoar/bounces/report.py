@@ -2,12 +2,16 @@
 
 - RFC 3464 delivery status notifications (multipart/report,
   report-type=delivery-status) are read per recipient: Action, Status,
-  Diagnostic-Code, Final- and Original-Recipient. A failed action with a 5.x
-  status is a bounce; a delayed one (or a failed 4.x) a delay.
+  Diagnostic-Code, Original- or else Final-Recipient (the original is the
+  address ceptoar sent to). A failed action is a bounce, whatever its
+  status class: a 4.x status on it means the MTA retried until it gave up.
+  A delayed action is a delay. A report that names no recipient is read
+  like a bounce without one.
 - RFC 5965 feedback reports (report-type=feedback-report) are complaints.
 - RFC 3834 automatic replies (Auto-Submitted other than `no`, and the
   headers vacation programs set) are auto-replies, never bounces.
-- Other bounces (no DSN, the MTA's own words) are read by flufl.bounce's
+- Other bounces (no DSN, the MTA's own words) are read by the Japanese
+  carriers' formats (`ceptoar.bounces.carriers`), then flufl.bounce's
   detectors.
 - Anything else sent to a delivery's return path is a person's reply.
 
@@ -31,6 +35,7 @@ from typing import Final, Literal
 
 from flufl.bounce import all_failures
 
+from ceptoar.bounces.carriers import carrier_failures
 from ceptoar.bounces.verp import Token, Verp
 from ceptoar.model.answer import Answer, answer_in
 from ceptoar.text import clean_line
@@ -44,6 +49,8 @@ MAX_READ: Final = 1_000_000
 _TOKEN_HEADERS: Final = ("delivered-to", "x-original-to", "envelope-to", "to")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _ADDRESS = re.compile(r"[^\s<>;\"]+@[^\s<>;\"]+")
+# `failed`, also as some MTAs write it: `failed (Bad destination mailbox address)`.
+_ACTION = re.compile(r"\s*([A-Za-z]+)")
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,8 @@ class RecipientStatus:
 
     @property
     def permanent(self) -> bool:
-        return self.action == "failed" and (self.status or "5").startswith("5")
+        """The reporting MTA gave up on this recipient: the message will not reach it."""
+        return self.action == "failed"
 
 
 @dataclass(frozen=True)
@@ -166,11 +174,14 @@ def _classify(msg: Message) -> tuple[Kind, list[RecipientStatus]]:
         recipients = list(_dsn_recipients(found[1]))
         if any(r.permanent for r in recipients):
             return "bounce", recipients
-        if any(r.action in ("delayed", "failed") for r in recipients):
+        if any(r.action == "delayed" for r in recipients):
             return "delay", recipients
-        return "unknown", recipients  # delivered, relayed or expanded: nothing went wrong
+        if recipients:
+            return "unknown", recipients  # delivered, relayed or expanded: nothing went wrong
     if _auto_replied(msg):
         return "auto_reply", []
+    if carried := carrier_failures(msg):
+        return "bounce", [RecipientStatus(a, "failed") for a in carried]
     temporary, permanent = all_failures(msg)
     if permanent or temporary:
         failed = [RecipientStatus(_text(a), "failed") for a in sorted(permanent)]
@@ -205,12 +216,13 @@ def _dsn_recipients(msg: Message) -> Iterator[RecipientStatus]:
         for fields in _field_groups(part):
             if "final-recipient" not in fields and "original-recipient" not in fields:
                 continue  # the per-message group
-            address = _after_type(fields.get("final-recipient") or fields["original-recipient"])
+            address = _after_type(fields.get("original-recipient") or fields["final-recipient"])
             status = _STATUS.search(fields.get("status", ""))
             diagnostic = _after_type(fields["diagnostic-code"]) if "diagnostic-code" in fields else None
+            action = _ACTION.match(fields.get("action") or "")
             yield RecipientStatus(
                 address=address,
-                action=(fields.get("action") or "").strip().lower() or None,
+                action=action.group(1).lower() if action else None,
                 status=status.group(0) if status else None,
                 diagnostic=clean_line(diagnostic)[:500] if diagnostic else None,
             )
