@@ -127,9 +127,10 @@ async def test_a_replay_is_answered_before_the_document_is_checked_again(
         api_running(stack.settings) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as http,
     ):
+        # The dispatcher parses the document after the 202: the capture waits for the alert to settle.
         with capture_logs() as first_logs:
             first = await http.post("/v1/notices", content=document, headers=headers)
-        await stack.wait_settled("www.redhat.com:RHSA-2021:5217")
+            await stack.wait_settled("www.redhat.com:RHSA-2021:5217")
         with capture_logs() as replay_logs:
             replay = await http.post("/v1/notices", content=document, headers=headers)
     assert first.status_code == 202 and replay.status_code == 200
