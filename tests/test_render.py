@@ -83,6 +83,7 @@ def test_mail_has_text_and_html_parts_in_utf8(renderer: Renderer) -> None:
     assert "<h1" in html.get_content()
     assert msg["From"].addresses[0].display_name == "地方公共団体CEPTOAR"
     assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["X-Auto-Response-Suppress"] == "OOF, AutoReply"
     assert msg["X-Ceptoar-Alert-Id"] == "20261128-0000abcd"
     assert msg["Date"].endswith("+0900")
     # Every line of what goes on the wire is 7-bit and within SMTP's limit.

@@ -245,6 +245,9 @@ class Renderer:
         msg["Subject"] = subject
         msg["Date"] = format_datetime(alert.created_at.astimezone(JST))
         msg["Auto-Submitted"] = "auto-generated"
+        # Exchange-based systems answer no out-of-office or auto-reply to it. (No Precedence: bulk,
+        # which some filters take as a reason to file mail away from the inbox.)
+        msg["X-Auto-Response-Suppress"] = "OOF, AutoReply"
         msg["Content-Language"] = lang
         msg["X-Ceptoar-Alert-Id"] = alert.id
         msg["X-Ceptoar-Severity"] = alert.severity
