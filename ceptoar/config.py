@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     # Connections beside smtp_connections that only critical alerts use.
     smtp_critical_connections: int = Field(1, ge=0, le=16)
     smtp_timeout: float = Field(30.0, gt=0)
+    # What the relay allows this host, all its mailer processes together: sessions at once and
+    # messages a second. Unset: no cap; the sending window still learns the relay's limits.
+    smtp_max_connections: int | None = Field(None, ge=1, le=1024)
+    smtp_max_rate: float | None = Field(None, gt=0)
+    # Throttling replies (421, 451 too much mail, ...) slow the host down and cost no attempt
+    # (`ceptoar.mail.throttle`); off, they are temporary failures like any other.
+    smtp_adaptive: bool = True
+    # DKIM signing (`ceptoar.mail.dkim`): on when a private key file is named. The domain defaults to
+    # the sender's; publish `ceptoar dkim keygen`'s TXT record at SELECTOR._domainkey.DOMAIN.
+    dkim_key: Path | None = None
+    dkim_selector: str = Field("ceptoar", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+    dkim_domain: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+$")
     # Delay before each retry of a deferred delivery (`ceptoar.retry`): one more attempt than
     # delays, then the delivery fails with the last reply kept.
     retry_delays: list[float] = Field(default=[10, 60, 300, 900, 3600], min_length=1)
@@ -168,9 +180,15 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{self.var_dir / 'ceptoar.db'}"
 
     @property
+    def signing_domain(self) -> str:
+        """The domain mail is DKIM-signed for: dkim_domain, else the sender's."""
+        return self.dkim_domain or self.mail_from.rpartition("@")[2]
+
+    @property
     def mailers(self) -> int:
-        """How many processes `ceptoar serve` sends mail from."""
-        return self.mailer_processes or os.cpu_count() or 1
+        """How many processes `ceptoar serve` sends mail from: never more than the relay allows sessions."""
+        wanted = self.mailer_processes or os.cpu_count() or 1
+        return min(wanted, self.smtp_max_connections) if self.smtp_max_connections else wanted
 
     @property
     def mailbox_dir(self) -> Path:

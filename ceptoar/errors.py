@@ -21,6 +21,7 @@ __all__ = [
     "RegistryProblem",
     "RelayUnavailable",
     "TemporaryDeliveryError",
+    "Throttled",
     "UnknownAlert",
 ]
 
@@ -91,6 +92,14 @@ class RelayUnavailable(TemporaryDeliveryError):
 
     It says nothing about the recipient, so it costs a delivery no attempt;
     the mailer waits for the relay instead.
+    """
+
+
+class Throttled(TemporaryDeliveryError):
+    """The relay refused for load or rate (`421`, `451 4.7.1 too much mail`, a refused greeting).
+
+    Like `RelayUnavailable` it says nothing about the recipient and costs no
+    attempt; the mailer sends the delivery again, slower.
     """
 
 

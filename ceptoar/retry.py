@@ -6,9 +6,10 @@ A delivery that failed asks `RetryPolicy.next_step(attempt, error)`: try
 again after a delay (`Retry`), or give up (`GiveUp`) with the reply the
 delivery keeps. The policy owns the whole decision: a temporary failure is
 retried until the attempts run out, a permanent one or an error nothing
-foresaw is not, and a relay that could not be reached costs no attempt at
-all. The delay grows with the attempt (the configured `retry_delays`, the
-last repeating) and is drawn a little below it, so deliveries deferred
+foresaw is not, and a relay that could not be reached, or refused for load
+or rate (`Throttled`), costs no attempt at all. The delay grows with the
+attempt (the configured `retry_delays`, the last repeating) and is drawn a
+little below it, so deliveries deferred
 together do not all come back together. The mailer asks the policy; the
 bus parks the job in the retry queue of the delay it was drawn from, for
 the delay drawn.
@@ -34,7 +35,7 @@ import aio_pika.exceptions
 import sqlalchemy.exc
 
 from ceptoar.config import Settings
-from ceptoar.errors import DeliveryError, RelayUnavailable, TemporaryDeliveryError
+from ceptoar.errors import DeliveryError, RelayUnavailable, TemporaryDeliveryError, Throttled
 from ceptoar.log import get_logger
 
 __all__ = [
@@ -103,6 +104,9 @@ class RetryPolicy:
         """What a delivery whose `attempt` (1 for the first) failed with `error` does next."""
         if isinstance(error, RelayUnavailable):
             return Retry(0.0, 0.0, f"not attempted: {error.reply}", counts=False)
+        if isinstance(error, Throttled):
+            reply = error.reply if error.code is None else f"{error.code} {error.reply}"
+            return Retry(0.0, 0.0, f"throttled, no attempt spent: {reply}", counts=False)
         if isinstance(error, TemporaryDeliveryError):
             if attempt >= self.max_attempts:
                 return GiveUp(f"{error.reply} (attempts exhausted: {attempt})")

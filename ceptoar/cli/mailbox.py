@@ -11,6 +11,7 @@ import click
 from ceptoar.cli.common import EXIT_BAD_INPUT, EXIT_NOT_FOUND, fail, run, say, settings
 from ceptoar.mailbox import MaildirHandler, count, list_messages, read_message, start_mailbox
 from ceptoar.mailbox.dsn import Bouncer, answer_reply
+from ceptoar.mailbox.limits import RelayLimits
 from ceptoar.model.answer import ANSWER_WORDS, Answer
 from ceptoar.runtime import install_stop_signals
 
@@ -64,6 +65,18 @@ def mailbox() -> None:
     show_default=True,
     help="Seconds before a DSN or an auto-reply.",
 )
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=None,
+    help="Greet sessions over this many at once with 421 4.7.0 and close them, as a relay does.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Refuse messages over this many in the last second with 451 4.7.1, as a relay does.",
+)
 @_dir_option
 def serve(
     host: str,
@@ -72,6 +85,8 @@ def serve(
     returns: str | None,
     vacation: tuple[str, ...],
     bounce_after: float,
+    max_connections: int | None,
+    rate: float | None,
     root: Path | None,
 ) -> None:
     """Accept mail over SMTP until SIGINT or SIGTERM."""
@@ -79,11 +94,15 @@ def serve(
     bouncer = None
     if unknown or vacation:
         bouncer = Bouncer(_addresses(unknown), _returns(returns), bounce_after, away=_addresses(vacation))
+    limits = None
+    if max_connections is not None or rate is not None:
+        limits = RelayLimits(max_connections=max_connections, rate=rate)
 
     async def _serve() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        server = await start_mailbox(MaildirHandler(directory, bouncer=bouncer), host=host, port=port)
+        handler = MaildirHandler(directory, bouncer=bouncer, limits=limits)
+        server = await start_mailbox(handler, host=host, port=port)
         say(f"mailbox listening on {host}:{port}, storing in {directory}", err=True)
         async with server:
             await stop.wait()

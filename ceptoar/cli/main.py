@@ -24,6 +24,7 @@ from ceptoar.cli.common import (
     settings,
 )
 from ceptoar.cli.compose import cancel, compose
+from ceptoar.cli.dkim import dkim
 from ceptoar.cli.escalate import escalate
 from ceptoar.cli.feed import read_notice, validate
 from ceptoar.cli.mailbox import mailbox
@@ -58,6 +59,7 @@ main.add_command(validate)
 main.add_command(api)
 main.add_command(feeds)
 main.add_command(bounces)
+main.add_command(dkim)
 main.add_command(escalate)
 for _command in (compose, cancel, alerts, resend, report, audit, release, prune):
     main.add_command(_command)

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import os
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -49,6 +50,9 @@ from ceptoar.priority import BulkGate
 from ceptoar.render import Renderer
 from ceptoar.retry import GiveUp, Retry, RetryPolicy, Stopping, is_transient, outlast_outages
 from ceptoar.store import Claimed, Outcome, Store
+
+if TYPE_CHECKING:
+    from ceptoar.mail.dkim import DkimSigner
 
 __all__ = ["Mailer"]
 
@@ -78,6 +82,8 @@ class Mailer:
         self._verp = Verp.from_settings(settings)
         # Each delivery's answer page, when the service has a public address.
         self._links = AnswerLinks.from_settings(settings)
+        # Each mail's DKIM signature, when a key is configured.
+        self._signer = _signer(settings)
         self._alerts: dict[str, AlertView] = {}
         self._gate = gate or BulkGate()
         self._hand_offs: set[asyncio.Task[None]] = set()
@@ -205,16 +211,21 @@ class Mailer:
     async def _deliver(self, claimed: list[Claimed], stop: asyncio.Event, lane: Lane) -> None:
         """Send claimed deliveries, record their outcomes, and park a retry job for each deferred one.
 
-        Deliveries the relay could not even be reached for go back to
-        `queued` without spending an attempt; once the relay answers again
-        they are claimed and sent (`Stopping` if told to stop meanwhile).
+        Deliveries the relay could not even be reached for, or refused for
+        load or rate, go back to `queued` without spending an attempt; they
+        are claimed and sent again before any other work of this loop: at
+        once after throttling (the pool's window paces them), once the relay
+        answers again after an outage (`Stopping` if told to stop meanwhile).
         """
         while claimed:
             returned = await self._deliver_once(claimed, stop, lane)
             if not returned:
                 return
-            log.warning("mailer.waiting_for_relay", deliveries=len(returned), relay=self._pool.relay)
-            await self._pool.wait_reachable(stop)
+            if self._pool.down:
+                log.warning("mailer.waiting_for_relay", deliveries=len(returned), relay=self._pool.relay)
+                await self._pool.wait_reachable(stop)
+            else:  # refused for load or rate: sent again at once, as the window now allows
+                log.info("mailer.resending_throttled", deliveries=len(returned), relay=self._pool.relay)
             claimed = await self._claim(returned, stop)
 
     async def _deliver_once(self, claimed: list[Claimed], stop: asyncio.Event, lane: Lane) -> list[int]:
@@ -300,6 +311,8 @@ class Mailer:
                 answer_url=None if self._links is None else self._links.url(c.id),
                 purpose=c.purpose,
             )
+            if self._signer is not None:
+                data = self._signer.sign(data)
             reply = await self._pool.send(
                 sender=return_path, recipient=c.email, message=data, urgent=urgent
             )
@@ -319,8 +332,17 @@ class Mailer:
         if isinstance(step, GiveUp):
             return Outcome(c.id, DeliveryState.FAILED, c.attempt, code, step.reason, now), None
         if not step.counts:
-            return Outcome(c.id, DeliveryState.QUEUED, c.attempt, None, step.reason, now, counted=False), None
+            return Outcome(c.id, DeliveryState.QUEUED, c.attempt, code, step.reason, now, counted=False), None
         return Outcome(c.id, DeliveryState.DEFERRED, c.attempt, code, step.reason, now), step
+
+
+def _signer(settings: Settings) -> DkimSigner | None:
+    """The DKIM signer, when a key is configured; OpenSSL's bindings are only loaded then (about 8 MB)."""
+    if settings.dkim_key is None:
+        return None
+    from ceptoar.mail.dkim import DkimSigner
+
+    return DkimSigner.from_settings(settings)
 
 
 def _job_weight(message: AbstractIncomingMessage) -> int:

@@ -13,6 +13,14 @@ nothing was attempted, and every send fails at once with it until
 `wait_reachable` has opened a session again. A connection that failed at
 the transport level is dropped and replaced; one that only got a negative
 reply is reset and reused.
+
+A relay that pushes back raises `Throttled` instead: a throttling reply
+(`ceptoar.mail.throttle.is_throttling`) lowers the host's sending rate, and
+a refused session (a `421` greeting, or a refused connection while other
+sessions are open) lowers the number of sessions to those open, growing
+again by one every `_SESSION_PROBE` seconds without a refusal. Sends are
+paced by the host's `SendWindow`. With `adaptive` off, throttling replies
+are temporary failures like any other.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -29,8 +38,15 @@ from aiosmtplib import SMTPStatus
 from aiosmtplib.email import quote_address
 
 from ceptoar.config import Settings
-from ceptoar.errors import ConfigError, PermanentDeliveryError, RelayUnavailable, TemporaryDeliveryError
+from ceptoar.errors import (
+    ConfigError,
+    PermanentDeliveryError,
+    RelayUnavailable,
+    TemporaryDeliveryError,
+    Throttled,
+)
 from ceptoar.log import get_logger
+from ceptoar.mail.throttle import SendWindow, is_throttling
 from ceptoar.retry import FIRST_WAIT, Stopping, pause
 
 __all__ = ["SmtpPool", "SmtpReply"]
@@ -43,6 +59,8 @@ log = get_logger(__name__)
 # The longest wait between two tries to reach a relay that is down: a try is
 # one connection, and an alert should not wait long once the relay is back.
 _PROBE_MAX = 5.0
+# Seconds after the relay last refused a session before one more is tried.
+_SESSION_PROBE = 30.0
 
 _SCHEMES = {"smtp": (25, False, False), "smtp+starttls": (587, False, True), "smtps": (465, True, False)}
 _TRANSPORT_ERRORS = (
@@ -103,24 +121,37 @@ def _response_error(code: int, message: str) -> TemporaryDeliveryError | Permane
 
 
 class _Slots:
-    """`size` slots for any send and `reserved` for urgent ones; a freed slot goes to urgent waiters first."""
+    """`size` slots for any send and `reserved` for urgent ones; a freed slot goes to urgent waiters first.
+
+    The number of shared slots can be lowered (a relay that refuses more
+    sessions) and raised again: a lowered count takes back slots as they are
+    released, so `free` may be negative meanwhile.
+    """
 
     def __init__(self, size: int, reserved: int) -> None:
+        self.size = size
         self._free = size
         self._reserved = reserved
         self._urgent: deque[asyncio.Future[bool]] = deque()
         self._other: deque[asyncio.Future[bool]] = deque()
 
+    def resize(self, size: int) -> None:
+        """Use `size` shared slots from now on (slots in use are taken back as they are released)."""
+        self._free += size - self.size
+        self.size = size
+        while self._free > 0 and self._hand_over(reserved=False):
+            self._free -= 1
+
     async def acquire(self, *, urgent: bool) -> bool:
         """Wait for a slot; True if it is a reserved one (give it back with `release(True)`)."""
         if urgent and not self._urgent:
-            if self._free:
+            if self._free > 0:
                 self._free -= 1
                 return False
             if self._reserved:
                 self._reserved -= 1
                 return True
-        elif not urgent and not self._urgent and not self._other and self._free:
+        elif not urgent and not self._urgent and not self._other and self._free > 0:
             self._free -= 1
             return False
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -134,16 +165,24 @@ class _Slots:
 
     def release(self, reserved: bool) -> None:
         """Hand the slot to the first live waiter that may use it, or free it."""
+        if not reserved and self._free < 0:
+            self._free += 1  # taken back: the pool was made smaller
+            return
+        if self._hand_over(reserved=reserved):
+            return
+        if reserved:
+            self._reserved += 1
+        else:
+            self._free += 1
+
+    def _hand_over(self, *, reserved: bool) -> bool:
         for queue in (self._urgent,) if reserved else (self._urgent, self._other):
             while queue:
                 waiter = queue.popleft()
                 if not waiter.done():
                     waiter.set_result(reserved)
-                    return
-        if reserved:
-            self._reserved += 1
-        else:
-            self._free += 1
+                    return True
+        return False
 
 
 class SmtpPool:
@@ -151,16 +190,38 @@ class SmtpPool:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpPool:
-        """The pool to the configured relay (connections open on first use)."""
+        """The pool to the configured relay (connections open on first use).
+
+        With `smtp_max_connections` set, the host's mailer processes share
+        that many sessions: each takes its part, one reserved for critical
+        alerts when its part allows.
+        """
+        size, reserved = settings.smtp_connections, settings.smtp_critical_connections
+        if settings.smtp_max_connections:
+            part = max(1, settings.smtp_max_connections // settings.mailers)
+            reserved = min(reserved, part - 1)
+            size = max(1, min(size, part - reserved))
         return cls(
             settings.smtp_url,
-            size=settings.smtp_connections,
+            size=size,
             timeout=settings.smtp_timeout,
             helo_name=settings.helo_name,
-            reserved=settings.smtp_critical_connections,
+            reserved=reserved,
+            max_rate=settings.smtp_max_rate,
+            adaptive=settings.smtp_adaptive,
         )
 
-    def __init__(self, url: str, *, size: int, timeout: float, helo_name: str, reserved: int = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        size: int,
+        timeout: float,
+        helo_name: str,
+        reserved: int = 0,
+        max_rate: float | None = None,
+        adaptive: bool = True,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES:
             raise ConfigError(f"smtp_url: scheme {parts.scheme!r} is not one of {', '.join(_SCHEMES)}")
@@ -172,11 +233,20 @@ class SmtpPool:
         self._timeout = timeout
         self._helo = helo_name
         self._slots = _Slots(size, reserved)
+        self._size = size
         self._capacity = size + reserved
         self._idle: list[aiosmtplib.SMTP] = []
+        # Sessions open now, idle or sending.
+        self._live: set[aiosmtplib.SMTP] = set()
         # Why the relay is taken to be down (a connection could not be opened), until one opens again.
         self._down: str | None = None
         self._probing = asyncio.Lock()
+        # Throttling replies slow the host down instead of costing attempts (`ceptoar.mail.throttle`).
+        self._adaptive = adaptive
+        self._window = SendWindow(self.relay, max_rate=max_rate) if adaptive or max_rate else None
+        # After the relay refused a session: no new session before this time, and when the count may grow.
+        self._refused_at = 0.0
+        self._connect_wait = 0.0
 
     @property
     def relay(self) -> str:
@@ -199,7 +269,12 @@ class SmtpPool:
                 await client.ehlo()
             except aiosmtplib.SMTPHeloError:
                 await client.helo()
+        self._live.add(client)
         return client
+
+    def _drop(self, client: aiosmtplib.SMTP) -> None:
+        self._live.discard(client)
+        client.close()
 
     async def open(self) -> str | None:
         """Open every session now, so the first alert is not kept waiting; the error, if any failed.
@@ -215,7 +290,7 @@ class SmtpPool:
             elif len(self._idle) < self._capacity:  # sends may have opened some meanwhile
                 self._idle.append(client)
             else:
-                client.close()
+                self._drop(client)
         return failed
 
     async def _checkout(self) -> aiosmtplib.SMTP:
@@ -223,14 +298,41 @@ class SmtpPool:
             client = self._idle.pop()
             if client.is_connected:
                 return client
+            self._live.discard(client)
         if self._down is not None:
             # Every send would wait out its own connection timeout otherwise.
             raise RelayUnavailable(self._down)
+        if (wait := self._refused_at + self._connect_wait - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
         try:
             return await self._connect()
-        except (*_TRANSPORT_ERRORS, aiosmtplib.SMTPResponseException) as exc:
+        except aiosmtplib.SMTPResponseException as exc:
+            # The relay answered, refusing a session: it is up, and busy.
+            if self._adaptive and is_throttling(exc.code, exc.message):
+                raise self._session_refused(exc.message, exc.code) from exc
             self._down = f"relay {self.relay} unreachable: {exc}"
             raise RelayUnavailable(self._down) from exc
+        except _TRANSPORT_ERRORS as exc:
+            if self._adaptive and self._live:
+                # Sessions of ours are open, so the relay is up: it refuses more of them.
+                raise self._session_refused(str(exc) or exc.__class__.__name__, None) from exc
+            self._down = f"relay {self.relay} unreachable: {exc}"
+            raise RelayUnavailable(self._down) from exc
+
+    def _session_refused(self, reply: str, code: int | None) -> Throttled:
+        """Keep to the sessions the relay allows now, and wait a little longer before the next new one."""
+        self._slots.resize(max(1, len(self._live)))
+        self._refused_at = time.monotonic()
+        self._connect_wait = min(max(2 * self._connect_wait, FIRST_WAIT / 5), _PROBE_MAX)
+        log.warning("relay.session_refused", relay=self.relay, sessions=self._slots.size, reply=reply)
+        return Throttled(reply, code=code)
+
+    def _grow_sessions(self) -> None:
+        """A while after the relay last refused a session, try one more (up to the configured size)."""
+        if self._slots.size < self._size and time.monotonic() - self._refused_at > _SESSION_PROBE:
+            self._slots.resize(self._slots.size + 1)
+            self._refused_at = time.monotonic()
+            self._connect_wait = 0.0
 
     async def wait_reachable(self, stop: asyncio.Event) -> None:
         """Return once a session with the relay opens, trying ever less often; Stopping if told to stop."""
@@ -249,13 +351,24 @@ class SmtpPool:
                 self._idle.append(client)
                 log.info("relay.reachable", relay=self.relay)
 
+    @property
+    def down(self) -> bool:
+        """True while no session with the relay could be opened."""
+        return self._down is not None
+
     async def send(self, *, sender: str, recipient: str, message: bytes, urgent: bool = False) -> SmtpReply:
         """Hand one message for one recipient to the relay; `urgent` sends go first."""
         reserved = await self._slots.acquire(urgent=urgent)
         try:
-            return await self._send(sender, recipient, message)
+            if self._window is not None and (wait := self._window.reserve()) > 0:
+                await asyncio.sleep(wait)
+            reply = await self._send(sender, recipient, message)
         finally:
             self._slots.release(reserved)
+        if self._window is not None:
+            self._window.accepted()
+        self._grow_sessions()
+        return reply
 
     async def _send(self, sender: str, recipient: str, message: bytes) -> SmtpReply:
         try:
@@ -270,19 +383,23 @@ class SmtpPool:
         try:
             reply = await _transaction(client, mail_from, rcpt_to, message)
         except _TRANSPORT_ERRORS as exc:
-            client.close()
+            self._drop(client)
             # The idle sessions were most likely cut too (a relay that restarted):
             # open fresh ones rather than fail one delivery on each of them.
             idle, self._idle = self._idle, []
             for other in idle:
-                other.close()
+                self._drop(other)
             raise TemporaryDeliveryError(f"relay {self.relay}: {exc}") from exc
         except aiosmtplib.SMTPResponseException as exc:
             # 421: the server is closing the session; don't reuse it.
             if exc.code == 421:
-                client.close()
+                self._drop(client)
             else:
                 self._idle.append(client)
+            if self._adaptive and is_throttling(exc.code, exc.message):
+                if self._window is not None:
+                    self._window.throttled()
+                raise Throttled(exc.message, code=exc.code) from exc
             raise _response_error(exc.code, exc.message) from exc
         self._idle.append(client)
         return SmtpReply(250, reply)
@@ -304,3 +421,6 @@ class SmtpPool:
                 await client.quit()
             except (aiosmtplib.SMTPException, OSError):
                 client.close()
+            self._live.discard(client)
+        if self._window is not None:
+            self._window.close()

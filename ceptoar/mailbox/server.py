@@ -11,6 +11,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from ceptoar.bounces.server import received
 from ceptoar.log import get_logger
 from ceptoar.mailbox.dsn import Bouncer
+from ceptoar.mailbox.limits import SESSION_REFUSAL, RelayLimits, rate_refusal
 from ceptoar.mailbox.maildir import deliver
 
 __all__ = ["MaildirHandler", "mailbox_session", "refuse_recipient", "start_mailbox"]
@@ -26,11 +27,24 @@ class MaildirHandler:
     the mailbox lives.
     """
 
-    def __init__(self, root: Path, *, bouncer: Bouncer | None = None) -> None:
+    def __init__(
+        self, root: Path, *, bouncer: Bouncer | None = None, limits: RelayLimits | None = None
+    ) -> None:
         self.root = root
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Plays a relay that accepts mail for some addresses and bounces it later.
         self.bouncer = bouncer
+        # Plays a relay's limits on sessions and messages a second.
+        self.limits = limits
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.limits is not None and not self.limits.take_message():
+            return rate_refusal(_peer(session))
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -64,12 +78,51 @@ def refuse_recipient(address: str) -> str | None:
     return None
 
 
+def _peer(session: Session) -> str:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+_HOSTNAME = "mailbox.ceptoar.example"
+_IDENT = "ceptoar mailbox"
+
+
 def mailbox_session(handler: Any) -> SMTP:
     """One SMTP session of the mailbox, for a server's protocol factory."""
-    return SMTP(handler, hostname="mailbox.ceptoar.example", enable_SMTPUTF8=True, ident="ceptoar mailbox")
+    return SMTP(handler, hostname=_HOSTNAME, enable_SMTPUTF8=True, ident=_IDENT)
+
+
+class _CountedSession(SMTP):
+    """A session that gives its place back to the limits when it ends."""
+
+    def __init__(self, handler: Any, limits: RelayLimits) -> None:
+        super().__init__(handler, hostname=_HOSTNAME, enable_SMTPUTF8=True, ident=_IDENT)
+        self._limits = limits
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._limits.close_session()
+        super().connection_lost(error)
+
+
+class _Refusal(asyncio.Protocol):
+    """A session over the limit: greeted 421 and closed, as a relay does."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        peer = transport.get_extra_info("peername")
+        transport.write(SESSION_REFUSAL.format(peer=peer[0] if peer else "unknown").encode() + b"\r\n")
+        transport.close()
 
 
 async def start_mailbox(handler: Any, *, host: str = "127.0.0.1", port: int = 2525) -> asyncio.Server:
-    """Serve SMTP for `handler` on host:port (port 0 picks a free one)."""
+    """Serve SMTP for `handler` on host:port (port 0 picks a free one), within the handler's limits."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: mailbox_session(handler), host=host, port=port)
+    limits: RelayLimits | None = getattr(handler, "limits", None)
+    if limits is None or limits.max_connections is None:
+        return await loop.create_server(lambda: mailbox_session(handler), host=host, port=port)
+
+    def session() -> asyncio.Protocol:
+        assert limits is not None
+        return _CountedSession(handler, limits) if limits.open_session() else _Refusal()
+
+    return await loop.create_server(session, host=host, port=port)

@@ -256,6 +256,20 @@ class DeliveryRepo:
         async with reading(self._engine) as conn:
             return [(at, state) for at, state in (await conn.execute(query)).all()]
 
+    async def event_counts(self, alert_id: str) -> dict[tuple[str, int | None], int]:
+        """How many events of the alert's deliveries there are of each state and SMTP code.
+
+        A throttling reply that cost no attempt is a `queued` event with the relay's code.
+        """
+        query = (
+            select(delivery_events.c.state, delivery_events.c.smtp_code, func.count())
+            .join(deliveries, delivery_events.c.delivery_id == deliveries.c.id)
+            .where(deliveries.c.alert_id == alert_id)
+            .group_by(delivery_events.c.state, delivery_events.c.smtp_code)
+        )
+        async with reading(self._engine) as conn:
+            return {(state, code): n for state, code, n in (await conn.execute(query)).all()}
+
     async def stale(
         self, *, queued_before: datetime, deferred_before: datetime, limit: int = 10_000
     ) -> list[tuple[int, str]]:
