@@ -1,7 +1,9 @@
 """Fan-out speed beside the physical limit and a naive loop, in one run.
 
     python bench/fanout.py [--runs 3] [--addresses N] [--database-url URL] [--mailers N] [--no-compare]
+                           [--dkim rsa-sha256|ed25519-sha256]
     python bench/fanout.py --scenario critical-overtakes
+    python bench/fanout.py --scenario throttled-relay [--max-connections 4] [--rate 500]
 
 Starts what it needs: Postfix's smtp-sink as the relay (installs postfix
 when missing), `ceptoar serve` as its own process on a fresh name prefix
@@ -21,8 +23,23 @@ then measures:
 - T_naive: one smtplib connection, one EmailMessage with a Japanese subject
   built per message.
 
+With `--dkim`, every mail is DKIM-signed with a fresh key, and the cost of
+signing one rendered alert mail is measured apart.
+
 It prints min/median/max over the runs and, as its last line, the medians:
-`fanout_s=… limit_s=… naive_s=… ratio_limit=… ratio_naive=… peak_rss_mb=… nolinks_s=…`.
+`fanout_s=… limit_s=… naive_s=… ratio_limit=… ratio_naive=… peak_rss_mb=… nolinks_s=…`
+(and `dkim_sign_us=…` with `--dkim`).
+
+`throttled-relay` sends through `ceptoar mailbox serve --max-connections 4
+--rate 500`, a relay that greets sessions over 4 with 421 and refuses
+messages over 500 in the last second with 451 4.7.1. The service is told
+the connection limit (CEPTOAR_SMTP_MAX_CONNECTIONS) but not the rate: it
+learns it. The ideal is the address count over the rate. Beside it, the
+same run with adaptation off (CEPTOAR_SMTP_ADAPTIVE=false: throttling
+replies are temporary failures, retried after the configured delays),
+stopped after `--nonadaptive-within` seconds if it has not finished. The
+attempts spent on throttling replies are counted from the event log. Last
+line: `throttled_s=… ideal_s=… ratio_ideal=… throttle_attempts=… nonadaptive_s=…`.
 """
 
 from __future__ import annotations
@@ -56,6 +73,7 @@ sys.path.insert(0, str(REPO))
 
 from ceptoar.bus import Bus, delete_topology  # noqa: E402
 from ceptoar.config import Settings  # noqa: E402
+from ceptoar.feed import parse_notice  # noqa: E402
 from ceptoar.model.alert import AlertView  # noqa: E402
 from ceptoar.registry import RegistryRow, read_registry  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
@@ -277,9 +295,42 @@ class Running:
         return [r for r in rows if r["sent_at"]]
 
 
+class ThrottlingRelay:
+    """`ceptoar mailbox serve` with a relay's limits, on a free loopback port, filing into a temporary dir."""
+
+    def __init__(self, max_connections: int, rate: float) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="ceptoar-bench-relay-"))
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "ceptoar", "mailbox", "serve", "--port", str(self.port),
+                "--dir", str(self.dir), "--max-connections", str(max_connections), "--rate", str(rate),
+            ],
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the mailbox did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 @asynccontextmanager
 async def started(
-    port: int, rows: list[RegistryRow], database_url: str | None, mailers: int | None, *, links: bool = True
+    port: int,
+    rows: list[RegistryRow],
+    database_url: str | None,
+    mailers: int | None,
+    *,
+    links: bool = True,
+    settings: dict[str, str] | None = None,
 ) -> AsyncIterator[Running]:
     work = Path(tempfile.mkdtemp(prefix="ceptoar-bench-"))
     prefix = f"bench{uuid.uuid4().hex[:8]}"
@@ -298,6 +349,7 @@ async def started(
         env["CEPTOAR_PUBLIC_URL"] = PUBLIC_URL
     else:
         env.pop("CEPTOAR_PUBLIC_URL", None)
+    env.update(settings or {})
     store = await Store.open(db_url)
     await store.subscribers.import_rows(rows, replace=True)
     service = Service(env, mailers)
@@ -321,9 +373,15 @@ def notice(name: str, **changes: Any) -> dict[str, Any]:
 
 
 async def fanout(
-    sink: Sink, rows: list[RegistryRow], database_url: str | None, mailers: int | None, *, links: bool = True
+    sink: Sink,
+    rows: list[RegistryRow],
+    database_url: str | None,
+    mailers: int | None,
+    *,
+    links: bool = True,
+    settings: dict[str, str] | None = None,
 ) -> Fanout:
-    async with started(sink.port, rows, database_url, mailers, links=links) as s:
+    async with started(sink.port, rows, database_url, mailers, links=links, settings=settings) as s:
         doc = notice("notice.json")
         watched = {"service": s.service.pids(), "relay": [sink.proc.pid], "broker": broker_pids()}
         cpu0 = {k: cpu_seconds(v) for k, v in watched.items()}
@@ -388,6 +446,113 @@ async def overtaking(
         )
 
 
+@dataclass
+class Throttled:
+    seconds: float | None  # None: not every delivery was sent in the time allowed
+    sent: int
+    # Throttling refusals that cost no attempt, and attempts spent (deferred or failed events).
+    refused: int
+    attempts_spent: int
+
+
+async def throttled(
+    port: int, rows: list[RegistryRow], database_url: str | None, *, adaptive: bool, max_connections: int,
+    within: float,
+) -> Throttled:  # fmt: skip
+    """One fan-out to every address through the throttling relay."""
+    settings = {
+        "CEPTOAR_SMTP_MAX_CONNECTIONS": str(max_connections),
+        "CEPTOAR_SMTP_ADAPTIVE": "true" if adaptive else "false",
+    }
+    async with started(port, rows, database_url, None, settings=settings) as s:
+        doc = notice("notice.json")
+        wall0 = await s.publish(doc)
+        alert = await s.alert(doc["id"])
+        seconds: float | None = None
+        try:
+            await s.until_sent(alert.id, len(rows), every=0.25, within=within)
+        except RuntimeError:
+            pass
+        else:
+            if adaptive:  # every delivery claimed once: throttling spent no attempt
+                last = await s.all_sent_at(alert.id)
+            else:  # attempts are spent: read the rows without that check
+                last = max(r["updated_at"] for r in await s.store.deliveries.report(alert.id))
+            seconds = (last - wall0).total_seconds()
+        events = await s.store.deliveries.event_counts(alert.id)
+        return Throttled(
+            seconds,
+            await s.sent(alert.id),
+            sum(n for (state, code), n in events.items() if state == "queued" and code is not None),
+            sum(n for (state, _), n in events.items() if state in ("deferred", "failed")),
+        )
+
+
+def report_throttled(args: argparse.Namespace, rows: list[RegistryRow]) -> None:
+    n = len(rows)
+    ideal = n / args.rate
+    adaptive: list[Throttled] = []
+    fixed: list[Throttled] = []
+    for run in range(args.runs):
+        relay = ThrottlingRelay(args.max_connections, args.rate)
+        try:
+            adaptive.append(
+                asyncio.run(
+                    throttled(
+                        relay.port, rows, args.database_url, adaptive=True,
+                        max_connections=args.max_connections, within=max(120.0, 20 * ideal),
+                    )
+                )
+            )  # fmt: skip
+        finally:
+            relay.stop()
+        if run == 0 and args.compare:
+            relay = ThrottlingRelay(args.max_connections, args.rate)
+            try:
+                fixed.append(
+                    asyncio.run(
+                        throttled(
+                            relay.port, rows, args.database_url, adaptive=False,
+                            max_connections=args.max_connections, within=args.nonadaptive_within,
+                        )
+                    )
+                )  # fmt: skip
+            finally:
+                relay.stop()
+    assert all(r.sent == n and r.seconds is not None for r in adaptive), "not every delivery was sent"
+    seconds = [r.seconds for r in adaptive if r.seconds is not None]
+    print(
+        _header(n, args, "throttled-relay")
+        + f"; relay: at most {args.max_connections} sessions, {args.rate:g} messages a second"
+    )
+    print(f"{'':<26} {'min':>9} {'median':>9} {'max':>9}")
+    print(_row("T_fanout, adaptive", seconds, width=26))
+    print(_row("  messages/s", [n / x for x in seconds], "/s", width=26))
+    print(_row("  refused, no attempt", [float(r.refused) for r in adaptive], "", width=26))
+    print(_row("  attempts spent on them", [float(r.attempts_spent) for r in adaptive], "", width=26))
+    print(f"{'ideal (addresses / rate)':<26} {ideal:>9.3f} s")
+    med = statistics.median
+    ratio = med(seconds) / ideal
+    print(f"ratio T_fanout/ideal {ratio:.2f}")
+    nonadaptive = "not run"
+    if fixed:
+        f = fixed[0]
+        if f.seconds is not None:
+            nonadaptive = f"{f.seconds:.2f}"
+            print(f"{'T_fanout, adaptation off':<26} {f.seconds:>9.3f} s")
+        else:
+            nonadaptive = f">{args.nonadaptive_within:g}"
+            print(
+                f"{'T_fanout, adaptation off':<26} not done after {args.nonadaptive_within:g} s: "
+                f"{f.sent} of {n} sent"
+            )
+        print(f"{'  attempts spent':<26} {f.attempts_spent:>9d}")
+    print(
+        f"throttled_s={med(seconds):.2f} ideal_s={ideal:.2f} ratio_ideal={ratio:.2f} "
+        f"throttle_attempts={max(r.attempts_spent for r in adaptive)} nonadaptive_s={nonadaptive}"
+    )
+
+
 async def _drop_topology(prefix: str) -> None:
     # Every queue the service declared: its retry delays are the configured ones.
     await delete_topology(AMQP_URL, prefix=prefix, retry_delays=Settings().retry_delays)
@@ -405,24 +570,58 @@ def _header(n: int, args: argparse.Namespace, what: str) -> str:
     )
 
 
+def signing_cost(algorithm: str, key: Path, n: int = 500) -> float:
+    """Microseconds ceptoar takes to DKIM-sign one rendered alert mail."""
+    from ceptoar.mail.dkim import DkimSigner
+    from ceptoar.render import Renderer, default_templates_dir
+
+    signer = DkimSigner.from_file(key, domain="ceptoar.example", selector="bench")
+    renderer = Renderer(default_templates_dir(), sender="alerts@ceptoar.example", sender_name="CEPTOAR")
+    alert = AlertView.of_notice(
+        parse_notice((REPO / "examples" / "notice.json").read_bytes()),
+        severity="critical",
+        rules=["cvss-critical"],
+        id="20261207-bench000",
+    )
+    mails = [
+        renderer.message(alert, language="ja", to=f"a{i}@lg.example", message_id=f"<{i}@c.example>")
+        for i in range(n)
+    ]
+    start = time.perf_counter()
+    for mail in mails:
+        signer.sign(mail)
+    return (time.perf_counter() - start) / n * 1e6
+
+
 def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink) -> None:
     n = len(rows)
     fans: list[Fanout] = []
     plain: list[Fanout] = []
     limits: list[float] = []
     naives: list[float] = []
+    settings: dict[str, str] = {}
+    keys = Path(tempfile.mkdtemp(prefix="ceptoar-bench-dkim-"))
+    if args.dkim:
+        from ceptoar.mail.dkim import generate_key
+
+        key = keys / "dkim.pem"
+        key.write_bytes(generate_key(args.dkim))
+        settings = {"CEPTOAR_DKIM_KEY": str(key), "CEPTOAR_DKIM_SELECTOR": "bench"}
     for run in range(args.runs):
         # Alternated, so that neither variant always runs on a warmer machine.
         for links in (True, False) if run % 2 == 0 else (False, True):
             if links or args.compare:
-                done = asyncio.run(fanout(sink, rows, args.database_url, args.mailers, links=links))
+                done = asyncio.run(
+                    fanout(sink, rows, args.database_url, args.mailers, links=links, settings=settings)
+                )
                 (fans if links else plain).append(done)
         if args.references:
             limits.append(t_limit(sink.port, n))
             naives.append(t_naive(sink.port, n))
     assert all(f.sent == n for f in fans + plain), "not every delivery was sent"
     seconds = [f.seconds for f in fans]
-    print(_header(n, args, "fan-out, each mail with its return path and answer link"))
+    signed = f", DKIM-signed ({args.dkim})" if args.dkim else ""
+    print(_header(n, args, f"fan-out, each mail with its return path and answer link{signed}"))
     print(f"{'':<18} {'min':>9} {'median':>9} {'max':>9}")
     print(_row("T_fanout", seconds))
     print(_row("  alert created", [f.stored for f in fans]))
@@ -457,6 +656,11 @@ def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink)
         )
     if plain:
         last += f" nolinks_s={med([f.seconds for f in plain]):.2f}"
+    if args.dkim:
+        cost = signing_cost(args.dkim, keys / "dkim.pem")
+        print(f"DKIM signing ({args.dkim}), one rendered alert mail: {cost:.0f} µs")
+        last += f" dkim_sign_us={cost:.0f}"
+    shutil.rmtree(keys, ignore_errors=True)
     print(last)
 
 
@@ -494,7 +698,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scenario", choices=["fanout", "critical-overtakes"], default="fanout")
+    parser.add_argument(
+        "--scenario", choices=["fanout", "critical-overtakes", "throttled-relay"], default="fanout"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--addresses", type=int, default=None, help="a synthetic registry of N addresses")
     parser.add_argument("--database-url", default=None)
@@ -514,14 +720,35 @@ def main() -> None:
         help="skip the fan-out without answer links",
     )
     parser.add_argument(
+        "--dkim",
+        choices=["rsa-sha256", "ed25519-sha256"],
+        default=None,
+        help="fanout: sign every mail with a fresh key of this algorithm, and print the cost of signing",
+    )
+    parser.add_argument(
         "--head-start",
         type=float,
         default=0.25,
         help="critical-overtakes: the share of the first fan-out sent before the critical alert",
     )
+    parser.add_argument(
+        "--max-connections", type=int, default=4, help="throttled-relay: the relay's sessions at once"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=500, help="throttled-relay: the relay's messages a second"
+    )
+    parser.add_argument(
+        "--nonadaptive-within",
+        type=float,
+        default=120,
+        help="throttled-relay: seconds the run with adaptation off may take before it is stopped",
+    )
     args = parser.parse_args()
-    ensure_postfix()
     rows = registry(args.addresses)
+    if args.scenario == "throttled-relay":
+        report_throttled(args, rows)
+        return
+    ensure_postfix()
     sink = Sink()
     try:
         if args.scenario == "fanout":
