@@ -32,6 +32,7 @@ from ceptoar.cli.operate import alerts, audit, prune, report, resend
 from ceptoar.cli.release import release
 from ceptoar.cli.rules import classify_command, rules
 from ceptoar.cli.subscribers import subscribers
+from ceptoar.cli.templates import templates
 from ceptoar.errors import UnknownAlert
 from ceptoar.model.alert import AlertStatus
 from ceptoar.model.answer import Answer
@@ -60,6 +61,7 @@ main.add_command(api)
 main.add_command(feeds)
 main.add_command(bounces)
 main.add_command(dkim)
+main.add_command(templates)
 main.add_command(escalate)
 for _command in (compose, cancel, alerts, resend, report, audit, release, prune):
     main.add_command(_command)
