@@ -31,8 +31,9 @@ It prints min/median/max over the runs and, as its last line, the medians:
 (and `dkim_sign_us=…` with `--dkim`).
 
 `throttled-relay` sends through `ceptoar mailbox serve --max-connections 4
---rate 500`, a relay that greets sessions over 4 with 421 and refuses
-messages over 500 in the last second with 451 4.7.1. The service is told
+--rate 500 --discard`, a relay that greets sessions over 4 with 421,
+refuses messages over 500 in the last second with 451 4.7.1, and files
+nothing (as smtp-sink). The service is told
 the connection limit (CEPTOAR_SMTP_MAX_CONNECTIONS) but not the rate: it
 learns it. The ideal is the address count over the rate. Beside it, the
 same run with adaptation off (CEPTOAR_SMTP_ADAPTIVE=false: throttling
@@ -305,6 +306,7 @@ class ThrottlingRelay:
             [
                 sys.executable, "-m", "ceptoar", "mailbox", "serve", "--port", str(self.port),
                 "--dir", str(self.dir), "--max-connections", str(max_connections), "--rate", str(rate),
+                "--discard",
             ],
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 
 from ceptoar.errors import TemporaryDeliveryError, Throttled
 from ceptoar.mail.throttle import DECREASE, HOLD, SendWindow, is_throttling
-from ceptoar.mailbox import count, start_mailbox
+from ceptoar.mailbox import MaildirHandler, count, start_mailbox
 from ceptoar.mailbox.limits import RelayLimits
 from ceptoar.registry import RegistryRow
 from ceptoar.retry import GiveUp, Retry, RetryPolicy
@@ -197,3 +198,16 @@ async def test_a_fanout_through_a_relay_that_pushes_back_is_all_sent_without_spe
         assert not states & {"deferred", "failed"}
     assert set(attempts) == {1}
     assert sum(count(relay.root, row.email) for row in rows) == len(rows)
+
+
+async def test_a_discarding_mailbox_accepts_and_files_nothing(tmp_path: Path) -> None:
+    handler = MaildirHandler(tmp_path / "sink", discard=True)
+    server = await start_mailbox(handler, port=0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as smtp:
+            await smtp.sendmail("a@ceptoar.example", ["primary@130001.lg.example"], b"Subject: x\r\n\r\nx\r\n")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert handler.accepted == 1 and count(handler.root, "primary@130001.lg.example") == 0

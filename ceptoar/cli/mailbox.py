@@ -77,6 +77,11 @@ def mailbox() -> None:
     default=None,
     help="Refuse messages over this many in the last second with 451 4.7.1, as a relay does.",
 )
+@click.option(
+    "--discard",
+    is_flag=True,
+    help="Accept every message and file none, as Postfix's smtp-sink does (for benchmarks).",
+)
 @_dir_option
 def serve(
     host: str,
@@ -87,6 +92,7 @@ def serve(
     bounce_after: float,
     max_connections: int | None,
     rate: float | None,
+    discard: bool,
     root: Path | None,
 ) -> None:
     """Accept mail over SMTP until SIGINT or SIGTERM."""
@@ -101,7 +107,7 @@ def serve(
     async def _serve() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        handler = MaildirHandler(directory, bouncer=bouncer, limits=limits)
+        handler = MaildirHandler(directory, bouncer=bouncer, limits=limits, discard=discard)
         server = await start_mailbox(handler, host=host, port=port)
         say(f"mailbox listening on {host}:{port}, storing in {directory}", err=True)
         async with server:

@@ -28,10 +28,18 @@ class MaildirHandler:
     """
 
     def __init__(
-        self, root: Path, *, bouncer: Bouncer | None = None, limits: RelayLimits | None = None
+        self,
+        root: Path,
+        *,
+        bouncer: Bouncer | None = None,
+        limits: RelayLimits | None = None,
+        discard: bool = False,
     ) -> None:
         self.root = root
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Accept and count, file nothing (as Postfix's smtp-sink): a relay as fast as the protocol allows.
+        self.discard = discard
+        self.accepted = 0
         # Plays a relay that accepts mail for some addresses and bounces it later.
         self.bouncer = bouncer
         # Plays a relay's limits on sessions and messages a second.
@@ -55,6 +63,9 @@ class MaildirHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.discard:
+            self.accepted += len(envelope.rcpt_tos)
+            return "250 2.0.0 Ok: discarded"
         data = received(envelope)
         sender = envelope.mail_from or ""
         try:
