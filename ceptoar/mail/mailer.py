@@ -310,7 +310,10 @@ class Mailer:
                 reply_to=return_path,
                 answer_url=None if self._links is None else self._links.url(c.id),
                 purpose=c.purpose,
+                charset=c.charset,
             )
+            # Mail that could not go in the address's charset went in UTF-8: the delivery says so.
+            note = self._renderer.render(alert, c.language, c.purpose, c.charset).fallback
             if self._signer is not None:
                 data = self._signer.sign(data)
             reply = await self._pool.send(
@@ -322,8 +325,8 @@ class Mailer:
                 # the batch would send its other mail again, and this one for ever.
                 log.exception("delivery.internal_error", delivery_id=c.id, alert_id=c.alert_id)
             return self._failed(c, exc)
-        sent = Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message, datetime.now(UTC))
-        return sent, None
+        at = datetime.now(UTC)
+        return Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message, at, note=note), None
 
     def _failed(self, c: Claimed, exc: Exception) -> tuple[Outcome, Retry | None]:
         """The outcome of a failed attempt, as the retry policy decides it."""

@@ -4,7 +4,9 @@ Columns: code, name, email, role, language, then the address's
 subscription: min_severity (critical/high/medium/low, default low),
 categories and prefectures (space-separated; empty means all and none
 extra), tests (yes/no: wants test and exercise alerts), contact (yes/no:
-the organisation's designated security contact, at most one). Only the
+the organisation's designated security contact, at most one), and
+charset (utf-8, the default, or iso-2022-jp for mail systems that need
+it). Only the
 first four are required. An organisation appears once per address; its
 name must be the same on every row. A file with any bad row is refused
 entirely, with every problem listed by line number, so an import is never
@@ -44,10 +46,13 @@ COLUMNS = (
     "prefectures",
     "tests",
     "contact",
+    "charset",
 )
 REQUIRED = ("code", "name", "email", "role")
 ROLES = tuple(r.value for r in Role)
 SEVERITIES = tuple(s.value for s in Severity)
+# How an address's mail is encoded (`ceptoar.render`): UTF-8, or ISO-2022-JP where every character fits.
+CHARSETS = ("utf-8", "iso-2022-jp")
 CATEGORIES = tuple(c.value for c in Category)
 _YES = {
     "yes": True,
@@ -79,6 +84,7 @@ class RegistryRow:
     prefectures: tuple[str, ...] = ()
     tests: bool = False
     contact: bool = False
+    charset: str = "utf-8"
 
 
 def _check_identity(line: int, values: dict[str, str]) -> list[RegistryProblem]:
@@ -117,6 +123,10 @@ def _check_subscription(line: int, values: dict[str, str]) -> list[RegistryProbl
     for column in ("tests", "contact"):
         if values[column].lower() not in _YES:
             problems.append(RegistryProblem(line, column, f"{values[column]!r} is not yes or no"))
+    if values["charset"] and values["charset"].lower() not in CHARSETS:
+        problems.append(
+            RegistryProblem(line, "charset", f"{values['charset']!r} is not one of {', '.join(CHARSETS)}")
+        )
     return problems
 
 
@@ -136,6 +146,7 @@ def _check_row(line: int, raw: dict[str, str]) -> tuple[RegistryRow | None, list
         prefectures=tuple(values["prefectures"].split()),
         tests=_YES[values["tests"].lower()],
         contact=_YES[values["contact"].lower()],
+        charset=values["charset"].lower() or "utf-8",
     ), []
 
 
@@ -208,6 +219,7 @@ def write_registry(rows: Iterable[RegistryRow], stream: TextIO | None = None) ->
                 " ".join(row.prefectures),
                 "yes" if row.tests else "no",
                 "yes" if row.contact else "no",
+                row.charset,
             )
         )
     return out.getvalue() if isinstance(out, io.StringIO) else ""

@@ -12,18 +12,29 @@ inside both parts. The templates are rendered once with a placeholder where
 the link goes; each part's base64 lines up to the placeholder are encoded
 once, and only the rest of the part (the footer, as the shipped templates
 place the link) is encoded per recipient.
+
+An address whose mail system needs it (the registry's charset column) gets
+ISO-2022-JP: headers as ISO-2022-JP encoded words, both parts 7-bit
+ISO-2022-JP, the link written where the placeholder was. Where a character
+is outside JIS X 0208 (髙, ①, half-width kana) or a line would be longer
+than 7-bit mail allows, that mail goes in UTF-8 instead, and the rendering
+says why (`RenderedAlert.fallback`), which the delivery keeps as an event.
 """
 
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import email.policy
 import html
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr
 from pathlib import Path
 from typing import Any
 
@@ -88,18 +99,50 @@ class _LinkedPart:
 
 
 @dataclass(frozen=True)
+class _PlainLink:
+    """A link in a 7-bit part: the recipient's address as is (escaped in HTML)."""
+
+    escape: bool
+
+    def encode(self, link: str) -> bytes:
+        return (html.escape(link) if self.escape else link).encode("ascii")
+
+
+# The charset legacy Japanese mail systems read, and the longest line 7-bit mail may carry.
+ISO_2022_JP = "iso-2022-jp"
+_LONGEST_LINE = 998
+
+
+class _DoesNotFit(Exception):
+    """The mail cannot go in ISO-2022-JP; the message says why."""
+
+
+def _iso_2022_jp_problem(value: str, what: str) -> str | None:
+    try:
+        value.encode("iso2022_jp")
+    except UnicodeEncodeError as exc:
+        char = value[exc.start]
+        return f"{char!r} (U+{ord(char):04X}) in the {what} is not in ISO-2022-JP"
+    return None
+
+
+@dataclass(frozen=True)
 class RenderedAlert:
     """One alert in one language: the shared header block and the MIME body.
 
     `segments` are the bytes shared by every recipient, with one `parts` entry (the text part, then the
-    HTML part) between each two when the mail carries answer links; a single segment when it does not.
+    HTML part; in a 7-bit ISO-2022-JP mail, each link) between each two when the mail carries answer
+    links; a single segment when it does not.
     """
 
     subject: str
     text: str
     html: str
     segments: tuple[bytes, ...]
-    parts: tuple[_LinkedPart, ...] = ()
+    parts: tuple[_LinkedPart | _PlainLink, ...] = ()
+    # How the mail is encoded, and why not in the charset asked for, when it is not.
+    charset: str = "utf-8"
+    fallback: str | None = None
 
     def for_recipient(
         self,
@@ -158,7 +201,7 @@ class Renderer:
             lstrip_blocks=True,
         )
         self._from = Address(display_name=sender_name, addr_spec=sender)
-        self._cache: dict[tuple[str, str, str], RenderedAlert] = {}
+        self._cache: dict[tuple[str, str, str, str], RenderedAlert] = {}
         # Whether each mail carries its recipient's answer link (`ceptoar.bounces.links`).
         self._answer_links = answer_links
 
@@ -174,18 +217,21 @@ class Renderer:
                     errors.append(f"{name}: {exc}")
         return errors
 
-    def render(self, alert: AlertView, language: str, purpose: str = Purpose.ALERT) -> RenderedAlert:
+    def render(
+        self, alert: AlertView, language: str, purpose: str = Purpose.ALERT, charset: str = "utf-8"
+    ) -> RenderedAlert:
         """The alert in `language` (cached; an unknown language falls back to Japanese).
 
         `purpose`: the alert itself, or a reminder or backup copy of it (`ceptoar.model.escalation`).
+        `charset`: utf-8, or iso-2022-jp where every character fits (else UTF-8, saying why).
         """
         lang = language if language in LANGUAGES else "ja"
-        key = (alert.id, lang, purpose)
+        key = (alert.id, lang, purpose, charset)
         cached = self._cache.get(key)
         if cached is None:
             if len(self._cache) > 256:
                 self._cache.clear()
-            cached = self._cache[key] = self._render(alert, lang, purpose)
+            cached = self._cache[key] = self._render(alert, lang, purpose, charset)
         return cached
 
     def message(
@@ -200,10 +246,11 @@ class Renderer:
         reply_to: str | None = None,
         answer_url: str | None = None,
         purpose: str = Purpose.ALERT,
+        charset: str = "utf-8",
     ) -> bytes:
         """The bytes to send to one recipient; PermanentDeliveryError if it cannot be built."""
         try:
-            rendered = self.render(alert, language, purpose)
+            rendered = self.render(alert, language, purpose, charset)
             return rendered.for_recipient(
                 to=to,
                 message_id=message_id,
@@ -235,23 +282,70 @@ class Renderer:
             ),
         }
 
-    def _render(self, alert: AlertView, lang: str, purpose: str) -> RenderedAlert:
+    def _render(self, alert: AlertView, lang: str, purpose: str, charset: str) -> RenderedAlert:
         ctx = self.context(alert, lang, purpose)
         subject = " ".join(self._env.get_template(f"{lang}/alert.subject.j2").render(ctx).split())
         text = self._env.get_template(f"{lang}/alert.txt.j2").render(ctx)
         html = self._env.get_template(f"{lang}/alert.html.j2").render(ctx)
+        if charset != ISO_2022_JP:
+            return self._utf8(alert, lang, subject, text, html)
+        try:
+            return self._iso_2022_jp(alert, lang, subject, text, html)
+        except _DoesNotFit as exc:
+            utf8 = self._utf8(alert, lang, subject, text, html)
+            return dataclasses.replace(utf8, fallback=f"sent in UTF-8, not ISO-2022-JP: {exc}")
+
+    def _headers(self, alert: AlertView, lang: str) -> list[tuple[str, str]]:
+        """The header fields every variant shares, after From and Subject."""
+        return [
+            ("Date", format_datetime(alert.created_at.astimezone(JST))),
+            ("Auto-Submitted", "auto-generated"),
+            # Exchange-based systems answer no out-of-office or auto-reply to it. (No Precedence: bulk,
+            # which some filters take as a reason to file mail away from the inbox.)
+            ("X-Auto-Response-Suppress", "OOF, AutoReply"),
+            ("Content-Language", lang),
+            ("X-Ceptoar-Alert-Id", alert.id),
+            ("X-Ceptoar-Severity", alert.severity),
+            ("X-Ceptoar-TLP", alert.tlp),
+        ]
+
+    def _iso_2022_jp(self, alert: AlertView, lang: str, subject: str, text: str, html: str) -> RenderedAlert:
+        """Both parts 7-bit ISO-2022-JP, the headers encoded words; `_DoesNotFit` says why it cannot be."""
+        name = self._from.display_name
+        for value, what in ((subject, "subject"), (name, "sender's name"), (text, "text"), (html, "HTML")):
+            if (problem := _iso_2022_jp_problem(value, what)) is not None:
+                raise _DoesNotFit(problem)
+        policy = email.policy.compat32.clone(linesep="\r\n")
+        msg = MIMEMultipart("alternative", policy=policy)
+        msg["From"] = formataddr((Header(name, ISO_2022_JP).encode(), self._from.addr_spec))
+        # A Header is written as ISO-2022-JP encoded words (the email package's compat32 API takes one).
+        msg["Subject"] = Header(subject, ISO_2022_JP)  # type: ignore[assignment]
+        for field_name, value in self._headers(alert, lang):
+            msg[field_name] = value
+        for body, subtype in ((text, "plain"), (html, "html")):
+            part = MIMEText(body, subtype, ISO_2022_JP, policy=policy)
+            del part["MIME-Version"]
+            msg.attach(part)
+        whole = msg.as_bytes(policy=policy)
+        if any(len(line) > _LONGEST_LINE for line in whole.split(_CRLF)):
+            raise _DoesNotFit(f"a line would be longer than the {_LONGEST_LINE} octets 7-bit mail allows")
+        if not self._answer_links:
+            return RenderedAlert(subject, text, html, (whole,), charset=ISO_2022_JP)
+        # The placeholder is ASCII, which ISO-2022-JP writes as is: each recipient's link goes there.
+        pieces = whole.split(ANSWER_SLOT.encode("ascii"))
+        html_at = whole.index(b"Content-Type: text/html")
+        links, at = [], 0
+        for piece in pieces[:-1]:
+            at += len(piece) + len(ANSWER_SLOT)
+            links.append(_PlainLink(escape=at > html_at))
+        return RenderedAlert(subject, text, html, tuple(pieces), tuple(links), charset=ISO_2022_JP)
+
+    def _utf8(self, alert: AlertView, lang: str, subject: str, text: str, html: str) -> RenderedAlert:
         msg = EmailMessage(policy=email.policy.SMTP)
         msg["From"] = self._from
         msg["Subject"] = subject
-        msg["Date"] = format_datetime(alert.created_at.astimezone(JST))
-        msg["Auto-Submitted"] = "auto-generated"
-        # Exchange-based systems answer no out-of-office or auto-reply to it. (No Precedence: bulk,
-        # which some filters take as a reason to file mail away from the inbox.)
-        msg["X-Auto-Response-Suppress"] = "OOF, AutoReply"
-        msg["Content-Language"] = lang
-        msg["X-Ceptoar-Alert-Id"] = alert.id
-        msg["X-Ceptoar-Severity"] = alert.severity
-        msg["X-Ceptoar-TLP"] = alert.tlp
+        for field_name, value in self._headers(alert, lang):
+            msg[field_name] = value
         if not self._answer_links:
             msg.set_content(text, subtype="plain", charset="utf-8", cte="base64")
             msg.add_alternative(html, subtype="html", charset="utf-8", cte="base64")

@@ -57,6 +57,8 @@ class Claimed:
     contact: bool = False
     # What the mail is for: the alert, or a reminder or backup copy (`ceptoar.model.escalation`).
     purpose: str = Purpose.ALERT
+    # How the address's mail is encoded (`ceptoar.render`).
+    charset: str = "utf-8"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class Outcome:
     at: datetime | None = None
     # False when nothing reached the relay (it could not be reached): the claim is given back.
     counted: bool = True
+    # What ceptoar did about this attempt that the relay's reply does not say (the mail went in
+    # UTF-8 where ISO-2022-JP was asked): recorded as a `sending` event just before the outcome's.
+    note: str | None = None
 
 
 class DeliveryRepo:
@@ -367,6 +372,13 @@ async def _record_events(conn: AsyncConnection, applied: Sequence[Outcome], now:
     accepted), so those events are built by the database: a fan-out's
     batch is all sent, and this runs under the write lock.
     """
+    notes = [
+        {**_event(o, now), "state": DeliveryState.SENDING.value, "smtp_code": None, "smtp_reply": o.note}
+        for o in applied
+        if o.note
+    ]
+    if notes:
+        await conn.execute(insert(delivery_events), notes)
     sent = [o.delivery_id for o in applied if o.state is DeliveryState.SENT]
     if sent:
         await _copied_events(conn, deliveries.c.id.in_(sent), at=deliveries.c.sent_at)
@@ -527,6 +539,7 @@ async def _recipients(conn: AsyncConnection, ids: Sequence[int]) -> list[Claimed
                 deliveries.c.references,
                 addresses.c.contact,
                 deliveries.c.purpose,
+                addresses.c.charset,
             )
             .select_from(_WITH_RECIPIENT)
             .where(deliveries.c.id.in_(ids))

@@ -13,7 +13,8 @@ receipts.field). Version 8 records who released a held alert
 (alerts.released_by, alerts.released_at). Version 9 adds what came back
 to the deliveries' return paths (returned), version 10 what organisations
 answered (answers), version 11 escalations and what each delivery's mail
-is for (deliveries.purpose). Each step
+is for (deliveries.purpose), version 12 each address's charset
+(addresses.charset). Each step
 runs in the same transaction as the version row that records it.
 """
 
@@ -153,6 +154,10 @@ def _v11(conn: Connection) -> None:
         index.create(conn)
 
 
+def _v12(conn: Connection) -> None:
+    _add_columns(conn, "addresses", [("charset", "VARCHAR(16)", "'utf-8'")])
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2,
     3: _v3,
@@ -164,6 +169,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     9: _v3,
     10: _v3,
     11: _v11,
+    12: _v12,
 }
 LATEST = max(MIGRATIONS)
 

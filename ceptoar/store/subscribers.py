@@ -138,6 +138,7 @@ class SubscriberRepo:
                 addresses.c.role,
                 addresses.c.language,
                 *_SUBSCRIPTION,
+                addresses.c.charset,
             )
             .join(addresses, addresses.c.subscriber_code == subscribers.c.code)
             .where(subscribers.c.active, addresses.c.active)
@@ -146,7 +147,9 @@ class SubscriberRepo:
         async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).all()
         return [
-            RegistryRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6]), tuple(r[7]), bool(r[8]), bool(r[9]))
+            RegistryRow(
+                r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6]), tuple(r[7]), bool(r[8]), bool(r[9]), r[10]
+            )
             for r in rows
         ]
 
@@ -237,6 +240,7 @@ def _address_values(row: RegistryRow, now: datetime) -> dict[str, object]:
         "prefectures": list(row.prefectures),
         "wants_tests": row.tests,
         "contact": row.contact,
+        "charset": row.charset,
         "active": True,
         "updated_at": now,
     }

@@ -110,6 +110,8 @@ addresses = Table(
     Column("prefectures", JSON, nullable=False, server_default="[]"),
     Column("wants_tests", Boolean, nullable=False, server_default=false()),
     Column("contact", Boolean, nullable=False, server_default=false()),
+    # How the address's mail is encoded: utf-8 or iso-2022-jp (schema 12).
+    Column("charset", String(16), nullable=False, server_default="utf-8"),
 )
 
 notices = Table(
