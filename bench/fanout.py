@@ -109,6 +109,18 @@ def ensure_postfix() -> None:
     )
 
 
+def listening(port: int, what: str, *, within: float = 2.0) -> None:
+    """Return once something accepts connections on the loopback port; RuntimeError after `within` s."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{what} did not start")
+
+
 class Sink:
     """Postfix's smtp-sink on a free loopback port: accepts and discards."""
 
@@ -116,13 +128,7 @@ class Sink:
         self.port = free_port()
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
         self.proc = subprocess.Popen(["smtp-sink", *user, f"127.0.0.1:{self.port}", "1000"])
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("smtp-sink did not start")
+        listening(self.port, "smtp-sink")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -310,13 +316,7 @@ class ThrottlingRelay:
             ],
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the mailbox did not start")
+        listening(self.port, "the mailbox", within=15.0)
 
     def stop(self) -> None:
         self.proc.terminate()
