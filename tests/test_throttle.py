@@ -118,9 +118,13 @@ def test_every_process_of_the_host_keeps_to_one_window() -> None:
         assert waits == pytest.approx([0.0, 0.01, 0.02, 0.03])
         lowered = one.throttled()
         assert lowered is not None and other.rate == one.rate == lowered < 100
+        assert one.path is not None and one.path == other.path
+        one.close()
+        assert one.path.exists()  # the other still sends through it
     finally:
         one.close()
         other.close()
+    assert one.path is not None and not one.path.exists()  # the last to let go removed it
 
 
 def test_the_mailbox_plays_a_relays_session_and_rate_limits() -> None:

@@ -98,6 +98,8 @@ class SendWindow:
         self._local = bytearray(_LAYOUT.size)
         self._map: mmap.mmap | None = None
         self._fd: int | None = None
+        # The file the host's processes share the window through; None while it is this process's own.
+        self.path: Path | None = None
         if shared:
             try:
                 self._open(_state_path(relay))
@@ -114,16 +116,28 @@ class SendWindow:
             if os.fstat(fd).st_size < _LAYOUT.size:
                 os.ftruncate(fd, _LAYOUT.size)
             self._map = mmap.mmap(fd, _LAYOUT.size)
+            # Held while the window is open (beside the lockf locks of each update): the last one
+            # to close it sees no other holder and removes the file.
+            fcntl.flock(fd, fcntl.LOCK_SH)
         except OSError:
             os.close(fd)
             raise
         self._fd = fd
+        self.path = path
 
     def close(self) -> None:
+        """Let go of the window; the last process of the host to hold it removes its file."""
         if self._map is not None:
             self._map.close()
             self._map = None
         if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another process still sends through it
+            else:
+                if self.path is not None:
+                    self.path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
 
