@@ -246,8 +246,10 @@ async def test_serve_killed_outright_and_started_again_loses_nothing(
     await _until_sent(stack.store, "KILLSERVE-1", len(rows) // 10)
     first.proc.kill()
     assert await _stop_serve(first) == -signal.SIGKILL
-    await asyncio.sleep(2)  # its mailer processes stop once they see it gone
+    # Counted at once: what it had sent but not recorded is `sending` now; its mailer processes may
+    # still claim and record some of those (their leases running out) before they see it gone.
     in_flight = await _in_flight(stack.store)
+    await asyncio.sleep(2)  # its mailer processes stop once they see it gone
     async with serving(stack) as again:
         children = again.children
         counts = await _settled(stack, "KILLSERVE-1")
