@@ -9,7 +9,7 @@ import aiosmtplib
 import pytest
 
 from ceptoar.errors import TemporaryDeliveryError, Throttled
-from ceptoar.mail.throttle import DECREASE, HOLD, SendWindow, is_throttling
+from ceptoar.mail.throttle import DECREASE, HOLD, STALE, SendWindow, is_throttling
 from ceptoar.mailbox import MaildirHandler, count, start_mailbox
 from ceptoar.mailbox.limits import RelayLimits
 from ceptoar.registry import RegistryRow
@@ -105,6 +105,19 @@ def test_accepted_mail_grows_the_rate_up_to_the_cap_only() -> None:
         window.accepted()
         clock.now += 0.01
     assert window.rate == 100
+
+
+def test_a_window_left_idle_starts_again_from_the_rate_last_refused() -> None:
+    clock = Clock()
+    window = _window(clock)
+    for _ in range(200):
+        window.accepted()
+        clock.now += 0.005
+    lowered = window.throttled()
+    assert lowered is not None and lowered < 200
+    clock.now += STALE + 1
+    window.reserve()
+    assert window.rate == pytest.approx(200)  # what the relay last refused, not the lowered rate
 
 
 def test_every_process_of_the_host_keeps_to_one_window() -> None:

@@ -38,7 +38,7 @@ from typing import Final
 
 from ceptoar.log import get_logger
 
-__all__ = ["DECREASE", "HOLD", "MIN_RATE", "STEP_SHARE", "SendWindow", "is_throttling"]
+__all__ = ["DECREASE", "HOLD", "MIN_RATE", "STALE", "STEP_SHARE", "SendWindow", "is_throttling"]
 
 log = get_logger(__name__)
 
@@ -166,19 +166,22 @@ class SendWindow:
         with self._locked() as state:
             return state[0] or None
 
-    def _fresh(self, state: list[float], now: float) -> None:
-        """Forget a window left idle for `STALE` seconds: the relay's limits may have changed."""
+    def _fresh(self, state: list[float], now: float) -> bool:
+        """Forget a window left idle for `STALE` seconds (the relay's limits may have changed); True if so."""
         if state[4] and now - max(state[2], state[3], state[4]) > STALE:
             state[:] = [state[1] or self.max_rate or 0.0, state[1], now, 0.0, now, 0.0, 0.0]
+            return True
+        return False
 
     def reserve(self) -> float:
         """Take the next send slot; seconds to wait before sending (0 when not paced)."""
         with self._locked() as state:
             now = self._clock()
-            self._fresh(state, now)
+            forgotten = self._fresh(state, now)
             rate = state[0]
             if not rate:
-                self._write(state)
+                if forgotten:
+                    self._write(state)
                 return 0.0
             at = max(now, state[2])
             state[2] = at + 1.0 / rate
