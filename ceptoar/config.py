@@ -168,9 +168,14 @@ class Settings(BaseSettings):
         return derived_key(key, purpose)
 
     @property
+    def sender_domain(self) -> str:
+        """The domain of the service's From address."""
+        return self.mail_from.rpartition("@")[2]
+
+    @property
     def return_path(self) -> str:
         """The return path's base address: CEPTOAR_BOUNCE_ADDRESS, else bounces@ the sender's domain."""
-        return self.bounce_address or f"bounces@{self.mail_from.rpartition('@')[2]}"
+        return self.bounce_address or f"bounces@{self.sender_domain}"
 
     @property
     def db_url(self) -> str:
@@ -182,7 +187,7 @@ class Settings(BaseSettings):
     @property
     def signing_domain(self) -> str:
         """The domain mail is DKIM-signed for: dkim_domain, else the sender's."""
-        return self.dkim_domain or self.mail_from.rpartition("@")[2]
+        return self.dkim_domain or self.sender_domain
 
     @property
     def mailers(self) -> int:
