@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import aclosing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,7 @@ async def _create(
         fmt="json",
         severity=severity,
         rules=[f"sender-{severity}"],
-        recipients=recipients,
+        audience=[c.address_id for c in recipients],
         message_id_domain="ceptoar.example",
         **more,
     )
@@ -66,6 +67,31 @@ async def test_candidates_follow_registry_changes_made_by_another_process(
         changed = [replace(r, language="en") if i == 0 else r for i, r in enumerate(tokyo[:12])]
         await other.subscribers.import_rows(changed)
         assert (await store.subscribers.candidates())[0].language == "en"
+
+
+async def test_candidates_are_read_a_chunk_at_a_time_in_address_order(
+    store: Store, db_url: str, registry_rows: list[RegistryRow]
+) -> None:
+    rows = [
+        replace(r, categories=("vulnerability",), prefectures=("13", "14")) if i % 9 == 0 else r
+        for i, r in enumerate(registry_rows)
+    ]
+    await store.subscribers.import_rows(rows)
+    whole = await store.subscribers.candidates()
+    async with aclosing(store.subscribers.candidate_chunks(500)) as chunks:
+        sizes, read = [], []
+        async for chunk in chunks:
+            sizes.append(len(chunk))
+            read.extend(chunk)
+    assert sizes == [500] * 7 + [76]
+    assert read == whole
+    assert [c.address_id for c in read] == sorted(c.address_id for c in read)
+    subscribed = next(c for c in read if c.email == rows[0].email)
+    assert (subscribed.categories, subscribed.prefectures) == (("vulnerability",), ("13", "14"))
+    # 3,576 addresses fit in one chunk of the default size: they are kept, and follow another process's change.
+    async with await Store.open(db_url) as other:
+        await other.subscribers.import_rows([replace(rows[1], language="en")])
+    assert next(c for c in await store.subscribers.candidates() if c.email == rows[1].email).language == "en"
 
 
 async def test_registry_import_is_idempotent_and_counted(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import RowMapping, func, insert, select, update
+from sqlalchemy import RowMapping, Text, cast, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.model.codes import is_prefecture, prefecture_of
@@ -17,7 +20,10 @@ from ceptoar.registry import RegistryRow
 from ceptoar.store.engine import reading
 from ceptoar.store.tables import addresses, subscribers
 
-__all__ = ["ImportResult", "RegistryCounts", "SubscriberRepo"]
+__all__ = ["CANDIDATE_CHUNK", "ImportResult", "RegistryCounts", "SubscriberRepo"]
+
+# Addresses read at a time when an audience is chosen; a registry of at most this many is kept in memory.
+CANDIDATE_CHUNK = 5000
 
 # An address's subscription, in the order Candidate and RegistryRow hold it.
 _SUBSCRIPTION = (
@@ -187,12 +193,25 @@ class SubscriberRepo:
         return [c for c in codes if c not in found]
 
     async def candidates(self) -> list[Candidate]:
-        """Every active address of an active subscriber, in address order.
+        """Every active address of an active subscriber, in address order (see `candidate_chunks`)."""
+        found: list[Candidate] = []
+        async with aclosing(self.candidate_chunks()) as chunks:
+            async for chunk in chunks:
+                found.extend(chunk)
+        return found
 
-        Read again only when the registry changed since the last read (any
-        process's change: every write sets `updated_at`, a new row changes
-        the count): a fan-out to every address should not wait for thousands
-        of rows that are the same as an alert ago.
+    async def candidate_chunks(self, size: int = CANDIDATE_CHUNK) -> AsyncGenerator[list[Candidate]]:
+        """Every active address of an active subscriber, in address order, `size` at a time.
+
+        The rows are read by one query through a cursor, a chunk at a time,
+        so a caller that keeps only what it needs of each chunk needs memory
+        for one chunk, however large the registry. A registry that fits in
+        one chunk is kept, and read again only when it changed since the
+        last read (any process's change: every write sets `updated_at`, a
+        new row changes the count): a fan-out to every address should not
+        wait for thousands of rows that are the same as an alert ago.
+        Close the generator (`contextlib.aclosing`) if you stop early: it
+        holds a connection while it is open.
         """
         async with reading(self._engine) as conn:
             version: tuple[Any, ...] = ()
@@ -201,16 +220,27 @@ class SubscriberRepo:
                     (await conn.execute(select(func.count(), func.max(table.c.updated_at)))).one()
                 )
             if self._candidates is not None and self._candidates[0] == version:
-                return list(self._candidates[1])
-            rows = (await conn.execute(_CANDIDATES)).all()
-        candidates = [
-            Candidate(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7]), tuple(r[8]), bool(r[9]), bool(r[10])
-            )
-            for r in rows
-        ]
-        self._candidates = (version, candidates)
-        return list(candidates)
+                cached = self._candidates[1]
+            else:
+                self._candidates = None
+                kept: list[Candidate] | None = []
+                result = await conn.stream(_CANDIDATES)
+                async for rows in result.partitions(size):
+                    chunk = [
+                        Candidate(
+                            r[0], r[1], r[2], r[3], r[4], r[5], r[6], _codes(r[7]), _codes(r[8]), bool(r[9]),
+                            bool(r[10]),
+                        )
+                        for r in rows
+                    ]  # fmt: skip
+                    if kept is not None:
+                        kept = [*kept, *chunk] if len(kept) + len(chunk) <= size else None
+                    yield chunk
+                if kept is not None:
+                    self._candidates = (version, kept)
+                return
+        for start in range(0, len(cached), size):
+            yield cached[start : start + size]
 
 
 _CANDIDATES = (
@@ -221,12 +251,23 @@ _CANDIDATES = (
         subscribers.c.prefecture,
         addresses.c.role,
         addresses.c.language,
-        *_SUBSCRIPTION,
+        addresses.c.min_severity,
+        # As text, decoded by `_codes`: thousands of addresses share a handful of lists.
+        cast(addresses.c.categories, Text),
+        cast(addresses.c.prefectures, Text),
+        addresses.c.wants_tests,
+        addresses.c.contact,
     )
     .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
     .where(addresses.c.active, subscribers.c.active)
     .order_by(addresses.c.id)
 )
+
+
+@lru_cache(maxsize=1024)
+def _codes(text: str) -> tuple[str, ...]:
+    """A JSON list of categories or prefecture codes, as stored."""
+    return tuple(json.loads(text))
 
 
 def _address_values(row: RegistryRow, now: datetime) -> dict[str, object]:
