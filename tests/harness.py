@@ -192,7 +192,7 @@ class Stack:
             fmt="json",
             severity=severity,
             rules=[f"sender-{severity}"],
-            recipients=await self.store.subscribers.candidates(),
+            audience=[c.address_id for c in await self.store.subscribers.candidates()],
             message_id_domain=self.settings.message_id_domain,
             first=claim,
             claim=claim > 0,

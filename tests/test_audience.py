@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import pytest
+
+from ceptoar.dispatch import load_rules
 from ceptoar.dispatch.audience import choose_audience, hold_reason
+from ceptoar.dispatch.plan import Thread, plan, plan_in_chunks
 from ceptoar.feed import parse_notice
+from ceptoar.model.alert import AlertView
 from ceptoar.model.notice import Notice, Severity
 from ceptoar.model.subscriber import Candidate
 from tests.harness import notice_doc
@@ -122,3 +128,61 @@ def test_earlier_recipients_stay_whatever_area_and_subscription_say_but_tlp_appl
     )
     assert old_security in chosen.recipients
     assert old_primary not in chosen.recipients
+
+
+def _varied(n: int) -> list[Candidate]:
+    """n addresses across prefectures, roles and subscriptions, as a registry holds them."""
+    roles, severities = ("primary", "security", "backup"), ("low", "medium", "high", "critical")
+    return [
+        _c(
+            f"{i % 47 + 1:02d}{i % 7:04d}",
+            roles[i % 3],
+            min_severity=severities[i % 4],
+            categories=("vulnerability",) if i % 5 == 0 else (),
+            prefectures=("13",) if i % 11 == 0 else (),
+            wants_tests=i % 2 == 0,
+            contact=i % 6 == 1,
+        )
+        for i in range(n)
+    ]
+
+
+async def _chunks(candidates: Sequence[Candidate], size: int) -> AsyncIterator[Sequence[Candidate]]:
+    for start in range(0, len(candidates), size):
+        yield candidates[start : start + size]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"area": ["13", "271004"]},
+        {"tlp": "AMBER"},
+        {"tlp": "AMBER+STRICT", "severity": "critical"},
+        {"status": "exercise"},
+        {"tlp": "RED"},
+        {"msg_type": "update", "references": ["N-1"]},
+    ],
+)
+async def test_a_plan_made_a_chunk_at_a_time_is_the_plan_of_the_whole_registry(fields: dict[str, Any]) -> None:
+    registry = _varied(1000)
+    notice = _notice(**fields)
+    thread = Thread()
+    if notice.references:
+        first = _notice(id="N-1")
+        parent = AlertView.of_notice(first, severity="high", rules=[], id="20261207-parent00")
+        mailed = registry[::4]
+        thread = Thread(
+            parent=parent,
+            members={c.address_id for c in mailed},
+            history={c.address_id: [f"<{c.address_id}@ceptoar.example>"] for c in mailed},
+        )
+    rules = load_rules()
+    whole = plan(notice, rules, registry, thread)
+    chunked, ids = await plan_in_chunks(notice, rules, _chunks(registry, 97), thread)
+    assert ids == [c.address_id for c in whole.audience.recipients]
+    assert ids or whole.held, "a plan that reaches no one proves nothing here"
+    assert chunked.audience.removed == whole.audience.removed
+    assert (chunked.classification, chunked.lifecycle) == (whole.classification, whole.lifecycle)
+    assert chunked.threading == whole.threading
+    assert (chunked.cancels, chunked.unsent) == (whole.cancels, whole.unsent)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import aclosing
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -38,7 +39,7 @@ from structlog.contextvars import bound_contextvars
 from ceptoar.bus import Bus, Lane, lane_for, settle
 from ceptoar.config import Settings
 from ceptoar.dispatch.admission import admit
-from ceptoar.dispatch.plan import plan
+from ceptoar.dispatch.plan import Plan, plan_in_chunks
 from ceptoar.dispatch.rules import Classification, RuleSet
 from ceptoar.dispatch.thread import load_thread
 from ceptoar.errors import InvalidNotice
@@ -82,7 +83,7 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         # Read the registry now: the first notice after a start should not wait for it.
         try:
-            await outlast_outages(self._store.subscribers.candidates, stop=stop, what="read the registry")
+            await outlast_outages(self._read_registry, stop=stop, what="read the registry")
         except Stopping:
             return
         inbox = await self._bus.consume(self._bus.names.notices, prefetch=4)
@@ -92,6 +93,11 @@ class Dispatcher:
                     await self.handle(message, stop)
         finally:
             self._parser.close()
+
+    async def _read_registry(self) -> None:
+        async with aclosing(self._store.subscribers.candidate_chunks()) as chunks:
+            async for _ in chunks:
+                pass
 
     async def handle(self, message: AbstractIncomingMessage, stop: asyncio.Event) -> None:
         """Dispatch one notice; never raises for the notice, nor for an outage (it is waited out)."""
@@ -198,16 +204,15 @@ class Dispatcher:
             )
 
     async def _store_alert(self, notice: Notice, payload: str, fmt: str) -> StoredAlert:
-        candidates = await self._store.subscribers.candidates()
-        planned = plan(notice, self._rules, candidates, await load_thread(self._store, notice))
+        planned, audience = await self._plan(notice)
         if planned.cancels is not None:
             await self._cancel(planned.cancels)
             # Mail in flight has now finished: only now is it known who was mailed, and so who hears of the
             # cancel.
-            planned = plan(notice, self._rules, candidates, await load_thread(self._store, notice))
+            planned, audience = await self._plan(notice)
         if planned.held is not None:
             log.warning("alert.held", reason=planned.held)
-        elif not planned.audience.recipients:
+        elif not audience:
             log.error("alert.no_audience", tlp=notice.tlp.value, removed=dict(planned.audience.removed))
         result = planned.classification
         first, claim = self._first_rows(result)
@@ -217,7 +222,7 @@ class Dispatcher:
             fmt=fmt,
             severity=result.severity.value,
             rules=result.rules,
-            recipients=planned.audience.recipients,
+            audience=audience,
             message_id_domain=self._settings.message_id_domain,
             lifecycle=planned.lifecycle,
             history=planned.threading,
@@ -225,6 +230,12 @@ class Dispatcher:
             claim=claim,
             lease_seconds=self._settings.lease_seconds,
         )
+
+    async def _plan(self, notice: Notice) -> tuple[Plan, list[int]]:
+        """The notice's plan and its recipients' address ids, the registry read a chunk at a time."""
+        thread = await load_thread(self._store, notice)
+        async with aclosing(self._store.subscribers.candidate_chunks()) as chunks:
+            return await plan_in_chunks(notice, self._rules, chunks, thread)
 
     def _first_rows(self, result: Classification) -> tuple[int, bool]:
         """How many deliveries the alert's first transaction writes, and whether it claims them.

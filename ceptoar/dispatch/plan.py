@@ -12,8 +12,9 @@ construction, what would be sent.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import AsyncIterable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from ceptoar.dispatch.audience import Audience, cancel_audience, choose_audience, hold_reason
 from ceptoar.dispatch.rules import Classification, RuleSet, classify
@@ -23,7 +24,7 @@ from ceptoar.model.states import AlertState
 from ceptoar.model.subscriber import Candidate
 from ceptoar.store.alerts import Lifecycle
 
-__all__ = ["Plan", "Thread", "plan"]
+__all__ = ["Plan", "Thread", "plan", "plan_in_chunks"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +101,30 @@ def plan(notice: Notice, rules: RuleSet, candidates: Sequence[Candidate], thread
         if c.address_id in thread.history
     }
     return Plan(notice, result, lifecycle, audience, threading, cancels, unsent)
+
+
+async def plan_in_chunks(
+    notice: Notice, rules: RuleSet, chunks: AsyncIterable[Sequence[Candidate]], thread: Thread
+) -> tuple[Plan, list[int]]:
+    """`plan` over a registry read a chunk at a time, holding one chunk's candidates at once.
+
+    An audience is chosen address by address, so the plan is the one
+    `plan` makes of all the candidates, except that it keeps no Candidate:
+    its audience says only who was left out and why, and the recipients'
+    address ids, in address order, are returned beside it. Close `chunks`
+    after the call: a held notice stops reading it early.
+    """
+    ids: list[int] = []
+    removed: Counter[str] = Counter()
+    threading: dict[int, list[str]] = {}
+    planned = None
+    async for chunk in chunks:
+        planned = plan(notice, rules, chunk, thread)
+        if planned.held is not None:
+            break  # it reaches no one, whatever the rest of the registry holds
+        ids.extend(c.address_id for c in planned.audience.recipients)
+        removed.update(planned.audience.removed)
+        threading.update(planned.threading)
+    if planned is None:
+        return plan(notice, rules, [], thread), ids
+    return replace(planned, audience=Audience([], removed), threading=threading), ids

@@ -100,7 +100,7 @@ class AlertRepo:
         fmt: str,
         severity: str,
         rules: Sequence[str],
-        recipients: Sequence[Addressee],
+        audience: Sequence[int],
         message_id_domain: str,
         lifecycle: Lifecycle = Lifecycle(),
         history: Mapping[int, Sequence[str]] | None = None,
@@ -108,7 +108,7 @@ class AlertRepo:
         claim: bool = False,
         lease_seconds: float = 300.0,
     ) -> StoredAlert:
-        """Store notice, alert, deliveries and their `queued` events in one transaction.
+        """Store notice, alert, a delivery per address id of `audience` and their `queued` events, at once.
 
         With `first`, the transaction holds only the first `first`
         recipients' deliveries, and the rest of the audience is kept on the
@@ -123,7 +123,6 @@ class AlertRepo:
         returns the existing alert marked as a duplicate.
         """
         now = datetime.now(UTC)
-        audience = [r.address_id for r in recipients]
         history = history or {}
         written = audience[:first] if first > 0 else audience
         rest = audience[len(written) :]
