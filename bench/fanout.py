@@ -15,7 +15,7 @@ then measures:
 - T_fanout: from publishing one notice to every one of its deliveries being
   `sent` (the last row's update time, read from the store, so the bench's
   own polling stays slow and off the cores), with the first mail's
-  latency, messages per second, the service's peak memory (VmHWM), and
+  latency, messages per second, the service's peak memory (VmHWM, summed and of its largest process), and
   the CPU time of the service, the relay and the broker;
 - T_fanout without answer links, in the same runs, for comparison;
 - T_limit: Postfix's smtp-source, 4 sessions, the same number of 4 KB
@@ -26,8 +26,12 @@ then measures:
 With `--dkim`, every mail is DKIM-signed with a fresh key, and the cost of
 signing one rendered alert mail is measured apart.
 
+With `--addresses N` (a synthetic registry), each run also fans out to the
+real registry, and the time per address and the largest process's peak are
+printed against it (`per_address_ratio=… registry_process_peak_mb=…`).
+
 It prints min/median/max over the runs and, as its last line, the medians:
-`fanout_s=… limit_s=… naive_s=… ratio_limit=… ratio_naive=… peak_rss_mb=… nolinks_s=…`
+`fanout_s=… limit_s=… naive_s=… ratio_limit=… ratio_naive=… peak_rss_mb=… process_peak_mb=… nolinks_s=…`
 (and `dkim_sign_us=…` with `--dkim`).
 
 `throttled-relay` sends through `ceptoar mailbox serve --max-connections 4
@@ -189,6 +193,8 @@ class Fanout:
     dispatch: float
     first_mail: float
     peak_rss_mb: float
+    # The largest peak of any one process (the dispatcher's or a mailer's).
+    process_peak_mb: float
     sent: int
     # CPU seconds (user + system) spent during the fan-out, by the service, the relay and the broker.
     cpu: dict[str, float]
@@ -236,14 +242,14 @@ class Service:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
         return [self.proc.pid, *map(int, children)]
 
-    def peak_rss_mb(self) -> float:
-        """The sum of each process's peak resident memory (VmHWM): an upper bound of the service's peak."""
-        total = 0
+    def peaks_mb(self) -> list[float]:
+        """Each process's peak resident memory (VmHWM); their sum is an upper bound of the service's peak."""
+        peaks = []
         for pid in self.pids():
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    total += int(line.split()[1])
-        return total / 1024
+                    peaks.append(int(line.split()[1]) / 1024)
+        return peaks
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -392,6 +398,7 @@ async def fanout(
         # T_fanout is read off the rows, so the poll can be slow: it shares the cores with the service.
         await s.until_sent(alert.id, len(rows), every=0.25)
         cpu = {k: cpu_seconds(v) - cpu0[k] for k, v in watched.items()}
+        peaks = s.service.peaks_mb()
         times = await s.sent_times(alert.id)
         view = await s.store.alerts.get(alert.id)
         assert view is not None and view.jobs_published_at is not None
@@ -400,7 +407,8 @@ async def fanout(
             (view.created_at - wall0).total_seconds(),
             (view.jobs_published_at - wall0).total_seconds(),
             (times[0] - wall0).total_seconds(),
-            s.service.peak_rss_mb(),
+            sum(peaks),
+            max(peaks),
             len(times),
             cpu,
         )
@@ -595,6 +603,28 @@ def signing_cost(algorithm: str, key: Path, n: int = 500) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
+def print_fanouts(n: int, fans: list[Fanout], plain: list[Fanout], *, title: str = "T_fanout") -> None:
+    """The fan-out table: min, median and max of each figure over the runs."""
+    seconds = [f.seconds for f in fans]
+    print(f"{'':<18} {'min':>9} {'median':>9} {'max':>9}")
+    print(_row(title, seconds))
+    print(_row("  alert created", [f.stored for f in fans]))
+    print(_row("  dispatched", [f.dispatch for f in fans]))
+    print(_row("  first mail", [f.first_mail for f in fans]))
+    print(_row("  messages/s", [n / s for s in seconds], "/s"))
+    print(_row("  per address", [s / n * 1e6 for s in seconds], "µs"))
+    print(_row("  peak RSS", [f.peak_rss_mb for f in fans], "MB"))
+    print(_row("  one process", [f.process_peak_mb for f in fans], "MB"))
+    print(_row("  CPU, service", [f.cpu["service"] for f in fans]))
+    print(_row("  CPU per address", [f.cpu["service"] / n * 1e6 for f in fans], "µs"))
+    print(_row("  CPU, relay", [f.cpu["relay"] for f in fans]))
+    print(_row("  CPU, broker", [f.cpu["broker"] for f in fans]))
+    if plain:
+        print(_row("T_fanout, no links", [f.seconds for f in plain]))
+        print(_row("  peak RSS", [f.peak_rss_mb for f in plain], "MB"))
+        print(_row("  CPU per address", [f.cpu["service"] / n * 1e6 for f in plain], "µs"))
+
+
 def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink) -> None:
     n = len(rows)
     fans: list[Fanout] = []
@@ -609,6 +639,9 @@ def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink)
         key = keys / "dkim.pem"
         key.write_bytes(generate_key(args.dkim))
         settings = {"CEPTOAR_DKIM_KEY": str(key), "CEPTOAR_DKIM_SELECTOR": "bench"}
+    # With a synthetic registry, the real one is run too: time per address and memory against its size.
+    real = registry(None)
+    scaled: list[Fanout] = []
     for run in range(args.runs):
         # Alternated, so that neither variant always runs on a warmer machine.
         for links in (True, False) if run % 2 == 0 else (False, True):
@@ -617,6 +650,8 @@ def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink)
                     fanout(sink, rows, args.database_url, args.mailers, links=links, settings=settings)
                 )
                 (fans if links else plain).append(done)
+        if n != len(real):
+            scaled.append(asyncio.run(fanout(sink, real, args.database_url, args.mailers, settings=settings)))
         if args.references:
             limits.append(t_limit(sink.port, n))
             naives.append(t_naive(sink.port, n))
@@ -624,27 +659,15 @@ def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink)
     seconds = [f.seconds for f in fans]
     signed = f", DKIM-signed ({args.dkim})" if args.dkim else ""
     print(_header(n, args, f"fan-out, each mail with its return path and answer link{signed}"))
-    print(f"{'':<18} {'min':>9} {'median':>9} {'max':>9}")
-    print(_row("T_fanout", seconds))
-    print(_row("  alert created", [f.stored for f in fans]))
-    print(_row("  dispatched", [f.dispatch for f in fans]))
-    print(_row("  first mail", [f.first_mail for f in fans]))
-    print(_row("  messages/s", [n / s for s in seconds], "/s"))
-    print(_row("  per address", [s / n * 1e6 for s in seconds], "µs"))
-    print(_row("  peak RSS", [f.peak_rss_mb for f in fans], "MB"))
-    print(_row("  CPU, service", [f.cpu["service"] for f in fans]))
-    print(_row("  CPU per address", [f.cpu["service"] / n * 1e6 for f in fans], "µs"))
-    print(_row("  CPU, relay", [f.cpu["relay"] for f in fans]))
-    print(_row("  CPU, broker", [f.cpu["broker"] for f in fans]))
-    if plain:
-        print(_row("T_fanout, no links", [f.seconds for f in plain]))
-        print(_row("  peak RSS", [f.peak_rss_mb for f in plain], "MB"))
-        print(_row("  CPU per address", [f.cpu["service"] / n * 1e6 for f in plain], "µs"))
+    print_fanouts(n, fans, plain)
+    if scaled:
+        print_fanouts(len(real), scaled, [], title=f"T_fanout, {len(real)} addr.")
     print(f"exactly once: {n} of {n} sent, each delivery claimed once, in every run")
     med = statistics.median
     last = (
         f"fanout_s={med(seconds):.2f} per_address_us={med(seconds) / n * 1e6:.0f} "
-        f"peak_rss_mb={max(f.peak_rss_mb for f in fans):.0f}"
+        f"peak_rss_mb={max(f.peak_rss_mb for f in fans):.0f} "
+        f"process_peak_mb={max(f.process_peak_mb for f in fans):.0f}"
     )
     if args.references:
         print(_row("T_limit", limits))
@@ -654,10 +677,19 @@ def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink)
         last = (
             f"fanout_s={med(seconds):.2f} limit_s={med(limits):.2f} naive_s={med(naives):.2f} "
             f"ratio_limit={ratio_limit:.1f} ratio_naive={ratio_naive:.2f} "
-            f"peak_rss_mb={max(f.peak_rss_mb for f in fans):.0f}"
+            f"peak_rss_mb={max(f.peak_rss_mb for f in fans):.0f} "
+            f"process_peak_mb={max(f.process_peak_mb for f in fans):.0f}"
         )
     if plain:
         last += f" nolinks_s={med([f.seconds for f in plain]):.2f}"
+    if scaled:
+        per_address = med(seconds) / n / (med([f.seconds for f in scaled]) / len(real))
+        peak, registry_peak = max(f.process_peak_mb for f in fans), max(f.process_peak_mb for f in scaled)
+        print(
+            f"against {len(real)} addresses: time per address {per_address:.2f} ×, largest process "
+            f"{peak:.0f} MB against {registry_peak:.0f} MB"
+        )
+        last += f" per_address_ratio={per_address:.2f} registry_process_peak_mb={registry_peak:.0f}"
     if args.dkim:
         cost = signing_cost(args.dkim, keys / "dkim.pem")
         print(f"DKIM signing ({args.dkim}), one rendered alert mail: {cost:.0f} µs")
