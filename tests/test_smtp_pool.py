@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from ceptoar.errors import ConfigError, PermanentDeliveryError, TemporaryDeliveryError
 from ceptoar.mail import SmtpPool
-from ceptoar.mailbox import count, list_messages
+from ceptoar.mail.pool import _crlf_lines, _dot_stuffed
+from ceptoar.mailbox import count, list_messages, read_message
 from tests.harness import FaultyMailbox, MailboxServer, free_port
 
 MESSAGE = b"From: a@ceptoar.example\r\nSubject: t\r\nMessage-ID: <x@c>\r\n\r\nbody\r\n"
@@ -25,6 +27,34 @@ async def test_accepted_mail_is_stored_and_reply_returned(mailbox: MailboxServer
     assert reply.code == 250 and "stored as" in reply.message
     assert count(mailbox.root, "p@131016.lg.example") == 1
     assert list_messages(mailbox.root, "P@131016.lg.example")[0].message_id == "<x@c>"
+
+
+BODIES = [
+    b".\r\n..\r\n.hidden\r\nend\r\n",  # lines that begin with periods
+    b"no CRLF after the last line\r\n.",
+    b"bare\nLF\r\n.and a lone\rCR\n",  # not in CRLF lines: sent by aiosmtplib's own DATA
+    b"\r\n.\r\n.\r\n",
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_dot_stuffing_is_what_aiosmtplib_would_send(body: bytes) -> None:
+    message = b"Subject: t\r\n\r\n" + body
+    assert _crlf_lines(message) == (b"bare" not in body)
+    if _crlf_lines(message):
+        assert _dot_stuffed(message) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
+
+
+@pytest.mark.parametrize("body", BODIES)
+async def test_lines_that_begin_with_a_period_arrive_as_written(mailbox: MailboxServer, body: bytes) -> None:
+    message = b"From: a@ceptoar.example\r\nSubject: t\r\nMessage-ID: <dots@c>\r\n\r\n" + body
+    pool = _pool(mailbox.url)
+    await pool.send(sender="a@ceptoar.example", recipient="dots@x.example", message=message)
+    await pool.close()
+    got = read_message(mailbox.root, "dots@x.example", 1).get_payload()
+    assert isinstance(got, str)
+    lines = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n").decode()
+    assert got.replace("\r\n", "\n").rstrip("\n") == lines.rstrip("\n")
 
 
 async def test_4xx_is_temporary_and_5xx_permanent_with_the_reply(mailbox: MailboxServer) -> None:

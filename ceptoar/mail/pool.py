@@ -107,11 +107,54 @@ async def _transaction(client: aiosmtplib.SMTP, mail_from: bytes, rcpt_to: bytes
         rcpt = await client.execute_command(b"RCPT", rcpt_to)
         if rcpt.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
             raise aiosmtplib.SMTPRecipientRefused(rcpt.code, rcpt.message, rcpt_to.decode())
-        return (await client.data(message)).message
+        return (await _data(client, message)).message
     except aiosmtplib.SMTPResponseException:
         with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
             await client.rset()
         raise
+
+
+async def _data(client: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPResponse:
+    """DATA and the message, as `SMTP.data` sends them, for a message already in CRLF lines.
+
+    Such a message (every one ceptoar renders) is dot-stuffed with a bytes
+    replace instead of aiosmtplib's two regular expressions over it, which
+    cost a mailer a fifth of its time at full speed. Any other message
+    goes through `SMTP.data`.
+    """
+    if not _crlf_lines(message):
+        return await client.data(message)
+    start = await client.execute_command(b"DATA")
+    if start.code != SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    try:
+        protocol.write(_dot_stuffed(message))
+        reply = await protocol.read_response(timeout=client.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        client.close()  # as SMTP.data does: a session that lost track of its replies is not reused
+        raise
+    if reply.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return reply
+
+
+def _crlf_lines(message: bytes) -> bool:
+    """True when every line of the message ends in CRLF: no bare CR or LF anywhere."""
+    crlf = message.count(b"\r\n")
+    return message.count(b"\n") == crlf and message.count(b"\r") == crlf
+
+
+def _dot_stuffed(message: bytes) -> bytes:
+    """A message in CRLF lines as the DATA command carries it: leading periods doubled, then the end mark."""
+    stuffed = message.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
 
 
 def _response_error(code: int, message: str) -> TemporaryDeliveryError | PermanentDeliveryError:
