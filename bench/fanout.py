@@ -21,7 +21,11 @@ then measures:
 - T_limit: Postfix's smtp-source, 4 sessions, the same number of 4 KB
   messages, into the same sink;
 - T_naive: one smtplib connection, one EmailMessage with a Japanese subject
-  built per message.
+  built per message;
+- T_smtp: ceptoar's SMTP client alone (`SmtpPool`, as many processes and
+  sessions as the service's mailers), the alert mail rendered beforehand:
+  what is left of T_fanout once the store, the broker and rendering are
+  taken away.
 
 With `--dkim`, every mail is DKIM-signed with a fresh key, and the cost of
 signing one rendered alert mail is measured apart.
@@ -31,8 +35,8 @@ real registry, and the time per address and the largest process's peak are
 printed against it (`per_address_ratio=… registry_process_peak_mb=…`).
 
 It prints min/median/max over the runs and, as its last line, the medians:
-`fanout_s=… limit_s=… naive_s=… ratio_limit=… ratio_naive=… peak_rss_mb=… process_peak_mb=… nolinks_s=…`
-(and `dkim_sign_us=…` with `--dkim`).
+`fanout_s=… limit_s=… naive_s=… smtp_s=… ratio_limit=… ratio_naive=… peak_rss_mb=…
+process_peak_mb=… nolinks_s=…` (and `dkim_sign_us=…` with `--dkim`).
 
 `throttled-relay` sends through `ceptoar mailbox serve --max-connections 4
 --rate 500 --discard`, a relay that greets sessions over 4 with 421,
@@ -53,6 +57,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -159,6 +164,74 @@ def t_limit(port: int, n: int) -> float:
         check=True,
     )
     return time.perf_counter() - start
+
+
+def alert_mails(n: int) -> list[bytes]:
+    """`n` rendered alert mails (the example notice in Japanese, with an answer link), one address each."""
+    from ceptoar.render import Renderer, default_templates_dir
+
+    renderer = Renderer(default_templates_dir(), sender="alerts@ceptoar.example", sender_name="CEPTOAR")
+    alert = AlertView.of_notice(
+        parse_notice((REPO / "examples" / "notice.json").read_bytes()),
+        severity="critical",
+        rules=["cvss-critical"],
+        id="20261207-bench000",
+    )
+    return [
+        renderer.message(
+            alert,
+            language="ja",
+            to=f"a{i}@lg.example",
+            message_id=f"<{i}@c.example>",
+            answer_url=f"{PUBLIC_URL}/a/{i}",
+        )
+        for i in range(n)
+    ]
+
+
+def _smtp_sender(port: int, n: int, sessions: int, ready: Any, go: Any, results: Any) -> None:
+    """One process of `t_smtp`: `n` rendered mails through ceptoar's SMTP pool, as fast as it takes them."""
+    from ceptoar.mail import SmtpPool
+
+    async def send() -> float:
+        url = f"smtp://127.0.0.1:{port}"
+        pool = SmtpPool(url, size=sessions, timeout=30, helo_name="ceptoar.example", adaptive=False)
+        await pool.open()
+        mails = alert_mails(50)
+        ready.put(True)
+        go.wait()
+        begun = time.perf_counter()
+        await asyncio.gather(
+            *(
+                pool.send(sender=f"r{i}@ceptoar.example", recipient=f"a{i}@lg.example", message=mails[i % 50])
+                for i in range(n)
+            )
+        )
+        took = time.perf_counter() - begun
+        await pool.close()
+        return took
+
+    results.put(asyncio.run(send()))
+
+
+def t_smtp(port: int, n: int, processes: int, sessions: int) -> float:
+    """ceptoar's SMTP client alone: the service's mailer processes and sessions, mail rendered beforehand."""
+    context = multiprocessing.get_context("spawn")
+    ready, go, results = context.Queue(), context.Event(), context.Queue()
+    shares = [n // processes + (i < n % processes) for i in range(processes)]
+    senders = [
+        context.Process(target=_smtp_sender, args=(port, share, sessions, ready, go, results))
+        for share in shares
+    ]
+    for sender in senders:
+        sender.start()
+    for _ in senders:
+        ready.get(timeout=120)
+    go.set()
+    took = max(results.get(timeout=600) for _ in senders)
+    for sender in senders:
+        sender.join()
+    return float(took)
 
 
 def t_naive(port: int, n: int) -> float:
@@ -583,20 +656,9 @@ def _header(n: int, args: argparse.Namespace, what: str) -> str:
 def signing_cost(algorithm: str, key: Path, n: int = 500) -> float:
     """Microseconds ceptoar takes to DKIM-sign one rendered alert mail."""
     from ceptoar.mail.dkim import DkimSigner
-    from ceptoar.render import Renderer, default_templates_dir
 
     signer = DkimSigner.from_file(key, domain="ceptoar.example", selector="bench")
-    renderer = Renderer(default_templates_dir(), sender="alerts@ceptoar.example", sender_name="CEPTOAR")
-    alert = AlertView.of_notice(
-        parse_notice((REPO / "examples" / "notice.json").read_bytes()),
-        severity="critical",
-        rules=["cvss-critical"],
-        id="20261207-bench000",
-    )
-    mails = [
-        renderer.message(alert, language="ja", to=f"a{i}@lg.example", message_id=f"<{i}@c.example>")
-        for i in range(n)
-    ]
+    mails = alert_mails(n)
     start = time.perf_counter()
     for mail in mails:
         signer.sign(mail)
@@ -631,6 +693,7 @@ def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink)
     plain: list[Fanout] = []
     limits: list[float] = []
     naives: list[float] = []
+    smtps: list[float] = []
     settings: dict[str, str] = {}
     keys = Path(tempfile.mkdtemp(prefix="ceptoar-bench-dkim-"))
     if args.dkim:
@@ -655,6 +718,8 @@ def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink)
         if args.references:
             limits.append(t_limit(sink.port, n))
             naives.append(t_naive(sink.port, n))
+            mailers = args.mailers or os.cpu_count() or 1
+            smtps.append(t_smtp(sink.port, n, mailers, Settings().smtp_connections))
     assert all(f.sent == n for f in fans + plain), "not every delivery was sent"
     seconds = [f.seconds for f in fans]
     signed = f", DKIM-signed ({args.dkim})" if args.dkim else ""
@@ -672,10 +737,14 @@ def report_fanout(args: argparse.Namespace, rows: list[RegistryRow], sink: Sink)
     if args.references:
         print(_row("T_limit", limits))
         print(_row("T_naive", naives))
+        print(_row("T_smtp", smtps))
         ratio_limit, ratio_naive = med(seconds) / med(limits), med(seconds) / med(naives)
         print(f"ratio T_fanout/T_limit {ratio_limit:.2f}   T_fanout/T_naive {ratio_naive:.2f}")
+        ratio_smtp = med(smtps) / med(limits)
+        print(f"ratio T_smtp/T_limit {ratio_smtp:.2f}   T_fanout/T_smtp {med(seconds) / med(smtps):.2f}")
         last = (
             f"fanout_s={med(seconds):.2f} limit_s={med(limits):.2f} naive_s={med(naives):.2f} "
+            f"smtp_s={med(smtps):.2f} "
             f"ratio_limit={ratio_limit:.1f} ratio_naive={ratio_naive:.2f} "
             f"peak_rss_mb={max(f.peak_rss_mb for f in fans):.0f} "
             f"process_peak_mb={max(f.process_peak_mb for f in fans):.0f}"
