@@ -340,9 +340,10 @@ class Bus:
     ) -> None:
         """Publish a notice's bytes, in format `fmt`, to the feed exchange; return once the broker confirmed.
 
-        The one way ceptoar publishes a notice (`ceptoar publish`, the
-        composer, the HTTP endpoint): routed `notice.FORMAT` with its content
-        type, and identified by its `key`, (source, id), as `source:id`.
+        How the service's own parts publish a notice (the composer, the HTTP
+        endpoint), as `ceptoar.client.Publisher` does for a feed: routed
+        `notice.FORMAT` with its content type, persistent, and identified by
+        its `key`, (source, id), as `source:id`.
         """
         message = aio_pika.Message(
             body,

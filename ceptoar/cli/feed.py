@@ -11,16 +11,21 @@ from ceptoar.cli.common import EXIT_BAD_INPUT, fail, json_line, say
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.formats import Parsed, parse_any
 
-__all__ = ["read_notice", "validate"]
+__all__ = ["content_type_of", "read_notice", "validate"]
 
 _BY_SUFFIX = {".xml": "application/xml", ".cap": "application/cap+xml", ".json": "application/json"}
+
+
+def content_type_of(file: Path) -> str | None:
+    """The content type a notice file's name says, if it says one (else the bytes tell)."""
+    return _BY_SUFFIX.get(file.suffix.lower())
 
 
 def read_notice(file: Path) -> tuple[bytes, Parsed]:
     """A notice file's bytes and what they parse to; exits 2 naming the problem."""
     data = file.read_bytes()
     try:
-        return data, parse_any(data, _BY_SUFFIX.get(file.suffix.lower()))
+        return data, parse_any(data, content_type_of(file))
     except InvalidNotice as exc:
         fail(f"{file}: {exc}", EXIT_BAD_INPUT)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import click
@@ -17,6 +16,7 @@ from ceptoar.cli.bounces import bounces
 from ceptoar.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
+    EXIT_UNREACHABLE,
     fail,
     json_line,
     run,
@@ -26,20 +26,20 @@ from ceptoar.cli.common import (
 from ceptoar.cli.compose import cancel, compose
 from ceptoar.cli.dkim import dkim
 from ceptoar.cli.escalate import escalate
-from ceptoar.cli.feed import read_notice, validate
+from ceptoar.cli.feed import content_type_of, validate
 from ceptoar.cli.mailbox import mailbox
 from ceptoar.cli.operate import alerts, audit, prune, report, resend
 from ceptoar.cli.release import release
 from ceptoar.cli.rules import classify_command, rules
 from ceptoar.cli.subscribers import subscribers
 from ceptoar.cli.templates import templates
-from ceptoar.errors import UnknownAlert
+from ceptoar.client import Publisher, PublishError
+from ceptoar.errors import InvalidNotice, UnknownAlert
 from ceptoar.model.alert import AlertStatus
 from ceptoar.model.answer import Answer
-from ceptoar.model.notice import OPERATOR_SOURCE
 from ceptoar.registry.prefectures import PREFECTURE_NAMES
 from ceptoar.render import SEVERITY_LABELS
-from ceptoar.runtime import install_stop_signals, open_components
+from ceptoar.runtime import install_stop_signals
 from ceptoar.service import run_service
 from ceptoar.store import Silent, Store
 
@@ -95,24 +95,20 @@ def serve(with_api: bool, mailers: int | None) -> None:
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def publish(file: Path) -> None:
-    """Publish a notice (JSON, CAP 1.2 or CSAF 2.0) to the feed exchange; print its id once confirmed."""
+    """Publish a notice (JSON, CAP 1.2 or CSAF 2.0) to the feed exchange; print its id once confirmed.
+
+    The notice goes as a national feed's does (`ceptoar.client.Publisher`):
+    checked first, persistent, confirmed, and refused if no queue takes it.
+    """
     s = settings()
-    body, parsed = read_notice(file)
-    notice = parsed.notice
-    if notice.source == OPERATOR_SOURCE:
-        fail(
-            f"{file}: source {OPERATOR_SOURCE!r} is reserved for operators' notices, which "
-            "`ceptoar compose` audits before it publishes them; nothing was published",
-            EXIT_BAD_INPUT,
-        )
-
-    async def _publish() -> None:
-        async with AsyncExitStack() as stack:
-            c = await open_components(s, stack, name="ceptoar-publish")
-            await c.bus.publish_notice(body, fmt=parsed.format, key=notice.key)
-
-    run(_publish())
-    say(notice.id)
+    try:
+        with Publisher(s.amqp_url, prefix=s.prefix) as feed:
+            published = feed.publish(file.read_bytes(), content_type=content_type_of(file))
+    except InvalidNotice as exc:
+        fail(f"{file}: {exc}; nothing was published", EXIT_BAD_INPUT)
+    except PublishError as exc:
+        fail(f"{file}: not published: {exc}", EXIT_UNREACHABLE)
+    say(published.id)
 
 
 async def _status(store: Store, ident: str, wait: float | None) -> AlertStatus:
