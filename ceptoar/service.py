@@ -1,39 +1,62 @@
-"""`ceptoar serve`: the dispatcher, the mailer and the sweeper, plus mailer processes.
+"""`ceptoar serve`: the dispatcher, the mailer, the sweeper and the escalator, plus mailer processes.
 
-One process runs the dispatcher, the sweeper and a mailer; `mailer_processes`
-more than one keeps that many minus one `python -m ceptoar.mail`
-children working the same job queues, so a fan-out uses every core. A child
-that dies is started again; the claim on each delivery row keeps two
-processes from sending the same mail.
+A serve runs the roles it is given (`Role`; by default every one but the
+HTTP endpoint, which the command line runs beside it): any number of
+hosts may run any roles against one RabbitMQ and one PostgreSQL. With the
+mailer role, `mailer_processes` more than one keeps that many minus one
+`python -m ceptoar.mail` children working the same job queues, so a
+fan-out uses every core. A child that dies is started again; the claim on
+each delivery row keeps two processes from sending the same mail.
 
 The sweeper is what makes a dead worker or a lost job harmless: a delivery
 left `sending` past its lease, an alert whose jobs were never confirmed
 (with the deliveries it left pending written first), and a delivery left
 queued (or deferred) longer than any job should take get their jobs
-published again; the claim decides whether anything is sent. On the same
-tick it escalates the silent organisations of alerts past their deadlines
-(`ceptoar.dispatch.escalation`).
+published again; the claim decides whether anything is sent. The
+escalator reminds the silent organisations of alerts past their deadlines
+(`ceptoar.dispatch.escalation`). Each is work for one host per tick: on
+PostgreSQL an advisory lock (`Store.exclusive`) lets one host of many do
+it and the others skip that tick. SQLite is single-host: a second serve
+on the same database file is refused (`single_serve`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sys
 import time
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Final
 
 from ceptoar.bus import by_lane, lane_for
 from ceptoar.config import Settings
 from ceptoar.dispatch import Dispatcher, load_rules
 from ceptoar.dispatch.escalation import escalate_due
+from ceptoar.errors import CeptoarError
 from ceptoar.log import get_logger
+from ceptoar.mail.mailer import Mailer
 from ceptoar.mail.process import open_mailer
 from ceptoar.priority import BulkGate
 from ceptoar.retry import Stopping, pause
-from ceptoar.runtime import Components
+from ceptoar.runtime import Components, open_components
+from ceptoar.store.engine import sqlite_file
 
-__all__ = ["restart_delay", "run_service", "sweep"]
+__all__ = [
+    "DEFAULT_ROLES",
+    "AlreadyServed",
+    "Role",
+    "parse_roles",
+    "restart_delay",
+    "run_service",
+    "single_serve",
+    "sweep",
+    "tick",
+]
 
 log = get_logger(__name__)
 
@@ -64,16 +87,96 @@ async def sweep(c: Components) -> int:
     return republished
 
 
-async def _sweeper(c: Components, stop: asyncio.Event) -> None:
+class Role(StrEnum):
+    """A part of the service a host runs."""
+
+    DISPATCHER = "dispatcher"
+    MAILER = "mailer"
+    SWEEPER = "sweeper"
+    ESCALATOR = "escalator"
+    API = "api"
+
+
+# What `ceptoar serve` runs unless told: everything but the HTTP endpoint, which listens on a port.
+DEFAULT_ROLES: Final = frozenset(Role) - {Role.API}
+
+
+def parse_roles(text: str) -> frozenset[Role]:
+    """Roles named with commas (`all` for every one); ValueError naming what is not a role."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return frozenset(Role)
+    unknown = [name for name in names if name not in Role.__members__.values()]
+    if unknown or not names:
+        known = ", ".join(r.value for r in Role)
+        raise ValueError(f"not a role: {', '.join(unknown) or repr(text)} (roles: {known}, or all)")
+    return frozenset(Role(name) for name in names)
+
+
+class AlreadyServed(CeptoarError):
+    """Another `ceptoar serve` already uses this SQLite database file."""
+
+
+@contextmanager
+def single_serve(settings: Settings) -> Iterator[None]:
+    """On SQLite, hold the database file for this serve; AlreadyServed if another one holds it.
+
+    SQLite is single-host: its locks do not reach across hosts, and two
+    sweepers on one file would both act. The lock is an `flock` on
+    `DATABASE.serve` beside the file, which holds the holder's pid; the
+    system lets go of it when the process ends, however it ends.
+    """
+    database = sqlite_file(settings.db_url)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(database.with_name(f"{database.name}.serve"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise AlreadyServed(
+                f"{database} is already served by another ceptoar serve (pid {holder}). SQLite is "
+                "single-host: one serve per database file. Several serves or hosts need PostgreSQL "
+                "(CEPTOAR_DATABASE_URL=postgresql+asyncpg://...)."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+async def tick(c: Components, roles: Collection[Role]) -> dict[str, bool]:
+    """One tick of the once-per-tick work this host's roles hold; which of it this host did.
+
+    Each is done by one host of all that run it (`Store.exclusive`); a
+    failure is logged and the next tick tries again.
+    """
+    did: dict[str, bool] = {}
+    work: list[tuple[Role, Callable[[], Awaitable[object]], str]] = [
+        (Role.SWEEPER, lambda: sweep(c), "sweep.failed"),
+        (Role.ESCALATOR, lambda: escalate_due(c.store, c.bus, c.settings), "escalation.failed"),
+    ]
+    for role, job, failed in work:
+        if role not in roles:
+            continue
+        try:
+            async with c.store.exclusive(role.value) as mine:
+                if mine:
+                    await job()
+                did[role.value] = mine
+        except Exception:
+            log.exception(failed)
+            did[role.value] = False
+    return did
+
+
+async def _ticks(c: Components, roles: Collection[Role], stop: asyncio.Event) -> None:
     while not stop.is_set():
-        try:
-            await sweep(c)
-        except Exception:
-            log.exception("sweep.failed")
-        try:
-            await escalate_due(c.store, c.bus, c.settings)
-        except Exception:
-            log.exception("escalation.failed")
+        await tick(c, roles)
         await pause(c.settings.sweep_seconds, stop=stop)
 
 
@@ -129,50 +232,58 @@ async def run_service(
     settings: Settings,
     stop: asyncio.Event,
     *,
+    roles: Collection[Role] = DEFAULT_ROLES,
     ready: asyncio.Event | None = None,
     mailer_processes: int = 1,
 ) -> None:
-    """Run until `stop` is set; in-flight batches finish, unacked jobs return to the queue.
+    """Run `roles` (but the HTTP endpoint) until `stop` is set; batches in flight finish, unacked jobs return.
 
-    `mailer_processes` above one starts that many minus one mailer-only children.
+    With the mailer role, `mailer_processes` above one starts that many minus one mailer-only children.
     """
     async with AsyncExitStack() as stack:
         gate = BulkGate()
+        mailer: Mailer | None = None
         try:
-            c, mailer = await open_mailer(settings, stack, name="ceptoar-serve", stop=stop, gate=gate)
+            if Role.MAILER in roles:
+                c, mailer = await open_mailer(settings, stack, name="ceptoar-serve", stop=stop, gate=gate)
+            else:
+                c = await open_components(settings, stack, name="ceptoar-serve", stop=stop)
         except Stopping:
             return  # stopped while the database or the broker was still away
         counts = await c.store.subscribers.counts()
         if counts.addresses == 0:
             log.warning("registry.empty", hint="ceptoar subscribers import subscribers/registry.csv")
-        rules = load_rules(settings.rules)
-        dispatcher = Dispatcher(
-            store=c.store,
-            bus=c.bus,
-            settings=settings,
-            rules=rules,
-            gate=gate,
-            hand_off=lambda claimed: mailer.hand_off(claimed, stop),
-        )
-        children = [asyncio.Event() for _ in range(mailer_processes - 1)]
-        tasks = [
-            asyncio.create_task(dispatcher.run(stop), name="dispatcher"),
-            asyncio.create_task(mailer.run(stop, workers=settings.mailer_loops), name="mailer"),
-            asyncio.create_task(_sweeper(c, stop), name="sweeper"),
-            *(
+        tasks = []
+        if Role.DISPATCHER in roles:
+            dispatcher = Dispatcher(
+                store=c.store,
+                bus=c.bus,
+                settings=settings,
+                rules=load_rules(settings.rules),
+                gate=gate,
+                # A critical alert's first deliveries go to this process's mailer, if it has one.
+                hand_off=None if mailer is None else lambda claimed: mailer.hand_off(claimed, stop),
+            )
+            tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
+        children = [asyncio.Event() for _ in range(mailer_processes - 1)] if mailer is not None else []
+        if mailer is not None:
+            tasks.append(asyncio.create_task(mailer.run(stop, workers=settings.mailer_loops), name="mailer"))
+            tasks += [
                 asyncio.create_task(_mailer_process(stop, started), name="mailer-process")
                 for started in children
-            ),
-        ]
+            ]
+        if Role.SWEEPER in roles or Role.ESCALATOR in roles:
+            tasks.append(asyncio.create_task(_ticks(c, roles, stop), name="ticks"))
         for started in children:
             await started.wait()
         log.info(
             "service.started",
+            roles=sorted(r.value for r in roles),
             prefix=settings.prefix,
-            relay=mailer.relay,
+            relay=None if mailer is None else mailer.relay,
             organisations=counts.organisations,
             addresses=counts.addresses,
-            mailer_processes=mailer_processes,
+            mailer_processes=len(children) + 1 if mailer is not None else 0,
         )
         if settings.bounce_port is not None:
             # Only then: the parsers and the SMTP server cost a process memory it otherwise does not need.
@@ -188,14 +299,23 @@ async def run_service(
             log.info("returns.listening", host=settings.bounce_host, port=settings.bounce_port)
         if ready is not None:
             ready.set()
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        # The dispatcher may hand off after the mailer's loops ended.
-        await mailer.drain()
-        for task in done:
-            if (exc := task.exception()) is not None:
-                raise exc
+        if not tasks:
+            await stop.wait()
+        else:
+            await _until_done(tasks, stop)
+        if mailer is not None:
+            # The dispatcher may hand off after the mailer's loops ended.
+            await mailer.drain()
         log.info("service.stopped")
+
+
+async def _until_done(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    """Wait for every task; the first that fails stops the others, and its error is raised."""
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for task in done:
+        if task.exception() is not None:
+            stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if (exc := task.exception()) is not None:
+            raise exc

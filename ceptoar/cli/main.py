@@ -15,6 +15,7 @@ from ceptoar.cli.api import api, feeds
 from ceptoar.cli.bounces import bounces
 from ceptoar.cli.common import (
     EXIT_BAD_INPUT,
+    EXIT_DECLINED,
     EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
     fail,
@@ -40,7 +41,7 @@ from ceptoar.model.answer import Answer
 from ceptoar.registry.prefectures import PREFECTURE_NAMES
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.runtime import install_stop_signals
-from ceptoar.service import run_service
+from ceptoar.service import DEFAULT_ROLES, AlreadyServed, Role, parse_roles, run_service, single_serve
 from ceptoar.store import Silent, Store
 
 __all__ = ["main"]
@@ -69,27 +70,46 @@ for _command in (compose, cancel, alerts, resend, report, audit, release, prune)
 
 @main.command()
 @click.option(
-    "--api", "with_api", is_flag=True, help="Also run the HTTP feed endpoint (CEPTOAR_API_HOST/PORT)."
+    "--role",
+    "role_names",
+    default=",".join(sorted(DEFAULT_ROLES)),
+    show_default=True,
+    help=f"Roles this host runs, with commas ({', '.join(Role)}), or all.",
 )
+@click.option("--api", "with_api", is_flag=True, help="Also run the HTTP feed endpoint (the api role).")
 @click.option(
     "--mailers",
     type=click.IntRange(1, 64),
     default=None,
-    help="Processes sending mail (default CEPTOAR_MAILER_PROCESSES, or one per core).",
+    help="Processes sending mail, with the mailer role (default CEPTOAR_MAILER_PROCESSES, or one per core).",
 )
-def serve(with_api: bool, mailers: int | None) -> None:
-    """Run the dispatcher and the mailers (and the HTTP endpoint) until SIGINT or SIGTERM."""
+def serve(role_names: str, with_api: bool, mailers: int | None) -> None:
+    """Run this host's roles (by default all but the HTTP endpoint) until SIGINT or SIGTERM.
+
+    Any number of hosts may run any roles against one RabbitMQ and one
+    PostgreSQL; on SQLite, one serve per database file.
+    """
+    try:
+        roles = parse_roles(role_names) | ({Role.API} if with_api else set())
+    except ValueError as exc:
+        fail(f"--role: {exc}", EXIT_BAD_INPUT)
     s = settings()
 
     async def _serve() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        parts = [run_service(s, stop, mailer_processes=mailers or s.mailers)]
-        if with_api:
+        parts = []
+        if roles - {Role.API}:
+            parts.append(run_service(s, stop, roles=roles, mailer_processes=mailers or s.mailers))
+        if Role.API in roles:
             parts.append(serve_api(s, stop, host=s.api_host, port=s.api_port))
         await asyncio.gather(*parts)
 
-    run(_serve())
+    try:
+        with single_serve(s):
+            run(_serve())
+    except AlreadyServed as exc:
+        fail(str(exc), EXIT_DECLINED)
 
 
 @main.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -10,7 +12,7 @@ from ceptoar.store.alerts import FIRST_ROWS, AlertRepo, Lifecycle, StoredAlert
 from ceptoar.store.answers import Answered, AnswerRepo, AnswerTarget
 from ceptoar.store.audit import Actor, AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
-from ceptoar.store.engine import create_engine, create_schema, dispose, reading
+from ceptoar.store.engine import create_engine, create_schema, dispose, exclusive, reading
 from ceptoar.store.escalations import Escalated, EscalationRepo, Listed
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.holds import HoldRepo, NotHeld
@@ -92,6 +94,10 @@ class Store:
             update={"escalated": steps.get("reminded", 0), "to_call": steps.get("call", 0)}
         )
         return AlertStatus.of(alert, await self.alerts.counts(alert.id), organisations)
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Whether this process does `name`'s once-per-tick work now, of every host (`engine.exclusive`)."""
+        return exclusive(self.engine, name)
 
     async def ping(self) -> None:
         async with reading(self.engine) as conn:

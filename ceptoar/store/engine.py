@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 import weakref
@@ -11,7 +12,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -19,7 +20,7 @@ from sqlalchemy.util import await_only
 
 from ceptoar.store.migrations import migrate
 
-__all__ = ["create_engine", "create_schema", "dispose", "reading"]
+__all__ = ["create_engine", "create_schema", "dispose", "exclusive", "reading", "sqlite_file"]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -84,6 +85,39 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     async with _READERS.get(engine, engine).connect() as conn:
         await conn.execution_options(**{READ_ONLY: True})
         yield conn
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite database URL; None for another database or an in-memory one."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+@asynccontextmanager
+async def exclusive(engine: AsyncEngine, name: str) -> AsyncIterator[bool]:
+    """Whether this process is the one to do `name`'s work now; it stays so until the block ends.
+
+    On PostgreSQL, a session advisory lock on a dedicated connection: of
+    any number of hosts, one gets True, the others False at once (they do
+    not wait). If the holder's connection dies, PostgreSQL lets go of the
+    lock. On SQLite, True: one `ceptoar serve` uses a database file.
+    """
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = int.from_bytes(hashlib.sha256(f"ceptoar:{name}".encode()).digest()[:8], "big", signed=True)
+    async with engine.connect() as conn:
+        mine = bool((await conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})).scalar())
+        await conn.commit()  # the lock is the session's: no transaction stays open while the work runs
+        try:
+            yield mine
+        finally:
+            if mine:
+                with suppress(OperationalError, OSError):
+                    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                    await conn.commit()
 
 
 def _owner_only(database: Path) -> None:

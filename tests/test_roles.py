@@ -1,0 +1,129 @@
+"""Roles: hosts that run only some parts of the service, once-per-tick work on one host, SQLite single-host."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from ceptoar.bus import Lane, job_delivery_ids
+from ceptoar.registry import RegistryRow
+from ceptoar.runtime import open_components
+from ceptoar.service import DEFAULT_ROLES, Role, parse_roles, tick
+from ceptoar.store.tables import deliveries
+from tests.conftest import StackFactory
+from tests.harness import MailboxServer, Stack, cli_env, free_port, notice_doc, run_cli_async, subset
+
+
+def test_roles_are_read_from_a_list_and_a_wrong_one_is_named() -> None:
+    assert parse_roles("dispatcher, Mailer") == {Role.DISPATCHER, Role.MAILER}
+    assert parse_roles("all") == set(Role)
+    assert Role.API not in DEFAULT_ROLES
+    with pytest.raises(ValueError, match=r"not a role: cook \(roles: dispatcher, mailer, sweeper"):
+        parse_roles("dispatcher,cook")
+
+
+@asynccontextmanager
+async def serving(env: dict[str, str], *args: str) -> AsyncIterator[dict[str, object]]:
+    """`ceptoar serve ARGS` as its own process; yields its `service.started` log line once it is up."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ceptoar", "serve", *args,
+        env={**os.environ, **env}, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    drain: asyncio.Task[bytes] | None = None
+    try:
+        async with asyncio.timeout(60):
+            while line := await proc.stderr.readline():
+                if b"service.started" in line:
+                    break
+            else:
+                raise AssertionError(f"serve {' '.join(args)} exited with {await proc.wait()}")
+        drain = asyncio.create_task(proc.stderr.read())  # keep its pipe from filling
+        yield json.loads(line)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        if drain is not None:
+            drain.cancel()
+
+
+@pytest.mark.postgres
+async def test_a_dispatcher_host_and_a_mailer_host_deliver_together(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow], pg_url: str
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 3), database_url=pg_url)
+    env = cli_env(stack.settings)
+    # The dispatcher's host has no relay to reach: it must not need one.
+    nowhere = {**env, "CEPTOAR_SMTP_URL": f"smtp://127.0.0.1:{free_port()}"}
+    async with (
+        serving(nowhere, "--role", "dispatcher,sweeper,escalator") as dispatching,
+        serving(env, "--role", "mailer", "--mailers", "2") as mailing,
+    ):
+        assert (dispatching["roles"], dispatching["relay"], dispatching["mailer_processes"]) == (
+            ["dispatcher", "escalator", "sweeper"], None, 0,
+        )  # fmt: skip
+        assert (mailing["roles"], mailing["mailer_processes"]) == (["mailer"], 2)
+        await stack.publish(notice_doc(id="ROLES-1"))
+        await stack.publish(notice_doc(id="ROLES-2", title="【緊急】至急対応", severity="critical"))
+        assert await stack.wait_settled("ROLES-1") == {"sent": 6}
+        assert await stack.wait_settled("ROLES-2") == {"sent": 6}
+
+
+async def test_a_second_serve_on_one_sqlite_file_is_refused_with_a_message(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1))
+    env = cli_env(stack.settings)
+    async with serving(env, "--mailers", "1"):
+        second = await run_cli_async("serve", "--role", "sweeper", env=env, within=60)
+    assert second.returncode == 4
+    assert "is already served by another ceptoar serve (pid" in second.stderr
+    assert "SQLite is single-host" in second.stderr and "PostgreSQL" in second.stderr
+    assert "Traceback" not in second.stderr
+
+
+@pytest.mark.postgres
+async def test_the_sweep_is_done_by_one_host_of_several(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow], pg_url: str
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 5), database_url=pg_url)
+    stored = await stack.store_alert(notice_doc(id="SWEPT"), published=True, claim=10)
+    # Ten deliveries left `sending` by a mailer that died: each sweep that acts publishes their jobs.
+    async with stack.store.engine.begin() as conn:
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.alert_id == stored.alert_id)
+            .values(lease_until=datetime.now(UTC) - timedelta(minutes=1))
+        )
+    async with AsyncExitStack() as hosts:
+        one = await open_components(stack.settings, hosts, name="host-one")
+        other = await open_components(stack.settings, hosts, name="host-other")
+        roles = {Role.SWEEPER, Role.ESCALATOR}
+        async with one.store.exclusive("sweeper") as mine:
+            assert mine
+            assert await tick(other, roles) == {"sweeper": False, "escalator": True}
+            assert await _jobs(stack) == []  # the other host did not sweep
+        assert await tick(other, roles) == {"sweeper": True, "escalator": True}
+        assert sorted(await _jobs(stack)) == sorted(d.id for d in stored.claimed)
+        async with one.store.exclusive("sweeper") as mine:
+            assert mine  # let go by the other host's tick
+
+
+async def _jobs(stack: Stack) -> list[int]:
+    """The delivery ids of the job messages waiting in the bulk lane's queue (taken off it)."""
+    channel = await stack.bus._connection.channel()  # type: ignore[union-attr]
+    queue = await channel.get_queue(stack.bus.names.jobs(Lane.BULK))
+    ids: list[int] = []
+    while (message := await queue.get(fail=False, no_ack=True)) is not None:
+        ids += job_delivery_ids(message.body)
+    await channel.close()
+    return ids
