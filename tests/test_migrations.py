@@ -1,17 +1,20 @@
-"""A database made by the first schema is brought to the latest, keeping its rows."""
+"""Schema migrations: a database from any earlier schema is brought to the head revision, keeping its rows,
+and has exactly the shape of a new one; commands other than `db upgrade` and `serve` refuse an old one."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ceptoar.registry import RegistryRow
-from ceptoar.store import Store
-from ceptoar.store.migrations import LATEST
+from ceptoar.store import SchemaOutOfDate, Store
+from ceptoar.store.migrations import head
 from tests.conftest import _create_pg_database, _drop_pg_database, _pg_url
-from tests.harness import subset
+from tests.harness import run_cli, subset
 
 # Schema 1, as the first release created it (SQLite).
 SCHEMA_1 = [
@@ -58,14 +61,15 @@ async def test_schema_1_database_is_migrated_in_place(
     tmp_path: Path, registry_rows: list[RegistryRow]
 ) -> None:
     url = await _schema_1_database(tmp_path / "old.db")
-    async with await Store.open(url) as store:
+    async with await Store.open(url, upgrade=True) as store:
         async with store.engine.connect() as conn:
-            version = (await conn.execute(text("SELECT max(version) FROM schema_version"))).scalar()
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
             columns = await conn.run_sync(lambda c: {x["name"] for x in inspect(c).get_columns("addresses")})
             alert_columns = await conn.run_sync(
                 lambda c: {x["name"] for x in inspect(c).get_columns("alerts")}
             )
-        assert version == LATEST
+        assert version == head() and "schema_version" not in tables
         assert {"min_severity", "categories", "prefectures", "wants_tests", "contact"} <= columns
         assert {"state", "thread_id", "expires_at", "pending"} <= alert_columns
         (kept,) = await store.subscribers.candidates()
@@ -118,12 +122,14 @@ async def test_a_schema_4_postgresql_database_gets_alerts_pending(
         await store.subscribers.import_rows(subset(registry_rows, 1))
         async with store.engine.begin() as conn:  # as schema 4 left it
             await conn.execute(text("ALTER TABLE alerts DROP COLUMN pending"))
-            await conn.execute(text("UPDATE schema_version SET version = 4"))
-    async with await Store.open(pg_url) as store:
+            await _before_alembic(conn, version=4)
+    with pytest.raises(SchemaOutOfDate, match=r"schema version 4, from before Alembic .* `ceptoar db upgrade`"):
+        await Store.open(pg_url)
+    async with await Store.open(pg_url, upgrade=True) as store:
         async with store.engine.connect() as conn:
-            version = (await conn.execute(text("SELECT max(version) FROM schema_version"))).scalar()
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
             columns = await conn.run_sync(lambda c: {x["name"] for x in inspect(c).get_columns("alerts")})
-        assert version == LATEST and "pending" in columns
+        assert version == head() and "pending" in columns
         assert (await store.subscribers.counts()).addresses == 2
 
 
@@ -152,7 +158,7 @@ def _uniques(conn: Connection, table: str) -> list[tuple[str, ...]]:
 
 
 async def _shape_of(url: str) -> dict[str, object]:
-    async with await Store.open(url) as store, store.engine.connect() as conn:
+    async with await Store.open(url, upgrade=True) as store, store.engine.connect() as conn:
         return await conn.run_sync(_shape)
 
 
@@ -172,9 +178,9 @@ async def test_a_postgresql_database_from_schema_4_has_exactly_the_shape_of_a_ne
             "ALTER TABLE audit DROP COLUMN host",
             "DROP INDEX ix_alerts_thread_id",
             "DROP INDEX ix_audit_notice_id",
-            "UPDATE schema_version SET version = 4",
         ):
             await conn.execute(text(statement))
+        await _before_alembic(conn, version=4)
     fresh = await _create_pg_database()
     try:
         new = await _shape_of(_pg_url(fresh))
@@ -182,3 +188,56 @@ async def test_a_postgresql_database_from_schema_4_has_exactly_the_shape_of_a_ne
         await _drop_pg_database(fresh)
     assert await _shape_of(pg_url) == new
     assert ("ix_alerts_thread_id", ("thread_id",), False) in new["alerts"][1]  # type: ignore[index]
+
+
+async def _before_alembic(conn: AsyncConnection, *, version: int) -> None:
+    """Make a database look as ceptoar left it before Alembic, at schema `version`."""
+    await conn.execute(text("DROP TABLE alembic_version"))
+    await conn.execute(text("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"))
+    await conn.execute(text("INSERT INTO schema_version VALUES (:v, CURRENT_TIMESTAMP)"), {"v": version})
+
+
+async def test_a_schema_12_database_is_stamped_at_the_baseline_and_keeps_its_rows(
+    db_url: str, registry_rows: list[RegistryRow]
+) -> None:
+    async with await Store.open(db_url) as store:
+        await store.subscribers.import_rows(subset(registry_rows, 3))
+        async with store.engine.begin() as conn:
+            await _before_alembic(conn, version=12)
+    async with await Store.open(db_url, upgrade=True) as store:
+        async with store.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == head()
+            assert not await conn.run_sync(lambda c: inspect(c).has_table("schema_version"))
+        assert (await store.subscribers.counts()).addresses == 6
+
+
+async def test_a_command_refuses_an_old_database_and_names_the_upgrade(tmp_path: Path) -> None:
+    url = await _schema_1_database(tmp_path / "old.db")
+    env = {"CEPTOAR_DATABASE_URL": url, "CEPTOAR_VAR_DIR": str(tmp_path)}
+    refused = run_cli("subscribers", "count", env=env)
+    assert refused.returncode == 5
+    assert "schema version 1, from before Alembic" in refused.stderr and "`ceptoar db upgrade`" in refused.stderr
+    current = run_cli("db", "current", env=env)
+    assert current.returncode == 5 and "database: schema version 1, from before Alembic" in current.stdout
+    upgraded = run_cli("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.strip() == f"at revision {head()} (was schema version 1, from before Alembic)"
+    assert run_cli("subscribers", "count", env=env).returncode == 0
+    assert run_cli("db", "current", env=env).stdout.splitlines()[0] == f"database: revision {head()}"
+    no_migrate = run_cli("serve", "--no-migrate", env={**env, "CEPTOAR_DATABASE_URL": await _schema_1_database(tmp_path / "b.db")})
+    assert no_migrate.returncode == 5 and "`ceptoar db upgrade`" in no_migrate.stderr
+
+
+@pytest.mark.postgres
+async def test_hosts_that_start_together_upgrade_once(pg_url: str, registry_rows: list[RegistryRow]) -> None:
+    async with await Store.open(pg_url) as store:
+        await store.subscribers.import_rows(subset(registry_rows, 2))
+        async with store.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE addresses DROP COLUMN charset"))
+            await _before_alembic(conn, version=11)
+    opened = await asyncio.gather(*(Store.open(pg_url, upgrade=True) for _ in range(4)))
+    for store in opened:
+        await store.close()
+    async with await Store.open(pg_url) as store:
+        assert (await store.subscribers.counts()).addresses == 4
+        assert {r.charset for r in await store.subscribers.export_rows()} == {"utf-8"}

@@ -26,13 +26,14 @@ from ceptoar.config import Settings, get_settings
 from ceptoar.errors import CeptoarError, InvalidNotice, RegistryError, UnknownAlert
 from ceptoar.log import configure_logging
 from ceptoar.model.alert import AlertView
-from ceptoar.store import Store
+from ceptoar.store import SchemaOutOfDate, Store
 from ceptoar.text import printable
 
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_DECLINED",
     "EXIT_NOT_FOUND",
+    "EXIT_OUT_OF_DATE",
     "EXIT_UNREACHABLE",
     "fail",
     "json_line",
@@ -47,6 +48,7 @@ EXIT_NOT_FOUND = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
 EXIT_DECLINED = 4
+EXIT_OUT_OF_DATE = 5
 
 T = TypeVar("T")
 
@@ -126,6 +128,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(str(exc), EXIT_BAD_INPUT)
     except UnknownAlert as exc:
         fail(str(exc), EXIT_NOT_FOUND)
+    except SchemaOutOfDate as exc:
+        fail(str(exc), EXIT_OUT_OF_DATE)
     except CeptoarError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
     except (aio_pika.exceptions.AMQPConnectionError, ConnectionError) as exc:

@@ -25,6 +25,7 @@ from ceptoar.cli.common import (
     settings,
 )
 from ceptoar.cli.compose import cancel, compose
+from ceptoar.cli.db import db
 from ceptoar.cli.dkim import dkim
 from ceptoar.cli.escalate import escalate
 from ceptoar.cli.feed import content_type_of, validate
@@ -40,6 +41,7 @@ from ceptoar.model.alert import AlertStatus
 from ceptoar.model.answer import Answer
 from ceptoar.registry.prefectures import PREFECTURE_NAMES
 from ceptoar.render import SEVERITY_LABELS
+from ceptoar.retry import Stopping, outlast_outages
 from ceptoar.runtime import install_stop_signals
 from ceptoar.service import DEFAULT_ROLES, AlreadyServed, Role, parse_roles, run_service, single_serve
 from ceptoar.store import Silent, Store
@@ -62,6 +64,7 @@ main.add_command(api)
 main.add_command(feeds)
 main.add_command(bounces)
 main.add_command(dkim)
+main.add_command(db)
 main.add_command(templates)
 main.add_command(escalate)
 for _command in (compose, cancel, alerts, resend, report, audit, release, prune):
@@ -83,11 +86,18 @@ for _command in (compose, cancel, alerts, resend, report, audit, release, prune)
     default=None,
     help="Processes sending mail, with the mailer role (default CEPTOAR_MAILER_PROCESSES, or one per core).",
 )
-def serve(role_names: str, with_api: bool, mailers: int | None) -> None:
+@click.option(
+    "--no-migrate",
+    is_flag=True,
+    help="Do not upgrade the database's schema: refuse to start on one at another revision.",
+)
+def serve(role_names: str, with_api: bool, mailers: int | None, no_migrate: bool) -> None:
     """Run this host's roles (by default all but the HTTP endpoint) until SIGINT or SIGTERM.
 
     Any number of hosts may run any roles against one RabbitMQ and one
-    PostgreSQL; on SQLite, one serve per database file.
+    PostgreSQL; on SQLite, one serve per database file. The database is
+    first brought to this ceptoar's schema revision (one host at a time),
+    unless --no-migrate.
     """
     try:
         roles = parse_roles(role_names) | ({Role.API} if with_api else set())
@@ -98,6 +108,11 @@ def serve(role_names: str, with_api: bool, mailers: int | None) -> None:
     async def _serve() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
+        if not no_migrate:
+            try:
+                await outlast_outages(lambda: _upgrade(s.db_url), stop=stop, what="upgrade the database")
+            except Stopping:
+                return
         parts = []
         if roles - {Role.API}:
             parts.append(run_service(s, stop, roles=roles, mailer_processes=mailers or s.mailers))
@@ -110,6 +125,12 @@ def serve(role_names: str, with_api: bool, mailers: int | None) -> None:
             run(_serve())
     except AlreadyServed as exc:
         fail(str(exc), EXIT_DECLINED)
+
+
+async def _upgrade(url: str) -> None:
+    """Bring the database to this ceptoar's revision, as every role's process then expects it."""
+    store = await Store.open(url, upgrade=True)
+    await store.close()
 
 
 @main.command()

@@ -8,14 +8,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.model.alert import AlertStatus, AlertView
+from ceptoar.store import migrations
 from ceptoar.store.alerts import FIRST_ROWS, AlertRepo, Lifecycle, StoredAlert
 from ceptoar.store.answers import Answered, AnswerRepo, AnswerTarget
 from ceptoar.store.audit import Actor, AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
-from ceptoar.store.engine import create_engine, create_schema, dispose, exclusive, reading
+from ceptoar.store.engine import create_engine, dispose, exclusive, reading
 from ceptoar.store.escalations import Escalated, EscalationRepo, Listed
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.holds import HoldRepo, NotHeld
+from ceptoar.store.migrations import SchemaOutOfDate
 from ceptoar.store.retention import Pruned, RetentionRepo
 from ceptoar.store.returns import Bouncing, Returned, ReturnedMail, ReturnsRepo, Silent
 from ceptoar.store.subscribers import ImportResult, RegistryCounts, SubscriberRepo
@@ -41,6 +43,7 @@ __all__ = [
     "RegistryCounts",
     "Returned",
     "ReturnedMail",
+    "SchemaOutOfDate",
     "Silent",
     "Store",
     "StoredAlert",
@@ -75,11 +78,16 @@ class Store:
         self.escalations = EscalationRepo(engine)
 
     @classmethod
-    async def open(cls, url: str) -> Store:
-        """Connect and create any missing tables."""
+    async def open(cls, url: str, *, upgrade: bool = False) -> Store:
+        """Connect; a new database gets its tables.
+
+        A database at another revision is refused with SchemaOutOfDate
+        naming what to run, unless `upgrade` (`ceptoar serve`, `ceptoar db
+        upgrade`) brings it to this ceptoar's revision (`ceptoar.store.migrations`).
+        """
         engine = create_engine(url)
         try:
-            await create_schema(engine)
+            await (migrations.upgrade(engine) if upgrade else migrations.check(engine))
         except BaseException:
             await dispose(engine)
             raise

@@ -18,9 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
-from ceptoar.store.migrations import migrate
-
-__all__ = ["create_engine", "create_schema", "dispose", "exclusive", "reading", "sqlite_file"]
+__all__ = ["create_engine", "dispose", "exclusive", "reading", "sqlite_file"]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -157,8 +155,3 @@ async def dispose(engine: AsyncEngine) -> None:
     readers = _READERS.pop(engine, None)
     if readers is not None:
         await readers.dispose()
-
-
-async def create_schema(engine: AsyncEngine) -> int:
-    """Create missing tables and apply pending migrations; return the schema version."""
-    return await migrate(engine)

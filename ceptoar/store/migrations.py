@@ -1,194 +1,143 @@
-"""Schema versions: a new database gets the latest tables, an older one is altered.
+"""The database's schema, migrated with Alembic: one revision per change, in `schema/versions/`.
 
-Version 1 is the first cut (subscribers, addresses, notices, alerts,
-deliveries, delivery_events). Version 2 adds subscriptions to addresses,
-the lifecycle to alerts and threading headers to deliveries. Version 3 adds
-the HTTP feed's credentials (feeds) and what it accepted (receipts).
-Version 4 adds the operators' audit log. Version 5 adds the audience an
-alert still has to write as deliveries (alerts.pending). Version 6 adds
-the operator's account and host to the audit log, and creates the
-indexes that columns added by earlier steps lacked. Version 7 adds why
-a notice the HTTP endpoint accepted was refused later (receipts.reason,
-receipts.field). Version 8 records who released a held alert
-(alerts.released_by, alerts.released_at). Version 9 adds what came back
-to the deliveries' return paths (returned), version 10 what organisations
-answered (answers), version 11 escalations and what each delivery's mail
-is for (deliveries.purpose), version 12 each address's charset
-(addresses.charset). Each step
-runs in the same transaction as the version row that records it.
+- A new database is created at the head revision (0001 is schema 12, the
+  baseline: `ceptoar.store.baseline`).
+- A database from before Alembic (schema versions 1 to 12) is brought to
+  schema 12 by the steps it had (`ceptoar.store.legacy`), stamped 0001 and
+  upgraded from there.
+- Only `ceptoar db upgrade` and `ceptoar serve` upgrade (`upgrade`); every
+  other command creates a new database but refuses one at another
+  revision (`check`), naming what to run.
+
+An upgrade runs in one transaction, revisions and the version they record
+together. On PostgreSQL it first takes a transaction-level advisory lock:
+of several processes upgrading at once (hosts starting together), one
+migrates and the others find the work done once it commits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
-from sqlalchemy import Connection, MetaData, func, insert, inspect, select, text
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.schema import CreateTable
 
-from ceptoar.store.tables import deliveries, metadata, schema_version
+from ceptoar.errors import CeptoarError
+from ceptoar.store import legacy
 
-__all__ = ["LATEST", "migrate"]
+__all__ = [
+    "BASELINE",
+    "SchemaOutOfDate",
+    "SchemaState",
+    "alembic_config",
+    "check",
+    "head",
+    "state",
+    "upgrade",
+]
+
+SCRIPTS = Path(__file__).with_name("schema")
+# The revision a database from before Alembic is stamped at once it is at schema 12.
+BASELINE = "0001"
+_LOCK = int.from_bytes(hashlib.sha256(b"ceptoar:migrate").digest()[:8], "big", signed=True)
 
 
-def _add_columns(conn: Connection, table: str, columns: list[tuple[str, str, str | None]]) -> None:
-    """ALTER TABLE ADD COLUMN for each (name, type, default SQL) missing from `table`."""
-    present = {c["name"] for c in inspect(conn).get_columns(table)}
-    boolean_false = "false" if conn.dialect.name == "postgresql" else "0"
-    for name, sql_type, default in columns:
-        if name in present:
-            continue
-        if default == "FALSE":
-            default = boolean_false
-        tail = f" NOT NULL DEFAULT {default}" if default is not None else ""
-        quoted = conn.dialect.identifier_preparer.quote(name)
-        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {quoted} {sql_type}{tail}"))
+class SchemaOutOfDate(CeptoarError):
+    """The database is not at the revision this ceptoar works with."""
 
 
-def _v2(conn: Connection) -> None:
-    _add_columns(
-        conn,
-        "addresses",
-        [
-            ("min_severity", "VARCHAR(16)", "'low'"),
-            ("categories", "JSON", "'[]'"),
-            ("prefectures", "JSON", "'[]'"),
-            ("wants_tests", "BOOLEAN", "FALSE"),
-            ("contact", "BOOLEAN", "FALSE"),
-        ],
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a database's schema is."""
+
+    # Alembic's revision; None before Alembic or for a new database.
+    revision: str | None
+    # The schema version of a database from before Alembic.
+    legacy: int | None
+    # No tables at all: a new database.
+    empty: bool
+
+    def describe(self) -> str:
+        if self.empty:
+            return "a new database (no tables)"
+        if self.legacy is not None:
+            return f"schema version {self.legacy}, from before Alembic"
+        return f"revision {self.revision}"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration for ceptoar's revisions; with `connection`, the one they run on."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPTS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@cache
+def head() -> str:
+    """The revision this ceptoar's tables are at."""
+    found = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert found is not None, "no revisions"
+    return found
+
+
+def _state(conn: Connection) -> SchemaState:
+    return SchemaState(
+        MigrationContext.configure(conn).get_current_revision(),
+        legacy.schema_version(conn),
+        not inspect(conn).get_table_names(),
     )
-    _add_columns(
-        conn,
-        "alerts",
-        [
-            ("state", "VARCHAR(16)", "'active'"),
-            ("held_reason", "TEXT", None),
-            ("thread_id", "VARCHAR(32)", None),
-            ("parent_id", "VARCHAR(32)", None),
-            ("status", "VARCHAR(16)", "'actual'"),
-            (
-                "expires_at",
-                "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME",
-                None,
-            ),
-        ],
-    )
-    conn.execute(text("UPDATE alerts SET thread_id = id WHERE thread_id IS NULL"))
-    _add_columns(
-        conn,
-        "deliveries",
-        [
-            ("in_reply_to", "VARCHAR(255)", None),
-            ("references", "TEXT", None),
-        ],
-    )
 
 
-def _v3(conn: Connection) -> None:
-    # New tables only (3: feeds and receipts; 4: audit): create_all makes them.
-    metadata.create_all(conn)
+async def state(engine: AsyncEngine) -> SchemaState:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_state)
 
 
-def _v5(conn: Connection) -> None:
-    _add_columns(conn, "alerts", [("pending", "JSON", None)])
-
-
-def _create_missing_indexes(conn: Connection) -> None:
-    """Create every index the tables declare that the database lacks (columns added by ALTER get none)."""
-    inspector = inspect(conn)
-    for table in metadata.sorted_tables:
-        present = {ix["name"] for ix in inspector.get_indexes(table.name)}
-        for index in table.indexes:
-            if index.name not in present:
-                index.create(conn)
-
-
-def _v6(conn: Connection) -> None:
-    _add_columns(conn, "audit", [("os_user", "VARCHAR(64)", None), ("host", "VARCHAR(255)", None)])
-    _create_missing_indexes(conn)
-
-
-def _v7(conn: Connection) -> None:
-    _add_columns(conn, "receipts", [("reason", "TEXT", None), ("field", "VARCHAR(200)", None)])
-
-
-def _v8(conn: Connection) -> None:
-    timestamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
-    _add_columns(conn, "alerts", [("released_by", "VARCHAR(128)", None), ("released_at", timestamp, None)])
-
-
-def _v11(conn: Connection) -> None:
-    """deliveries.purpose, and one row per (alert, address, purpose) instead of per (alert, address)."""
-    _add_columns(conn, "deliveries", [("purpose", "VARCHAR(16)", "'alert'")])
-    olds = [
-        u["name"]
-        for u in inspect(conn).get_unique_constraints("deliveries")
-        if sorted(u["column_names"]) == ["address_id", "alert_id"]
-    ]
-    if not olds:  # made by a release that already had it
-        return
+def _upgrade(conn: Connection) -> str:
     if conn.dialect.name == "postgresql":
-        old = olds[0]
-        conn.execute(text(f'ALTER TABLE deliveries DROP CONSTRAINT "{old}"'))
-        conn.execute(
-            text(
-                "ALTER TABLE deliveries ADD CONSTRAINT uq_deliveries_alert_address_purpose "
-                "UNIQUE (alert_id, address_id, purpose)"
-            )
-        )
-        return
-    # SQLite cannot drop a table constraint: the table is built anew and its rows copied, the
-    # references to it checked at commit (same ids, so they hold).
-    conn.execute(text("PRAGMA defer_foreign_keys = ON"))
-    columns = ", ".join(conn.dialect.identifier_preparer.quote(c.name) for c in deliveries.columns)
-    beside = MetaData()  # the tables it refers to, so that its foreign keys resolve
-    for table in metadata.sorted_tables:
-        if table is not deliveries:
-            table.to_metadata(beside)
-    conn.execute(CreateTable(deliveries.to_metadata(beside, name="deliveries_v11")))
-    conn.execute(text(f"INSERT INTO deliveries_v11 ({columns}) SELECT {columns} FROM deliveries"))
-    conn.execute(text("DROP TABLE deliveries"))
-    conn.execute(text("ALTER TABLE deliveries_v11 RENAME TO deliveries"))
-    for index in deliveries.indexes:
-        index.create(conn)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
+    config = alembic_config(conn)
+    if legacy.schema_version(conn) is not None:
+        legacy.to_schema_12(conn)
+        command.stamp(config, BASELINE)
+    command.upgrade(config, "head")
+    return head()
 
 
-def _v12(conn: Connection) -> None:
-    _add_columns(conn, "addresses", [("charset", "VARCHAR(16)", "'utf-8'")])
-
-
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    2: _v2,
-    3: _v3,
-    4: _v3,
-    5: _v5,
-    6: _v6,
-    7: _v7,
-    8: _v8,
-    9: _v3,
-    10: _v3,
-    11: _v11,
-    12: _v12,
-}
-LATEST = max(MIGRATIONS)
-
-
-def _migrate(conn: Connection) -> int:
-    existing = inspect(conn).has_table("alerts")
-    metadata.create_all(conn)
-    version = conn.execute(select(func.max(schema_version.c.version))).scalar()
-    if version is None:
-        # Tables from before versioning are version 1; new ones are already the latest.
-        version = 1 if existing else LATEST
-        conn.execute(insert(schema_version).values(version=version, applied_at=datetime.now(UTC)))
-    for step in range(version + 1, LATEST + 1):
-        MIGRATIONS[step](conn)
-        conn.execute(insert(schema_version).values(version=step, applied_at=datetime.now(UTC)))
-    return max(version, LATEST)
-
-
-async def migrate(engine: AsyncEngine) -> int:
-    """Bring the database to the latest schema; return its version."""
+async def upgrade(engine: AsyncEngine) -> str:
+    """Bring the database to the head revision, whatever it was at; the revision."""
     async with engine.begin() as conn:
-        return await conn.run_sync(_migrate)
+        return await conn.run_sync(_upgrade)
+
+
+async def check(engine: AsyncEngine) -> None:
+    """Create a new database's tables; SchemaOutOfDate for a database at another revision."""
+    found = await state(engine)
+    if found.empty:
+        await upgrade(engine)
+        return
+    if found.revision == head():
+        return
+    if found.legacy is None and found.revision is not None and not _known(found.revision):
+        raise SchemaOutOfDate(
+            f"the database is at {found.describe()}, which this ceptoar does not know (revision {head()} is "
+            "its newest): it was upgraded by a newer ceptoar"
+        )
+    raise SchemaOutOfDate(
+        f"the database is at {found.describe()} and this ceptoar needs revision {head()}: run "
+        "`ceptoar db upgrade`, or start `ceptoar serve`, which upgrades it"
+    )
+
+
+def _known(revision: str) -> bool:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return any(script.revision == revision for script in scripts.walk_revisions())

@@ -8,7 +8,7 @@ time can never slip in.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
@@ -34,6 +34,8 @@ from ceptoar.model.escalation import Purpose
 from ceptoar.model.states import AlertState
 
 __all__ = [
+    "NAMING",
+    "UtcDateTime",
     "addresses",
     "alerts",
     "answers",
@@ -46,7 +48,6 @@ __all__ = [
     "notices",
     "receipts",
     "returned",
-    "schema_version",
     "subscribers",
 ]
 
@@ -75,14 +76,15 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 _Id = BigInteger().with_variant(Integer(), "sqlite")
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+# How constraints and indexes are named, so that a revision can name the ones it changes.
+NAMING: Final = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
 
 subscribers = Table(
     "subscribers",
@@ -286,13 +288,6 @@ audit = Table(
     # Schema 6: the account and host the operator's command ran under.
     Column("os_user", String(64), nullable=True),
     Column("host", String(255), nullable=True),
-)
-
-schema_version = Table(
-    "schema_version",
-    metadata,
-    Column("version", Integer, primary_key=True),
-    Column("applied_at", UtcDateTime, nullable=False),
 )
 
 # Append-only: rows are inserted, never updated or deleted.

@@ -1,0 +1,260 @@
+"""Schema 12, the last before Alembic, frozen: the tables the baseline revision creates.
+
+They are written out here as they were at schema 12, not taken from
+`ceptoar.store.tables`, which goes on changing with later revisions: a
+new database (revision 0001, then the rest) and one brought from an
+earlier schema by `ceptoar.store.legacy` both start from exactly this.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+)
+
+from ceptoar.store.tables import UtcDateTime
+
+__all__ = ["schema_12"]
+
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+_NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def schema_12() -> MetaData:
+    """The tables of schema 12."""
+    metadata = MetaData(naming_convention=_NAMING)
+    Table(
+        "subscribers",
+        metadata,
+        Column("code", String(6), primary_key=True),
+        Column("name", String(200), nullable=False),
+        Column("prefecture", String(2), nullable=False, index=True),
+        Column("active", Boolean, nullable=False, default=True),
+        Column("updated_at", UtcDateTime, nullable=False),
+    )
+
+    Table(
+        "addresses",
+        metadata,
+        Column("id", _Id, primary_key=True, autoincrement=True),
+        Column("subscriber_code", ForeignKey("subscribers.code"), nullable=False, index=True),
+        Column("email", String(254), nullable=False, unique=True),
+        Column("role", String(16), nullable=False),
+        Column("language", String(2), nullable=False),
+        Column("active", Boolean, nullable=False, default=True),
+        Column("updated_at", UtcDateTime, nullable=False),
+        # The address's subscription (schema 2).
+        Column("min_severity", String(16), nullable=False, server_default="low"),
+        Column("categories", JSON, nullable=False, server_default="[]"),
+        Column("prefectures", JSON, nullable=False, server_default="[]"),
+        Column("wants_tests", Boolean, nullable=False, server_default=false()),
+        Column("contact", Boolean, nullable=False, server_default=false()),
+        # How the address's mail is encoded: utf-8 or iso-2022-jp (schema 12).
+        Column("charset", String(16), nullable=False, server_default="utf-8"),
+    )
+
+    Table(
+        "notices",
+        metadata,
+        Column("id", _Id, primary_key=True, autoincrement=True),
+        Column("source", String(64), nullable=False),
+        Column("source_id", String(128), nullable=False),
+        Column("format", String(16), nullable=False),
+        Column("sent_at", UtcDateTime, nullable=False),
+        Column("received_at", UtcDateTime, nullable=False),
+        Column("payload", Text, nullable=False),
+        UniqueConstraint("source", "source_id"),
+    )
+
+    Table(
+        "alerts",
+        metadata,
+        Column("id", String(32), primary_key=True),
+        Column("notice_id", ForeignKey("notices.id"), nullable=False, unique=True),
+        Column("source", String(64), nullable=False),
+        Column("source_id", String(128), nullable=False, index=True),
+        Column("msg_type", String(16), nullable=False),
+        Column("severity", String(16), nullable=False),
+        Column("severity_rules", JSON, nullable=False),
+        Column("tlp", String(16), nullable=False),
+        Column("title", String(300), nullable=False),
+        Column("notice", JSON, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+        # Lifecycle (schema 2): active, held (with the reason) or cancelled; the
+        # first alert of a thread is its own thread_id; an update or cancel
+        # names the alert it refers to in parent_id.
+        Column("state", String(16), nullable=False, server_default="active"),
+        Column("held_reason", Text, nullable=True),
+        Column("thread_id", String(32), nullable=True, index=True),
+        Column("parent_id", String(32), nullable=True),
+        Column("status", String(16), nullable=False, server_default="actual"),
+        Column("expires_at", UtcDateTime, nullable=True),
+        # Set once every delivery job is confirmed by the broker; until then a
+        # redelivered notice or the sweeper publishes the jobs again.
+        Column("jobs_published_at", UtcDateTime, nullable=True),
+        # Schema 5: the audience whose delivery rows are still to be written
+        # (`AlertRepo.store_pending`); NULL once they are.
+        Column("pending", JSON(none_as_null=True), nullable=True),
+        # Schema 8: the operator who released a held alert to an audience of their choosing, and when.
+        Column("released_by", String(128), nullable=True),
+        Column("released_at", UtcDateTime, nullable=True),
+    )
+
+    Table(
+        "deliveries",
+        metadata,
+        Column("id", _Id, primary_key=True, autoincrement=True),
+        Column("alert_id", ForeignKey("alerts.id"), nullable=False),
+        Column("address_id", ForeignKey("addresses.id"), nullable=False),
+        Column("email", String(254), nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("message_id", String(255), nullable=False, unique=True),
+        Column("last_code", Integer, nullable=True),
+        Column("last_reply", Text, nullable=True),
+        Column("lease_until", UtcDateTime, nullable=True),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("updated_at", UtcDateTime, nullable=False),
+        Column("sent_at", UtcDateTime, nullable=True),
+        # Threading headers of this mail (schema 2): the Message-IDs this address
+        # already got in the alert's thread.
+        Column("in_reply_to", String(255), nullable=True),
+        Column("references", Text, nullable=True),
+        # What the mail is for (`ceptoar.model.escalation.Purpose`): the alert, or a reminder or backup copy.
+        Column("purpose", String(16), nullable=False, server_default="alert"),
+        # One alert mail per address and alert, and at most one reminder and one backup copy (schema 11).
+        UniqueConstraint("alert_id", "address_id", "purpose", name="uq_deliveries_alert_address_purpose"),
+        Index(None, "alert_id", "state"),
+        Index(None, "state", "lease_until"),
+    )
+
+    # Sources allowed to post to the HTTP feed endpoint (schema 3). Only a hash
+    # of each API key is kept; the signing secret must be kept to check HMACs.
+    Table(
+        "feeds",
+        metadata,
+        Column("name", String(64), primary_key=True),
+        Column("key_hash", String(64), nullable=False, unique=True),
+        Column("sources", JSON, nullable=False),
+        Column("signing_secret", String(128), nullable=True),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("revoked_at", UtcDateTime, nullable=True),
+    )
+
+    # What the HTTP endpoint accepted (schema 3): a second POST of the same
+    # notice is answered from here, even before the dispatcher has stored it.
+    Table(
+        "receipts",
+        metadata,
+        Column("source", String(64), primary_key=True),
+        Column("source_id", String(128), primary_key=True),
+        Column("format", String(16), nullable=False),
+        Column("feed", String(64), nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("received_at", UtcDateTime, nullable=False),
+        # Schema 7: why the dispatcher refused a notice the endpoint had accepted (state `rejected`).
+        Column("reason", Text, nullable=True),
+        Column("field", String(200), nullable=True),
+    )
+
+    # Everything that came back to a delivery's return path (schema 9): bounces, delays, auto-replies,
+    # complaints, replies, and what matched no delivery, with why. Append-only; the message is kept,
+    # cut at RETURNED_KEEP bytes.
+    Table(
+        "returned",
+        metadata,
+        Column("id", _Id, primary_key=True, autoincrement=True),
+        Column("received_at", UtcDateTime, nullable=False, index=True),
+        Column("kind", String(16), nullable=False),
+        Column("delivery_id", ForeignKey("deliveries.id"), nullable=True, index=True),
+        Column("matched", Boolean, nullable=False),
+        # What recording it did, or why it matched no delivery.
+        Column("outcome", Text, nullable=False),
+        Column("recipient", String(320), nullable=True),
+        Column("status", String(16), nullable=True),
+        Column("diagnostic", Text, nullable=True),
+        Column("subject", String(300), nullable=False, default=""),
+        Column("size", Integer, nullable=False),
+        Column("message", LargeBinary, nullable=False),
+    )
+
+    # What each organisation answered to an alert (schema 10), by reply or by link; append-only, the
+    # latest row of an organisation being its answer.
+    Table(
+        "answers",
+        metadata,
+        Column("id", _Id, primary_key=True, autoincrement=True),
+        Column("at", UtcDateTime, nullable=False),
+        Column("delivery_id", ForeignKey("deliveries.id"), nullable=False, index=True),
+        Column("alert_id", ForeignKey("alerts.id"), nullable=False, index=True),
+        Column("subscriber_code", String(6), nullable=False),
+        Column("answer", String(16), nullable=False),
+        Column("via", String(8), nullable=False),
+        # The address that answered (a reply's From); none for a link.
+        Column("by", String(320), nullable=True),
+    )
+
+    # Each organisation's escalation steps per alert (schema 11): at most one of each, however many
+    # processes escalate at once.
+    Table(
+        "escalations",
+        metadata,
+        Column("id", _Id, primary_key=True, autoincrement=True),
+        Column("alert_id", ForeignKey("alerts.id"), nullable=False),
+        Column("subscriber_code", String(6), nullable=False),
+        Column("step", String(16), nullable=False),
+        Column("at", UtcDateTime, nullable=False),
+        # The sweeper, or the operator who escalated by hand.
+        Column("by", String(128), nullable=False),
+        # The reminders and backup copies it queued.
+        Column("deliveries", Integer, nullable=False),
+        UniqueConstraint("alert_id", "subscriber_code", "step", name="uq_escalations_alert_subscriber_step"),
+    )
+
+    # Every operator action (schema 4), append-only like the delivery events.
+    Table(
+        "audit",
+        metadata,
+        Column("id", _Id, primary_key=True, autoincrement=True),
+        Column("at", UtcDateTime, nullable=False, index=True),
+        Column("operator", String(128), nullable=False),
+        Column("action", String(32), nullable=False),
+        Column("alert_id", String(32), nullable=True),
+        Column("notice_id", String(128), nullable=True, index=True),
+        Column("detail", JSON, nullable=False),
+        # Schema 6: the account and host the operator's command ran under.
+        Column("os_user", String(64), nullable=True),
+        Column("host", String(255), nullable=True),
+    )
+
+    # Append-only: rows are inserted, never updated or deleted.
+    Table(
+        "delivery_events",
+        metadata,
+        Column("id", _Id, primary_key=True, autoincrement=True),
+        Column("delivery_id", ForeignKey("deliveries.id"), nullable=False, index=True),
+        Column("at", UtcDateTime, nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("smtp_code", Integer, nullable=True),
+        Column("smtp_reply", Text, nullable=True),
+    )
+    return metadata
