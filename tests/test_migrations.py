@@ -4,8 +4,10 @@ and has exactly the shape of a new one; commands other than `db upgrade` and `se
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,45 +18,19 @@ from ceptoar.store.migrations import head
 from tests.conftest import _create_pg_database, _drop_pg_database, _pg_url
 from tests.harness import run_cli, subset
 
-# Schema 1, as the first release created it (SQLite).
-SCHEMA_1 = [
-    "CREATE TABLE subscribers (code VARCHAR(6) PRIMARY KEY, name VARCHAR(200) NOT NULL,"
-    " prefecture VARCHAR(2) NOT NULL, active BOOLEAN NOT NULL, updated_at DATETIME NOT NULL)",
-    "CREATE TABLE addresses (id INTEGER PRIMARY KEY AUTOINCREMENT, subscriber_code VARCHAR(6) NOT NULL"
-    " REFERENCES subscribers(code), email VARCHAR(254) NOT NULL UNIQUE, role VARCHAR(16) NOT NULL,"
-    " language VARCHAR(2) NOT NULL, active BOOLEAN NOT NULL, updated_at DATETIME NOT NULL)",
-    "CREATE TABLE notices (id INTEGER PRIMARY KEY AUTOINCREMENT, source VARCHAR(64) NOT NULL,"
-    " source_id VARCHAR(128) NOT NULL, format VARCHAR(16) NOT NULL, sent_at DATETIME NOT NULL,"
-    " received_at DATETIME NOT NULL, payload TEXT NOT NULL, UNIQUE (source, source_id))",
-    "CREATE TABLE alerts (id VARCHAR(32) PRIMARY KEY, notice_id INTEGER NOT NULL UNIQUE REFERENCES notices(id),"
-    " source VARCHAR(64) NOT NULL, source_id VARCHAR(128) NOT NULL, msg_type VARCHAR(16) NOT NULL,"
-    " severity VARCHAR(16) NOT NULL, severity_rules JSON NOT NULL, tlp VARCHAR(16) NOT NULL,"
-    " title VARCHAR(300) NOT NULL, notice JSON NOT NULL, created_at DATETIME NOT NULL, jobs_published_at DATETIME)",
-    "CREATE TABLE deliveries (id INTEGER PRIMARY KEY AUTOINCREMENT, alert_id VARCHAR(32) NOT NULL"
-    " REFERENCES alerts(id), address_id INTEGER NOT NULL REFERENCES addresses(id), email VARCHAR(254) NOT NULL,"
-    " state VARCHAR(16) NOT NULL, attempts INTEGER NOT NULL, message_id VARCHAR(255) NOT NULL UNIQUE,"
-    " last_code INTEGER, last_reply TEXT, lease_until DATETIME, created_at DATETIME NOT NULL,"
-    " updated_at DATETIME NOT NULL, sent_at DATETIME, UNIQUE (alert_id, address_id))",
-    "CREATE TABLE delivery_events (id INTEGER PRIMARY KEY AUTOINCREMENT, delivery_id INTEGER NOT NULL"
-    " REFERENCES deliveries(id), at DATETIME NOT NULL, state VARCHAR(16) NOT NULL, attempt INTEGER NOT NULL,"
-    " smtp_code INTEGER, smtp_reply TEXT)",
-    "INSERT INTO subscribers VALUES ('131016', '東京都千代田区', '13', 1, '2026-11-01 00:00:00')",
-    "INSERT INTO addresses VALUES (1, '131016', 'primary@131016.lg.example', 'primary', 'ja', 1,"
-    " '2026-11-01 00:00:00')",
-]
+SCHEMAS = Path(__file__).parent / "data" / "schemas"
 
 
 async def _schema_1_database(path: Path) -> str:
-    """The URL of a SQLite database as the first release made it."""
-    from ceptoar.store.engine import create_engine, dispose
-
-    url = f"sqlite+aiosqlite:///{path}"
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        for statement in SCHEMA_1:
-            await conn.execute(text(statement))
-    await dispose(engine)
-    return url
+    """The URL of a SQLite database as the first release made it, with an organisation and its address."""
+    with sqlite3.connect(path) as conn:  # tests/data/schemas/make.sh
+        conn.executescript((SCHEMAS / "sqlite-v1.sql").read_text())
+        conn.execute("INSERT INTO subscribers VALUES ('131016', '東京都千代田区', '13', 1, '2026-11-01 00:00:00')")
+        conn.execute(
+            "INSERT INTO addresses VALUES (1, '131016', 'primary@131016.lg.example', 'primary', 'ja', 1,"
+            " '2026-11-01 00:00:00')"
+        )
+    return f"sqlite+aiosqlite:///{path}"
 
 
 async def test_schema_1_database_is_migrated_in_place(
@@ -134,11 +110,18 @@ async def test_a_schema_4_postgresql_database_gets_alerts_pending(
 
 
 def _shape(conn: Connection) -> dict[str, object]:
-    """Each table's columns, indexes (name, columns, unique) and unique constraints."""
+    """Each table's columns (type, null, default), primary key, foreign keys, indexes and unique constraints."""
     inspector = inspect(conn)
     return {
         table: (
-            sorted(c["name"] for c in inspector.get_columns(table)),
+            sorted(
+                (c["name"], str(c["type"]), c["nullable"], c["default"]) for c in inspector.get_columns(table)
+            ),
+            sorted(inspector.get_pk_constraint(table)["constrained_columns"]),
+            sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
+                for f in inspector.get_foreign_keys(table)
+            ),
             sorted((ix["name"], tuple(ix["column_names"]), bool(ix["unique"])) for ix in inspector.get_indexes(table)),
             _uniques(conn, table),
         )
@@ -160,34 +143,6 @@ def _uniques(conn: Connection, table: str) -> list[tuple[str, ...]]:
 async def _shape_of(url: str) -> dict[str, object]:
     async with await Store.open(url, upgrade=True) as store, store.engine.connect() as conn:
         return await conn.run_sync(_shape)
-
-
-async def test_a_database_migrated_from_schema_1_has_exactly_the_shape_of_a_new_one(tmp_path: Path) -> None:
-    old = await _schema_1_database(tmp_path / "old.db")
-    migrated, new = await _shape_of(old), await _shape_of(f"sqlite+aiosqlite:///{tmp_path / 'new.db'}")
-    assert migrated == new
-    assert ("ix_alerts_thread_id", ("thread_id",), False) in new["alerts"][1]  # type: ignore[index]
-
-
-@pytest.mark.postgres
-async def test_a_postgresql_database_from_schema_4_has_exactly_the_shape_of_a_new_one(pg_url: str) -> None:
-    async with await Store.open(pg_url) as store, store.engine.begin() as conn:  # as schema 4 left it
-        for statement in (
-            "ALTER TABLE alerts DROP COLUMN pending",
-            "ALTER TABLE audit DROP COLUMN os_user",
-            "ALTER TABLE audit DROP COLUMN host",
-            "DROP INDEX ix_alerts_thread_id",
-            "DROP INDEX ix_audit_notice_id",
-        ):
-            await conn.execute(text(statement))
-        await _before_alembic(conn, version=4)
-    fresh = await _create_pg_database()
-    try:
-        new = await _shape_of(_pg_url(fresh))
-    finally:
-        await _drop_pg_database(fresh)
-    assert await _shape_of(pg_url) == new
-    assert ("ix_alerts_thread_id", ("thread_id",), False) in new["alerts"][1]  # type: ignore[index]
 
 
 async def _before_alembic(conn: AsyncConnection, *, version: int) -> None:
@@ -241,3 +196,32 @@ async def test_hosts_that_start_together_upgrade_once(pg_url: str, registry_rows
     async with await Store.open(pg_url) as store:
         assert (await store.subscribers.counts()).addresses == 4
         assert {r.charset for r in await store.subscribers.export_rows()} == {"utf-8"}
+
+
+@pytest.mark.parametrize("version", range(1, 13))
+async def test_a_sqlite_database_of_each_earlier_schema_gets_exactly_the_shape_of_a_new_one(
+    tmp_path: Path, version: int
+) -> None:
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:  # as that release made a new database (tests/data/schemas/make.sh)
+        conn.executescript((SCHEMAS / f"sqlite-v{version}.sql").read_text())
+    new = await _shape_of(f"sqlite+aiosqlite:///{tmp_path / 'new.db'}")
+    assert await _shape_of(f"sqlite+aiosqlite:///{old}") == new
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("version", range(1, 13))
+async def test_a_postgresql_database_of_each_earlier_schema_gets_exactly_the_shape_of_a_new_one(
+    pg_url: str, version: int
+) -> None:
+    conn = await asyncpg.connect(pg_url.replace("postgresql+asyncpg:", "postgresql:", 1))
+    try:
+        await conn.execute((SCHEMAS / f"postgresql-v{version}.sql").read_text())
+    finally:
+        await conn.close()
+    fresh = await _create_pg_database()
+    try:
+        new = await _shape_of(_pg_url(fresh))
+    finally:
+        await _drop_pg_database(fresh)
+    assert await _shape_of(pg_url) == new

@@ -102,6 +102,8 @@ def _create_missing_indexes(conn: Connection) -> None:
     """Create every index the tables declare that the database lacks (columns added by ALTER get none)."""
     inspector = inspect(conn)
     for table in schema_12().sorted_tables:
+        if not inspector.has_table(table.name):
+            continue  # made by a later step, with its indexes
         present = {ix["name"] for ix in inspector.get_indexes(table.name)}
         for index in table.indexes:
             if index.name not in present:
