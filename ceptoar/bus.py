@@ -421,6 +421,22 @@ class Bus:
         await queue.consume(inbox.put)
         return Inbox(inbox)
 
+    async def queue_depths(self) -> dict[str, int]:
+        """Messages waiting in each of the service's queues (the job lanes, the notices, the dead letters)."""
+        if self._connection is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        n = self.names
+        names = [n.notices, *(n.jobs(lane) for lane in Lane), n.dead]
+        depths: dict[str, int] = {}
+        channel = await self._connection.channel()
+        try:
+            for name in names:
+                declared = await channel.declare_queue(name, passive=True)
+                depths[name] = declared.declaration_result.message_count or 0
+        finally:
+            await channel.close()
+        return depths
+
     async def close(self) -> None:
         if self._connection is not None:
             await self._connection.close()

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # when a port is set (`ceptoar bounces serve` listens on its own).
     bounce_host: str = "127.0.0.1"
     bounce_port: int | None = Field(None, ge=1, le=65535)
+    # `ceptoar serve`'s own port for /metrics (Prometheus), /healthz and /readyz; none when unset.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(None, ge=1, le=65535)
     api_max_body: int = Field(1024 * 1024, ge=1024)
     # The service's address as local governments reach it (on LGWAN, say https://ceptoar.lg.example).
     # Set, each alert mail carries its recipient's answer link there (`ceptoar.bounces.links`).

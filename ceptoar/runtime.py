@@ -9,12 +9,13 @@ bus opened (and waited for, in a long-running process) by `open_components`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ceptoar.bus import Bus
 from ceptoar.config import Settings
@@ -22,7 +23,7 @@ from ceptoar.log import get_logger
 from ceptoar.retry import outlast_outages, pause
 from ceptoar.store import Store
 
-__all__ = ["Components", "install_stop_signals", "open_components", "watch_parent"]
+__all__ = ["Components", "install_stop_signals", "open_components", "serve_asgi", "watch_parent"]
 
 log = get_logger(__name__)
 
@@ -86,3 +87,23 @@ async def _connect(bus: Bus, name: str) -> Bus:
         await bus.close()  # a connection made before a later step failed
         raise
     return bus
+
+
+async def serve_asgi(app: Any, *, host: str, port: int, stop: asyncio.Event) -> None:
+    """Serve an ASGI application with uvicorn on this event loop until `stop` is set.
+
+    uvicorn does not handle signals here: the process's stop event decides.
+    """
+    import uvicorn  # only in the processes that serve HTTP
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await task

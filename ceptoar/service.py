@@ -38,16 +38,19 @@ from ceptoar.config import Settings
 from ceptoar.dispatch import Dispatcher, load_rules
 from ceptoar.dispatch.escalation import escalate_due
 from ceptoar.errors import CeptoarError
+from ceptoar.health import HealthApp
 from ceptoar.log import get_logger
 from ceptoar.mail.mailer import Mailer
 from ceptoar.mail.process import open_mailer
+from ceptoar.metrics import metrics
 from ceptoar.priority import BulkGate
 from ceptoar.retry import Stopping, pause
-from ceptoar.runtime import Components, open_components
+from ceptoar.runtime import Components, open_components, serve_asgi
 from ceptoar.store.engine import sqlite_file
 
 __all__ = [
     "DEFAULT_ROLES",
+    "AlertTimes",
     "AlreadyServed",
     "Role",
     "parse_roles",
@@ -149,15 +152,47 @@ def single_serve(settings: Settings) -> Iterator[None]:
         os.close(fd)
 
 
-async def tick(c: Components, roles: Collection[Role]) -> dict[str, bool]:
+class AlertTimes:
+    """Observes, once per alert as it settles, the seconds from its creation to its first and last mail.
+
+    In the sweeper's tick, for alerts created since this process started
+    (and in the last day). Should the sweep move to another host, that
+    host observes the alerts it has not seen itself.
+    """
+
+    def __init__(self) -> None:
+        self._started = datetime.now(UTC)
+        self._seen: dict[str, datetime] = {}
+
+    async def observe(self, c: Components) -> int:
+        now = datetime.now(UTC)
+        since = max(self._started, now - timedelta(days=1))
+        self._seen = {a: created for a, created in self._seen.items() if created >= since}
+        m, observed = metrics(), 0
+        for alert_id, created, first, last in await c.store.alerts.settled_since(since):
+            if alert_id not in self._seen:
+                m.first_mail_seconds.observe((first - created).total_seconds())
+                m.last_mail_seconds.observe((last - created).total_seconds())
+                self._seen[alert_id] = created
+                observed += 1
+        return observed
+
+
+async def tick(c: Components, roles: Collection[Role], times: AlertTimes | None = None) -> dict[str, bool]:
     """One tick of the once-per-tick work this host's roles hold; which of it this host did.
 
     Each is done by one host of all that run it (`Store.exclusive`); a
     failure is logged and the next tick tries again.
     """
+
+    async def sweeping() -> None:
+        await sweep(c)
+        if times is not None:
+            await times.observe(c)
+
     did: dict[str, bool] = {}
     work: list[tuple[Role, Callable[[], Awaitable[object]], str]] = [
-        (Role.SWEEPER, lambda: sweep(c), "sweep.failed"),
+        (Role.SWEEPER, sweeping, "sweep.failed"),
         (Role.ESCALATOR, lambda: escalate_due(c.store, c.bus, c.settings), "escalation.failed"),
     ]
     for role, job, failed in work:
@@ -175,8 +210,9 @@ async def tick(c: Components, roles: Collection[Role]) -> dict[str, bool]:
 
 
 async def _ticks(c: Components, roles: Collection[Role], stop: asyncio.Event) -> None:
+    times = AlertTimes()
     while not stop.is_set():
-        await tick(c, roles)
+        await tick(c, roles, times)
         await pause(c.settings.sweep_seconds, stop=stop)
 
 
@@ -253,27 +289,8 @@ async def run_service(
         counts = await c.store.subscribers.counts()
         if counts.addresses == 0:
             log.warning("registry.empty", hint="ceptoar subscribers import subscribers/registry.csv")
-        tasks = []
-        if Role.DISPATCHER in roles:
-            dispatcher = Dispatcher(
-                store=c.store,
-                bus=c.bus,
-                settings=settings,
-                rules=load_rules(settings.rules),
-                gate=gate,
-                # A critical alert's first deliveries go to this process's mailer, if it has one.
-                hand_off=None if mailer is None else lambda claimed: mailer.hand_off(claimed, stop),
-            )
-            tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
         children = [asyncio.Event() for _ in range(mailer_processes - 1)] if mailer is not None else []
-        if mailer is not None:
-            tasks.append(asyncio.create_task(mailer.run(stop, workers=settings.mailer_loops), name="mailer"))
-            tasks += [
-                asyncio.create_task(_mailer_process(stop, started), name="mailer-process")
-                for started in children
-            ]
-        if Role.SWEEPER in roles or Role.ESCALATOR in roles:
-            tasks.append(asyncio.create_task(_ticks(c, roles, stop), name="ticks"))
+        tasks = _start_roles(c, mailer, roles, stop, gate=gate, children=children)
         for started in children:
             await started.wait()
         log.info(
@@ -307,6 +324,43 @@ async def run_service(
             # The dispatcher may hand off after the mailer's loops ended.
             await mailer.drain()
         log.info("service.stopped")
+
+
+def _start_roles(
+    c: Components,
+    mailer: Mailer | None,
+    roles: Collection[Role],
+    stop: asyncio.Event,
+    *,
+    gate: BulkGate,
+    children: list[asyncio.Event],
+) -> list[asyncio.Task[None]]:
+    """A task for each role of this host (a mailer child each, set when it started), and the metrics port."""
+    settings, tasks = c.settings, []
+    if Role.DISPATCHER in roles:
+        dispatcher = Dispatcher(
+            store=c.store,
+            bus=c.bus,
+            settings=settings,
+            rules=load_rules(settings.rules),
+            gate=gate,
+            # A critical alert's first deliveries go to this process's mailer, if it has one.
+            hand_off=None if mailer is None else lambda claimed: mailer.hand_off(claimed, stop),
+        )
+        tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
+    if mailer is not None:
+        tasks.append(asyncio.create_task(mailer.run(stop, workers=settings.mailer_loops), name="mailer"))
+        tasks += [
+            asyncio.create_task(_mailer_process(stop, started), name="mailer-process") for started in children
+        ]
+    if Role.SWEEPER in roles or Role.ESCALATOR in roles:
+        tasks.append(asyncio.create_task(_ticks(c, roles, stop), name="ticks"))
+    if settings.metrics_port is not None:
+        host, _, port = mailer.relay.rpartition(":") if mailer is not None else ("", "", "")
+        health = HealthApp(c, relay=(host, int(port)) if mailer is not None else None)
+        serving = serve_asgi(health, host=settings.metrics_host, port=settings.metrics_port, stop=stop)
+        tasks.append(asyncio.create_task(serving, name="metrics"))
+    return tasks
 
 
 async def _until_done(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:

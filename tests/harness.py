@@ -328,3 +328,29 @@ async def api_running(settings: Settings) -> AsyncIterator[str]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+@asynccontextmanager
+async def serving(env: dict[str, str], *args: str) -> AsyncIterator[dict[str, object]]:
+    """`ceptoar serve ARGS` as its own process; yields its `service.started` log line once it is up."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ceptoar", "serve", *args,
+        env={**os.environ, **env}, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    drain: asyncio.Task[bytes] | None = None
+    try:
+        async with asyncio.timeout(60):
+            while line := await proc.stderr.readline():
+                if b"service.started" in line:
+                    break
+            else:
+                raise AssertionError(f"serve {' '.join(args)} exited with {await proc.wait()}")
+        drain = asyncio.create_task(proc.stderr.read())  # keep its pipe from filling
+        yield json.loads(line)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        if drain is not None:
+            drain.cancel()

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import sys
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,7 +14,7 @@ from ceptoar.runtime import open_components
 from ceptoar.service import DEFAULT_ROLES, Role, parse_roles, tick
 from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory
-from tests.harness import MailboxServer, Stack, cli_env, free_port, notice_doc, run_cli_async, subset
+from tests.harness import MailboxServer, Stack, cli_env, free_port, notice_doc, run_cli_async, serving, subset
 
 
 def test_roles_are_read_from_a_list_and_a_wrong_one_is_named() -> None:
@@ -28,32 +23,6 @@ def test_roles_are_read_from_a_list_and_a_wrong_one_is_named() -> None:
     assert Role.API not in DEFAULT_ROLES
     with pytest.raises(ValueError, match=r"not a role: cook \(roles: dispatcher, mailer, sweeper"):
         parse_roles("dispatcher,cook")
-
-
-@asynccontextmanager
-async def serving(env: dict[str, str], *args: str) -> AsyncIterator[dict[str, object]]:
-    """`ceptoar serve ARGS` as its own process; yields its `service.started` log line once it is up."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ceptoar", "serve", *args,
-        env={**os.environ, **env}, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    drain: asyncio.Task[bytes] | None = None
-    try:
-        async with asyncio.timeout(60):
-            while line := await proc.stderr.readline():
-                if b"service.started" in line:
-                    break
-            else:
-                raise AssertionError(f"serve {' '.join(args)} exited with {await proc.wait()}")
-        drain = asyncio.create_task(proc.stderr.read())  # keep its pipe from filling
-        yield json.loads(line)
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
-        if drain is not None:
-            drain.cancel()
 
 
 @pytest.mark.postgres

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ceptoar.bounces.report import Report, read_report
 from ceptoar.bounces.verp import Verp
+from ceptoar.metrics import metrics
 from ceptoar.store import Returned, ReturnedMail, Store
 
 __all__ = ["take_in"]
@@ -29,4 +30,6 @@ async def take_in(
         answer=None if report.answer is None else report.answer.value,
         problem=report.problem,
     )
-    return report, await store.returns.record(mail)
+    kept = await store.returns.record(mail)
+    metrics().returns.labels(report.kind).inc()
+    return report, kept

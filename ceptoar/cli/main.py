@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from ceptoar.cli.subscribers import subscribers
 from ceptoar.cli.templates import templates
 from ceptoar.client import Publisher, PublishError
 from ceptoar.errors import InvalidNotice, UnknownAlert
+from ceptoar.metrics import use_directory
 from ceptoar.model.alert import AlertStatus
 from ceptoar.model.answer import Answer
 from ceptoar.registry.prefectures import PREFECTURE_NAMES
@@ -104,6 +106,9 @@ def serve(role_names: str, with_api: bool, mailers: int | None, no_migrate: bool
     except ValueError as exc:
         fail(f"--role: {exc}", EXIT_BAD_INPUT)
     s = settings()
+    if s.metrics_port is not None:
+        # Before any metric is made: this process and its mailer processes count in one directory.
+        use_directory(s.var_dir / "metrics" / str(os.getpid()))
 
     async def _serve() -> None:
         stop = asyncio.Event()

@@ -46,6 +46,7 @@ from ceptoar.errors import InvalidNotice
 from ceptoar.feed.formats import Parsed, payload_text
 from ceptoar.feed.offload import ParserBusy, ParserPool
 from ceptoar.log import get_logger
+from ceptoar.metrics import metrics
 from ceptoar.model.notice import OPERATOR_SOURCE, Notice
 from ceptoar.priority import BulkGate
 from ceptoar.retry import Stopping, outlast_outages, pause
@@ -107,6 +108,7 @@ class Dispatcher:
                 await outlast_outages(lambda: self._dispatch(message, parsed), stop=stop, what="dispatch")
             except InvalidNotice as exc:
                 log.warning("notice.rejected", field=exc.field, reason=exc.reason)
+                metrics().notices.labels("rejected").inc()
                 await self._refuse(message, stop, reason=str(exc), field=exc.field)
                 return
             except Stopping:
@@ -114,6 +116,7 @@ class Dispatcher:
                 return
             except Exception as exc:
                 log.exception("notice.internal_error")
+                metrics().notices.labels("failed").inc()
                 await self._refuse(message, stop, reason=f"internal error: {exc!r}")
                 return
             await settle(message)
@@ -169,11 +172,14 @@ class Dispatcher:
         notice = parsed.notice
         with bound_contextvars(source=notice.source, notice_id=notice.id, format=parsed.format):
             stored = await admit(self._store, notice, now=datetime.now(UTC))
+            outcome = "duplicate"
             if stored is None:
                 await self._check_operator(notice)
-                stored = await self._store_alert(notice, payload, parsed.format)
+                stored, held = await self._store_alert(notice, payload, parsed.format)
+                outcome = "held" if held else "dispatched"
             elif stored.jobs_published:
                 log.info("notice.duplicate", alert_id=stored.alert_id)
+                metrics().notices.labels(outcome).inc()
                 return
             if stored.claimed and self._hand_off is not None:
                 self._hand_off(stored.claimed)
@@ -186,6 +192,7 @@ class Dispatcher:
                     await self._bus.publish_jobs(ids, lane=lane, batch=self._settings.publish_batch)
                     jobs += len(ids)
             await self._store.alerts.mark_published(stored.alert_id)
+            metrics().notices.labels(outcome).inc()
             log.info(
                 "alert.dispatched",
                 alert_id=stored.alert_id,
@@ -203,7 +210,8 @@ class Dispatcher:
                 field="source",
             )
 
-    async def _store_alert(self, notice: Notice, payload: str, fmt: str) -> StoredAlert:
+    async def _store_alert(self, notice: Notice, payload: str, fmt: str) -> tuple[StoredAlert, bool]:
+        """The stored alert, and whether it is held."""
         planned, audience = await self._plan(notice)
         if planned.cancels is not None:
             await self._cancel(planned.cancels)
@@ -216,7 +224,7 @@ class Dispatcher:
             log.error("alert.no_audience", tlp=notice.tlp.value, removed=dict(planned.audience.removed))
         result = planned.classification
         first, claim = self._first_rows(result)
-        return await self._store.alerts.create(
+        stored = await self._store.alerts.create(
             notice=notice,
             payload=payload,
             fmt=fmt,
@@ -230,6 +238,7 @@ class Dispatcher:
             claim=claim,
             lease_seconds=self._settings.lease_seconds,
         )
+        return stored, planned.held is not None
 
     async def _plan(self, notice: Notice) -> tuple[Plan, list[int]]:
         """The notice's plan and its recipients' address ids, the registry read a chunk at a time."""

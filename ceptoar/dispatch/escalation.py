@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from ceptoar.bus import Bus, lane_for
 from ceptoar.config import Settings
 from ceptoar.log import get_logger
+from ceptoar.metrics import metrics
 from ceptoar.model.alert import AlertView
 from ceptoar.model.escalation import Step, due_steps
 from ceptoar.store import Actor, Escalated, Store
@@ -47,6 +48,7 @@ async def escalate(
     if dry_run or not escalated:
         return escalated
     ids = [i for e in escalated for i in e.delivery_ids]
+    metrics().escalations.labels(step.value).inc(len(escalated))
     log.warning(
         "alert.escalated",
         alert_id=alert.id,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,7 @@ from ceptoar.config import Settings
 from ceptoar.errors import DeliveryError, PermanentDeliveryError
 from ceptoar.log import get_logger
 from ceptoar.mail.pool import SmtpPool
+from ceptoar.metrics import metrics
 from ceptoar.model.alert import AlertView
 from ceptoar.model.states import DeliveryState
 from ceptoar.model.tlp import tlp_withholds, withheld_reply
@@ -240,6 +242,9 @@ class Mailer:
         applied = await outlast_outages(
             lambda: self._store.deliveries.record(outcomes), stop=stop, what="record"
         )
+        counted = metrics().deliveries
+        for state, n in Counter(o.state.value for o in applied).items():
+            counted.labels(state).inc(n)
         log.debug(
             "mailer.batch",
             lane=lane.name.lower(),

@@ -40,6 +40,7 @@ from aiosmtplib.email import quote_address
 from ceptoar.config import Settings
 from ceptoar.errors import (
     ConfigError,
+    DeliveryError,
     PermanentDeliveryError,
     RelayUnavailable,
     TemporaryDeliveryError,
@@ -47,6 +48,7 @@ from ceptoar.errors import (
 )
 from ceptoar.log import get_logger
 from ceptoar.mail.throttle import SendWindow, is_throttling
+from ceptoar.metrics import metrics
 from ceptoar.retry import FIRST_WAIT, Stopping, pause
 
 __all__ = ["SmtpPool", "SmtpReply"]
@@ -405,12 +407,26 @@ class SmtpPool:
         try:
             if self._window is not None and (wait := self._window.reserve()) > 0:
                 await asyncio.sleep(wait)
-            reply = await self._send(sender, recipient, message)
+            reply = await self._measured(sender, recipient, message)
         finally:
             self._slots.release(reserved)
         if self._window is not None:
             self._window.accepted()
         self._grow_sessions()
+        return reply
+
+    async def _measured(self, sender: str, recipient: str, message: bytes) -> SmtpReply:
+        """`_send`, counted by the class of the relay's reply (`none`: no reply came) and timed."""
+        m = metrics()
+        began = time.perf_counter()
+        try:
+            reply = await self._send(sender, recipient, message)
+        except DeliveryError as exc:
+            m.smtp_replies.labels(f"{exc.code // 100}xx" if exc.code else "none").inc()
+            raise
+        finally:
+            m.send_seconds.observe(time.perf_counter() - began)
+        m.smtp_replies.labels("2xx").inc()
         return reply
 
     async def _send(self, sender: str, recipient: str, message: bytes) -> SmtpReply:

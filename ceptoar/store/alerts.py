@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, String, and_, cast, exists, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, String, and_, case, cast, exists, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -337,6 +337,26 @@ class AlertRepo:
         async with reading(self._engine) as conn:
             return [alert_view(r) for r in (await conn.execute(query)).mappings().all()]
 
+    async def settled_since(self, since: datetime) -> list[tuple[str, datetime, datetime, datetime]]:
+        """Alerts created since `since` whose mail is all settled: (id, created, first and last mail sent).
+
+        Settled: no delivery of the alert's own mail queued, sending or
+        deferred, none left pending; alerts that sent nothing are left out.
+        """
+        open_states = [DeliveryState.QUEUED.value, DeliveryState.SENDING.value, DeliveryState.DEFERRED.value]
+        still_open = func.sum(case((deliveries.c.state.in_(open_states), 1), else_=0))
+        first, last = func.min(deliveries.c.sent_at), func.max(deliveries.c.sent_at)  # typed as the column
+        mail = and_(deliveries.c.alert_id == alerts.c.id, deliveries.c.purpose == Purpose.ALERT)
+        query = (
+            select(alerts.c.id, alerts.c.created_at, first, last)
+            .join(deliveries, mail)
+            .where(alerts.c.created_at >= since, alerts.c.pending.is_(None))
+            .group_by(alerts.c.id, alerts.c.created_at)
+            .having(and_(still_open == 0, first.is_not(None)))
+        )
+        async with reading(self._engine) as conn:
+            return [(r[0], r[1], r[2], r[3]) for r in (await conn.execute(query)).all()]
+
     async def counts(self, alert_id: str, *, purpose: str = Purpose.ALERT) -> dict[str, int]:
         """Deliveries of the alert by state; an address still pending (see `create`) counts as queued.
 
@@ -510,3 +530,4 @@ def alert_view(row: Any) -> AlertView:
         expires_at=row["expires_at"],
         released_by=row["released_by"],
     )
+
