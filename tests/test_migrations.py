@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ceptoar.registry import RegistryRow
 from ceptoar.store import SchemaOutOfDate, Store
-from ceptoar.store.migrations import head
+from ceptoar.store.migrations import HEAD, head, script_head
 from tests.conftest import _create_pg_database, _drop_pg_database, _pg_url
 from tests.harness import run_cli, subset
 
@@ -225,3 +225,7 @@ async def test_a_postgresql_database_of_each_earlier_schema_gets_exactly_the_sha
     finally:
         await _drop_pg_database(fresh)
     assert await _shape_of(pg_url) == new
+
+
+def test_the_head_ceptoar_names_is_the_newest_revision_script() -> None:
+    assert HEAD == head() == script_head()
