@@ -115,10 +115,12 @@ async def state(engine: AsyncEngine) -> SchemaState:
 
 
 def _upgrade(conn: Connection) -> str:
-    from alembic import command
-
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
+    if _state(conn).revision == HEAD:
+        return HEAD  # nothing to do, and no Alembic to load for it
+    from alembic import command
+
     config = alembic_config(conn)
     if legacy.schema_version(conn) is not None:
         legacy.to_schema_12(conn)
