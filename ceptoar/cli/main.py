@@ -118,9 +118,8 @@ def serve(role_names: str, with_api: bool, mailers: int | None, no_migrate: bool
                 await outlast_outages(lambda: _upgrade(s.db_url), stop=stop, what="upgrade the database")
             except Stopping:
                 return
-        parts = []
-        if roles - {Role.API}:
-            parts.append(run_service(s, stop, roles=roles, mailer_processes=mailers or s.mailers))
+        # Even with the api role alone: the service's part opens the metrics port and checks readiness.
+        parts = [run_service(s, stop, roles=roles, mailer_processes=mailers or s.mailers)]
         if Role.API in roles:
             parts.append(serve_api(s, stop, host=s.api_host, port=s.api_port))
         await asyncio.gather(*parts)
