@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -19,8 +21,11 @@ from ceptoar.bus import Bus
 from ceptoar.client import Publisher, PublishError, Unroutable
 from ceptoar.config import Settings
 from ceptoar.errors import InvalidNotice
+from ceptoar.mailbox import count
 from ceptoar.model.notice import OPERATOR_SOURCE
-from tests.harness import REPO, notice_doc
+from ceptoar.registry import RegistryRow
+from tests.conftest import StackFactory
+from tests.harness import REPO, MailboxServer, notice_doc, running
 
 
 @pytest.fixture
@@ -114,6 +119,56 @@ async def test_a_connection_the_broker_closed_is_opened_again(
         await asyncio.to_thread(feed.publish, notice_doc(id="N-2"))
     ids = [json.loads(m.body)["id"] for m in await _queued(amqp_channel, bus.names.notices)]
     assert ids == ["N-1", "N-2"]
+
+
+async def test_a_broker_restart_during_publish_is_retried(
+    bus: Bus, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    with _publisher(settings, attempts=12) as feed:
+        await asyncio.to_thread(feed.publish, notice_doc(id="BEFORE"))  # connected
+        await _rabbitmqctl("stop_app")
+        try:
+            publishing = asyncio.create_task(asyncio.to_thread(feed.publish, notice_doc(id="DURING")))
+            await asyncio.sleep(3)
+            assert not publishing.done()  # still trying
+        finally:
+            await _rabbitmqctl("start_app")
+            await _rabbitmqctl("await_startup")
+        published = await asyncio.wait_for(publishing, 60)
+    assert published.id == "DURING"
+    async with await aio_pika.connect(settings.amqp_url) as connection:
+        queued = await _queued(await connection.channel(), bus.names.notices)
+    assert [json.loads(m.body)["id"] for m in queued] == ["BEFORE", "DURING"]
+
+
+async def test_a_notice_published_from_plain_synchronous_code_is_delivered(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow], tmp_path: Path
+) -> None:
+    """A feed's own program, no event loop, only `ceptoar.client`; `ceptoar serve` on the other side."""
+    tokyo = [r for r in registry_rows if r.code.startswith("13")]
+    stack = await make_stack(mailbox=mailbox, rows=tokyo)
+    feed = tmp_path / "feed.py"
+    feed.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from ceptoar.client import Publisher\n"
+        "with Publisher(sys.argv[1], prefix=sys.argv[2]) as feed:\n"
+        "    print(feed.publish(Path(sys.argv[3]).read_bytes()).id)\n",
+        encoding="utf-8",
+    )
+    sample = REPO / "examples" / "notice-tokyo-outage.json"
+    async with running(stack.settings):
+        ran = await asyncio.create_subprocess_exec(
+            sys.executable, str(feed), stack.settings.amqp_url, stack.settings.prefix, str(sample),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(ran.communicate(), 60)
+        assert ran.returncode == 0, err.decode()
+        notice_id = out.decode().strip()
+        assert notice_id == json.loads(sample.read_text())["id"]
+        counts = await stack.wait_settled(notice_id)
+    assert counts["sent"] > 0 and count(mailbox.root) == counts["sent"]
 
 
 async def _close_connections(name: str) -> None:

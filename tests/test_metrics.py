@@ -11,7 +11,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ceptoar.registry import RegistryRow
 from tests.conftest import StackFactory
-from tests.harness import MailboxServer, cli_env, free_port, notice_doc, serving, subset, wait_for_port
+from tests.harness import (
+    REPO,
+    MailboxServer,
+    cli_env,
+    free_port,
+    notice_doc,
+    run_cli_async,
+    serving,
+    subset,
+    wait_for_port,
+)
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -36,7 +46,8 @@ async def _samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 async def test_every_process_of_a_serve_counts_into_one_metrics_page(
     make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
 ) -> None:
-    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 30))
+    """As the demo runs it: the registry, `ceptoar serve` with two mailer processes, `ceptoar publish`."""
+    stack = await make_stack(mailbox=mailbox, rows=registry_rows)
     port = free_port()
     env = {**cli_env(stack.settings), "CEPTOAR_METRICS_PORT": str(port)}
     base = f"http://127.0.0.1:{port}"
@@ -45,11 +56,12 @@ async def test_every_process_of_a_serve_counts_into_one_metrics_page(
         assert await asyncio.to_thread(_get, f"{base}/healthz") == (200, "ok\n")
         status, ready = await asyncio.to_thread(_get, f"{base}/readyz")
         assert (status, json.loads(ready)) == (200, {"database": "ok", "broker": "ok", "relay": "ok"})
-        first = notice_doc(id="METRICS-1")
-        await stack.publish(first)
-        assert await stack.wait_settled("METRICS-1") == {"sent": 60}
-        await stack.publish(first)  # again: a duplicate
-        await stack.publish(notice_doc(id="METRICS-1"))  # the same id with another `sent`: refused
+        sample = str(REPO / "examples" / "notice.json")
+        published = await run_cli_async("publish", sample, env=env)
+        assert published.returncode == 0, published.stderr
+        assert await stack.wait_settled(published.stdout.strip(), within=300) == {"sent": 3576}
+        assert (await run_cli_async("publish", sample, env=env)).returncode == 0  # again: a duplicate
+        await stack.publish(notice_doc(id="NISC-2026-1128-001"))  # the same id with another `sent`: refused
         await stack.publish(notice_doc(id="METRICS-2", tlp="RED"))  # held
         await stack.wait_settled("METRICS-2")
         for _ in range(100):  # the sweeper's tick observes the settled alert
@@ -61,12 +73,14 @@ async def test_every_process_of_a_serve_counts_into_one_metrics_page(
     assert samples[("ceptoar_notices_total", (("outcome", "duplicate"),))] == 1
     assert samples[("ceptoar_notices_total", (("outcome", "held"),))] == 1
     assert samples[("ceptoar_notices_total", (("outcome", "rejected"),))] == 1
-    # Both mailer processes sent part of the 60; the page adds up what each counted.
-    assert samples[("ceptoar_deliveries_total", (("state", "sent"),))] == 60
-    assert samples[("ceptoar_smtp_replies_total", (("code_class", "2xx"),))] == 60
-    assert samples[("ceptoar_smtp_send_seconds_count", ())] == 60
+    # Both mailer processes sent part of the 3,576; the page adds up what each counted.
+    assert samples[("ceptoar_deliveries_total", (("state", "sent"),))] == 3576
+    assert samples[("ceptoar_smtp_replies_total", (("code_class", "2xx"),))] == 3576
+    assert samples[("ceptoar_smtp_send_seconds_count", ())] == 3576
     assert samples[("ceptoar_alert_first_mail_seconds_count", ())] == 1
     assert samples[("ceptoar_alert_last_mail_seconds_count", ())] == 1
+    first_mail = samples[("ceptoar_alert_first_mail_seconds_sum", ())]
+    assert 0 < first_mail < samples[("ceptoar_alert_last_mail_seconds_sum", ())]
     prefix = stack.settings.prefix
     assert samples[("ceptoar_queue_messages", (("queue", f"{prefix}.notices"),))] == 0
     assert samples[("ceptoar_queue_messages", (("queue", f"{prefix}.dead"),))] == 1  # the refused one

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from ceptoar.bus import Lane, job_delivery_ids
+from ceptoar.mailbox import count
 from ceptoar.registry import RegistryRow
 from ceptoar.runtime import open_components
 from ceptoar.service import DEFAULT_ROLES, Role, parse_roles, tick
@@ -26,25 +27,34 @@ def test_roles_are_read_from_a_list_and_a_wrong_one_is_named() -> None:
 
 
 @pytest.mark.postgres
-async def test_a_dispatcher_host_and_a_mailer_host_deliver_together(
+async def test_two_mailer_hosts_and_a_dispatcher_host_send_every_address_once(
     make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow], pg_url: str
 ) -> None:
-    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 3), database_url=pg_url)
+    stack = await make_stack(mailbox=mailbox, rows=registry_rows, database_url=pg_url)
     env = cli_env(stack.settings)
     # The dispatcher's host has no relay to reach: it must not need one.
     nowhere = {**env, "CEPTOAR_SMTP_URL": f"smtp://127.0.0.1:{free_port()}"}
     async with (
-        serving(nowhere, "--role", "dispatcher,sweeper,escalator") as dispatching,
-        serving(env, "--role", "mailer", "--mailers", "2") as mailing,
+        serving(nowhere, "--role", "dispatcher,sweeper") as dispatching,
+        serving(env, "--role", "mailer", "--mailers", "1") as one,
+        serving(env, "--role", "mailer", "--mailers", "1") as other,
     ):
         assert (dispatching["roles"], dispatching["relay"], dispatching["mailer_processes"]) == (
-            ["dispatcher", "escalator", "sweeper"], None, 0,
+            ["dispatcher", "sweeper"], None, 0,
         )  # fmt: skip
-        assert (mailing["roles"], mailing["mailer_processes"]) == (["mailer"], 2)
-        await stack.publish(notice_doc(id="ROLES-1"))
-        await stack.publish(notice_doc(id="ROLES-2", title="【緊急】至急対応", severity="critical"))
-        assert await stack.wait_settled("ROLES-1") == {"sent": 6}
-        assert await stack.wait_settled("ROLES-2") == {"sent": 6}
+        assert one["roles"] == other["roles"] == ["mailer"]
+        await stack.publish(notice_doc(id="ROLES-1", area=[]))
+        assert await stack.wait_settled("ROLES-1", within=300) == {"sent": 3576}
+        # A critical alert: without a mailer beside it, the dispatcher hands nothing off; jobs carry it all.
+        tokyo = [r for r in registry_rows if r.code.startswith("13")]
+        await stack.publish(notice_doc(id="ROLES-2", area=["13"], title="【緊急】至急対応", severity="critical"))
+        assert await stack.wait_settled("ROLES-2") == {"sent": len(tokyo)}
+    # Each address got each alert once: one claim per delivery, one message per mailbox and alert.
+    for alert in ("ROLES-1", "ROLES-2"):
+        rows = await stack.store.deliveries.report((await stack.store.alerts.resolve(alert)).id)
+        assert {r["attempts"] for r in rows} == {1}
+    assert count(mailbox.root) == 3576 + len(tokyo)
+    assert {count(mailbox.root, r.email) for r in tokyo} == {2}
 
 
 async def test_a_second_serve_on_one_sqlite_file_is_refused_with_a_message(
