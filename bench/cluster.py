@@ -75,12 +75,24 @@ class Cluster:
             (home / "env.conf").write_text("")
             subprocess.run(["rabbitmq-server", "-detached"], env=self._env(node, home, 25681 + i), check=True)
         for node in self.nodes:
-            self.ctl(node, "await_startup", timeout=120)
+            self._started(node)
         for node in self.nodes[1:]:
             self.ctl(node, "stop_app")
             self.ctl(node, "reset")
             self.ctl(node, "join_cluster", self.nodes[0])
             self.ctl(node, "start_app")
+
+    def _started(self, node: str, within: float = 120) -> None:
+        """Wait for a node started with -detached: first to exist, then to finish booting."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                self.ctl(node, "await_startup", timeout=within)
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def _env(self, node: str, home: Path, dist_port: int) -> dict[str, str]:
         if os.geteuid() == 0:
@@ -106,9 +118,14 @@ class Cluster:
             raise RuntimeError(f"rabbitmqctl -n {node} {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
 
+    def connections(self, via: int) -> int:
+        """Client connections the cluster lists, asked of node `via`."""
+        listed = self.ctl(self.nodes[via], "list_connections", "pid", "-q")
+        return sum(1 for line in listed.splitlines() if line.startswith("<"))
+
     def kill(self, index: int) -> None:
         """SIGKILL the node's Erlang VM: a host that died, not one that was stopped."""
-        pid = int((self.root / f"node{index + 1}" / "pid").read_text().strip())
+        pid = int(self.ctl(self.nodes[index], "eval", "os:getpid().").strip().strip('"'))
         os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
@@ -170,6 +187,9 @@ class Run:
     pause_s: float
     publish_during_s: float
     during_sent: int
+    # Client connections the cluster had on the killed node before, and on the others once it settled.
+    connections_before: int
+    connections_after: int
 
 
 @contextlib.contextmanager
@@ -266,6 +286,7 @@ async def _fan_out(cluster: Cluster, env: dict[str, str], mailbox: Path, kill_at
             total = 3576
             await _until_sent(store, alert, kill_at * total)
             in_flight = (await store.alerts.counts(alert)).get("sending", 0)
+            before = cluster.connections(0)
             killed_at = datetime.now(UTC)
             cluster.kill(0)
             during_began = time.monotonic()
@@ -275,6 +296,7 @@ async def _fan_out(cluster: Cluster, env: dict[str, str], mailbox: Path, kill_at
             publish_during = time.monotonic() - during_began
         counts = await _settled(store, alert)
         settle = time.monotonic() - began
+        after = cluster.connections(1)
         during = await _settled(store, await _alert(store, second.id))
         rows = await store.deliveries.report(alert)
         times = sorted(r["sent_at"] for r in rows if r["sent_at"] and r["sent_at"] >= killed_at)
@@ -295,6 +317,8 @@ async def _fan_out(cluster: Cluster, env: dict[str, str], mailbox: Path, kill_at
             pause_s=pause,
             publish_during_s=publish_during,
             during_sent=during.get("sent", 0),
+            connections_before=before,
+            connections_after=after,
         )
     finally:
         await store.close()
@@ -348,7 +372,9 @@ def main() -> None:
             f"run {i}: sent {r.sent} of {r.total}, lost {r.lost}; addresses mailed twice {r.duplicates} "
             f"(deliveries in flight at the kill: {r.in_flight_at_kill}); settled {r.settle_s:.2f} s after "
             f"publishing; longest pause in sending after the kill {r.pause_s:.2f} s; a notice published "
-            f"during the failover confirmed in {r.publish_during_s:.2f} s, sent to {r.during_sent} addresses"
+            f"during the failover confirmed in {r.publish_during_s:.2f} s, sent to {r.during_sent} "
+            f"addresses; client connections {r.connections_before} before the kill, "
+            f"{r.connections_after} after it, on the surviving nodes"
         )
     print(
         f"settle_s={med(r.settle_s for r in runs):.2f} sent={min(r.sent for r in runs)} "
