@@ -232,7 +232,7 @@ def _ceptoar(*args: str, env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-async def one_run(kill_at: float) -> Run:
+async def one_run(kill_at: float, *, kill: bool = True) -> Run:
     root = Path(tempfile.mkdtemp(prefix="ceptoar-cluster-"))
     os.chmod(root, 0o755)
     cluster = Cluster(root / "rabbitmq")
@@ -259,7 +259,7 @@ async def one_run(kill_at: float) -> Run:
             (["serve", "--role", "mailer", "--mailers", "1", "--no-migrate"], env),
         ]
         with processes(hosts, root / "ceptoar.log"):
-            return await _fan_out(cluster, env, root / "mailbox", kill_at)
+            return await _fan_out(cluster, env, root / "mailbox", kill_at, kill)
     finally:
         cluster.stop()
         await _drop(name)
@@ -275,7 +275,7 @@ def _free_port() -> int:
         return port
 
 
-async def _fan_out(cluster: Cluster, env: dict[str, str], mailbox: Path, kill_at: float) -> Run:
+async def _fan_out(cluster: Cluster, env: dict[str, str], mailbox: Path, kill_at: float, kill: bool) -> Run:
     store = await Store.open(env["CEPTOAR_DATABASE_URL"])
     try:
         await asyncio.sleep(5)  # every host up and consuming
@@ -288,7 +288,8 @@ async def _fan_out(cluster: Cluster, env: dict[str, str], mailbox: Path, kill_at
             in_flight = (await store.alerts.counts(alert)).get("sending", 0)
             before = cluster.connections(0)
             killed_at = datetime.now(UTC)
-            cluster.kill(0)
+            if kill:
+                cluster.kill(0)
             during_began = time.monotonic()
             second = await asyncio.to_thread(
                 feed.publish, (REPO / "examples" / "notice-tokyo-outage.json").read_bytes()
@@ -359,13 +360,20 @@ def main() -> None:
         "--kill-at", type=float, default=0.3, help="share of the mail sent when the node is killed"
     )
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--no-kill", dest="kill", action="store_false", help="the same run with no node killed, for reference"
+    )
     args = parser.parse_args()
-    runs = [asyncio.run(one_run(args.kill_at)) for _ in range(args.runs)]
+    runs = [asyncio.run(one_run(args.kill_at, kill=args.kill)) for _ in range(args.runs)]
     med = statistics.median
+    what = (
+        f"the node every connection used killed (SIGKILL) at {args.kill_at:.0%} of the mail"
+        if args.kill
+        else "no node killed"
+    )
     print(
         "cluster: 3 RabbitMQ nodes, quorum queues; ceptoar as 3 hosts (dispatcher, 2 mailers) on PostgreSQL; "
-        f"the node every connection used killed (SIGKILL) at {args.kill_at:.0%} of the mail; "
-        f"{len(runs)} run(s), {os.cpu_count()} cores, {datetime.now():%Y-%m-%d}"
+        f"{what}; {len(runs)} run(s), {os.cpu_count()} cores, {datetime.now():%Y-%m-%d}"
     )
     for i, r in enumerate(runs, 1):
         print(
