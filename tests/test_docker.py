@@ -33,7 +33,7 @@ from ceptoar.mailbox import count
 from ceptoar.metrics import metrics
 from ceptoar.registry import RegistryRow, write_registry
 from ceptoar.service import parse_roles
-from tests.harness import PG_ADMIN_DSN, REPO, free_port, notice_doc, run_cli_async, subset, wait_for_port
+from tests.harness import PG_ADMIN_DSN, REPO, free_port, run_cli_async, subset, wait_for_port
 
 DOCKER = REPO / "docker"
 SCHEMA = REPO / "tests" / "data" / "compose" / "compose-spec.json"
@@ -283,8 +283,8 @@ async def test_the_compose_services_deliver_a_notice_as_plain_processes(
             status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz")
             assert status == 200, body
         await wait_for_port(ports["api"], within=30)
-        doc = notice_doc(id="COMPOSE-1", area=[])
-        status, body = await asyncio.to_thread(_post, f"http://127.0.0.1:{ports['api']}/v1/notices", key, doc)
+        sample = json.loads((REPO / "examples" / "notice.json").read_text(encoding="utf-8"))  # the sample notice
+        status, body = await asyncio.to_thread(_post, f"http://127.0.0.1:{ports['api']}/v1/notices", key, sample)
         assert status == 202, body
         for _ in range(300):
             if count(mailbox_root) == 4:

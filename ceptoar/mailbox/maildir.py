@@ -5,7 +5,10 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
-import mailbox
+import os
+import socket
+import time
+import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -36,10 +39,42 @@ _NAME_MAX = 200
 
 
 def deliver(root: Path, address: str, data: bytes, *, envelope_from: str) -> str:
-    """File one message for one recipient; return its Maildir key."""
-    box = mailbox.Maildir(mailbox_path(root, address), create=True)
+    """File one message for one recipient, on disk (fsync) before this returns; its Maildir key.
+
+    As Maildir delivers: written in `tmp/` under a name no other delivery
+    takes (time, a random part, the host), then renamed into `new/`. Safe
+    from several threads at once.
+    """
+    box = mailbox_path(root, address)
     trace = f"Return-Path: <{envelope_from}>\r\nDelivered-To: {address.lower()}\r\n".encode()
-    return box.add(trace + data)
+    key = f"{time.time_ns()}.{uuid.uuid4().hex}.{_HOST}"
+    if box not in _MADE:
+        _make(box)
+    try:
+        fd = os.open(box / "tmp" / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileNotFoundError:  # the box was removed since: make it again
+        _make(box)
+        fd = os.open(box / "tmp" / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as out:
+            out.write(trace)
+            out.write(data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(box / "tmp" / key, box / "new" / key)
+    return key
+
+
+# Maildirs this process made or found, so that a delivery need not look for their directories again.
+_MADE: set[Path] = set()
+_HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+
+
+def _make(box: Path) -> None:
+    for sub in ("tmp", "new", "cur"):
+        (box / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    _MADE.add(box)
 
 
 def _boxes(root: Path) -> list[Path]:

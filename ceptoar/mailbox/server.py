@@ -68,17 +68,21 @@ class MaildirHandler:
             return "250 2.0.0 Ok: discarded"
         data = received(envelope)
         sender = envelope.mail_from or ""
+        kept = [r for r in envelope.rcpt_tos if self.bouncer is None or not self.bouncer.bounces(r)]
         try:
-            keys = []
-            for rcpt in envelope.rcpt_tos:
-                if self.bouncer is None or not self.bouncer.bounces(rcpt):
-                    keys.append(deliver(self.root, rcpt, data, envelope_from=sender))
-                if self.bouncer is not None:
-                    self.bouncer.later(data, envelope_from=sender, recipient=rcpt)
+            # On disk before the 250, in a worker thread: the other sessions are served meanwhile.
+            keys = await asyncio.to_thread(_file, self.root, kept, data, sender)
         except OSError as exc:
             log.error("mailbox.store_failed", recipients=len(envelope.rcpt_tos), error=str(exc))
             return "451 4.3.0 The message could not be stored; try again later"
+        if self.bouncer is not None:
+            for rcpt in envelope.rcpt_tos:
+                self.bouncer.later(data, envelope_from=sender, recipient=rcpt)
         return f"250 2.0.0 Ok: stored as {' '.join(keys)}"
+
+
+def _file(root: Path, recipients: list[str], data: bytes, sender: str) -> list[str]:
+    return [deliver(root, rcpt, data, envelope_from=sender) for rcpt in recipients]
 
 
 def refuse_recipient(address: str) -> str | None:
