@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -354,3 +356,12 @@ async def serving(env: dict[str, str], *args: str) -> AsyncIterator[dict[str, ob
         assert await asyncio.wait_for(proc.wait(), 60) == 0
         if drain is not None:
             drain.cancel()
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """The status and body of a GET, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

@@ -33,7 +33,7 @@ from ceptoar.mailbox import count
 from ceptoar.metrics import metrics
 from ceptoar.registry import RegistryRow, write_registry
 from ceptoar.service import parse_roles
-from tests.harness import PG_ADMIN_DSN, REPO, free_port, run_cli_async, subset, wait_for_port
+from tests.harness import PG_ADMIN_DSN, REPO, free_port, http_get, run_cli_async, subset, wait_for_port
 
 DOCKER = REPO / "docker"
 SCHEMA = REPO / "tests" / "data" / "compose" / "compose-spec.json"
@@ -280,7 +280,7 @@ async def test_the_compose_services_deliver_a_notice_as_plain_processes(
         await wait_for_port(ports["mailbox"], within=30)
         for port in ready:
             await wait_for_port(port, within=60)
-            status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz")
+            status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/readyz")
             assert status == 200, body
         await wait_for_port(ports["api"], within=30)
         sample = json.loads((REPO / "examples" / "notice.json").read_text(encoding="utf-8"))  # the sample notice
@@ -306,14 +306,6 @@ async def _process(command: list[str], env: dict[str, str]) -> AsyncIterator[Non
             proc.terminate()
         code = await asyncio.wait_for(proc.wait(), 60)
         assert code == 0, f"ceptoar {shlex.join(command)} exited with {code}"
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def _post(url: str, key: str, doc: dict[str, Any]) -> tuple[int, str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,6 +14,7 @@ from tests.harness import (
     MailboxServer,
     cli_env,
     free_port,
+    http_get,
     notice_doc,
     run_cli_async,
     serving,
@@ -24,17 +23,9 @@ from tests.harness import (
 )
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 async def _samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of /metrics, by name and labels."""
-    status, text = await asyncio.to_thread(_get, f"{base}/metrics")
+    status, text = await asyncio.to_thread(http_get, f"{base}/metrics")
     assert status == 200
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -53,8 +44,8 @@ async def test_every_process_of_a_serve_counts_into_one_metrics_page(
     base = f"http://127.0.0.1:{port}"
     async with serving(env, "--mailers", "2"):
         await wait_for_port(port)
-        assert await asyncio.to_thread(_get, f"{base}/healthz") == (200, "ok\n")
-        status, ready = await asyncio.to_thread(_get, f"{base}/readyz")
+        assert await asyncio.to_thread(http_get, f"{base}/healthz") == (200, "ok\n")
+        status, ready = await asyncio.to_thread(http_get, f"{base}/readyz")
         assert (status, json.loads(ready)) == (200, {"database": "ok", "broker": "ok", "relay": "ok"})
         sample = str(REPO / "examples" / "notice.json")
         published = await run_cli_async("publish", sample, env=env)
@@ -98,7 +89,7 @@ async def test_readiness_names_an_unreachable_relay(
     }
     async with serving(env, "--mailers", "1"):
         await wait_for_port(port)
-        status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz")
+        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/readyz")
     checks = json.loads(body)
     assert status == 503
     assert (checks["database"], checks["broker"]) == ("ok", "ok")
@@ -106,5 +97,5 @@ async def test_readiness_names_an_unreachable_relay(
     # A host without the mailer role has no relay to check.
     async with serving(env, "--role", "dispatcher"):
         await wait_for_port(port)
-        status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz")
+        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/readyz")
     assert (status, json.loads(body)) == (200, {"database": "ok", "broker": "ok"})
