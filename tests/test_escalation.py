@@ -87,16 +87,27 @@ async def test_silent_organisations_are_reminded_at_the_deadline_and_their_backu
             await asyncio.sleep(0.2)
         status = json.loads((await run_cli_async("status", "ESC-1", "--json", env=env)).stdout)
         listed = await run_cli_async("escalate", "ESC-1", "--list", env=env)
+        # A resend to one address sends it the alert again, not the reminder it got since.
+        again = f"primary@{silent[0]}.lg.example"
+        resent = await run_cli_async("resend", "ESC-1", "--address", again, env=env)
+        assert resent.returncode == 0, resent.stderr
+        for _ in range(100):
+            if len(list_messages(mailbox.root, again)) >= 3:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1)  # a reminder sent again would arrive with it
 
     assert steps == {"reminded": 2, "call": 2}, steps
     assert sent == {"sent": 4} and backups == {"sent": 2}
     for row in await stack.store.escalations.listed(alert.id):
         due = alert.created_at + timedelta(minutes=(REMIND if row.step == "reminded" else CALL)["high"])
         assert row.at >= due and row.code in silent and row.by == "sweeper" and row.answer is None
+    resent_subjects = [m.subject for m in list_messages(mailbox.root, again)]
+    assert len(resent_subjects) == 3 and resent_subjects[2] == resent_subjects[0]  # the alert, again
     for code in silent:
         for role in ("primary", "security"):
             address = f"{role}@{code}.lg.example"
-            assert len(list_messages(mailbox.root, address)) == 2
+            assert len(list_messages(mailbox.root, address)) == (3 if address == again else 2)
             first, reminder = read_message(mailbox.root, address, 1), read_message(mailbox.root, address, 2)
             assert str(reminder["Subject"]).startswith("【回答のお願い】")
             assert (

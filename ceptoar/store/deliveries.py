@@ -179,8 +179,9 @@ class DeliveryRepo:
     ) -> list[int]:
         """Put deliveries of an alert back to `queued` for another send; return their ids.
 
-        `states` picks them by state (failed, deferred), `email` one address
-        in any state but `sending` and `cancelled`. Each gets an event saying
+        `states` picks them by state (failed, deferred), `email` the alert's
+        own mail to one address (not a reminder or backup copy it was sent
+        since) in any state but `sending` and `cancelled`. Each gets an event saying
         why. An operator's resend starts a new series of attempts; `audit`
         (who, action, detail) is written in the same transaction when
         anything was put back, before any job can send it.
@@ -190,6 +191,7 @@ class DeliveryRepo:
         if email is not None:
             query = query.where(
                 deliveries.c.email == email.lower(),
+                deliveries.c.purpose == Purpose.ALERT.value,
                 deliveries.c.state.not_in([DeliveryState.SENDING.value, DeliveryState.CANCELLED.value]),
             )
         else:
