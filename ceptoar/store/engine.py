@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
-__all__ = ["create_engine", "dispose", "exclusive", "reading", "sqlite_file"]
+__all__ = ["advisory_key", "create_engine", "dispose", "exclusive", "reading", "sqlite_file"]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -93,6 +93,11 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def advisory_key(name: str) -> int:
+    """The PostgreSQL advisory lock key of `name`'s work, the same in every ceptoar process."""
+    return int.from_bytes(hashlib.sha256(f"ceptoar:{name}".encode()).digest()[:8], "big", signed=True)
+
+
 @asynccontextmanager
 async def exclusive(engine: AsyncEngine, name: str) -> AsyncIterator[bool]:
     """Whether this process is the one to do `name`'s work now; it stays so until the block ends.
@@ -105,7 +110,7 @@ async def exclusive(engine: AsyncEngine, name: str) -> AsyncIterator[bool]:
     if engine.dialect.name != "postgresql":
         yield True
         return
-    key = int.from_bytes(hashlib.sha256(f"ceptoar:{name}".encode()).digest()[:8], "big", signed=True)
+    key = advisory_key(name)
     async with engine.connect() as conn:
         mine = bool((await conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})).scalar())
         await conn.commit()  # the lock is the session's: no transaction stays open while the work runs

@@ -17,7 +17,6 @@ migrates and the others find the work done once it commits.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -28,9 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.errors import CeptoarError
 from ceptoar.store import legacy
+from ceptoar.store.engine import advisory_key
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 __all__ = [
     "BASELINE",
@@ -51,7 +52,7 @@ SCRIPTS = Path(__file__).with_name("schema")
 HEAD = "0001"
 # The revision a database from before Alembic is stamped at once it is at schema 12.
 BASELINE = "0001"
-_LOCK = int.from_bytes(hashlib.sha256(b"ceptoar:migrate").digest()[:8], "big", signed=True)
+_LOCK = advisory_key("migrate")
 
 
 class SchemaOutOfDate(CeptoarError):
@@ -94,11 +95,15 @@ def head() -> str:
 
 
 @cache
-def script_head() -> str | None:
-    """The newest revision the scripts under schema/versions make (HEAD, unless someone forgot it)."""
+def _scripts() -> ScriptDirectory:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def script_head() -> str | None:
+    """The newest revision the scripts under schema/versions make (HEAD, unless someone forgot it)."""
+    return _scripts().get_current_head()
 
 
 def _state(conn: Connection) -> SchemaState:
@@ -117,12 +122,13 @@ async def state(engine: AsyncEngine) -> SchemaState:
 def _upgrade(conn: Connection) -> str:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
-    if _state(conn).revision == HEAD:
+    found = _state(conn)
+    if found.revision == HEAD:
         return HEAD  # nothing to do, and no Alembic to load for it
     from alembic import command
 
     config = alembic_config(conn)
-    if legacy.schema_version(conn) is not None:
+    if found.legacy is not None:
         legacy.to_schema_12(conn)
         command.stamp(config, BASELINE)
     command.upgrade(config, "head")
@@ -155,7 +161,5 @@ async def check(engine: AsyncEngine) -> None:
 
 
 def _known(revision: str) -> bool:
-    from alembic.script import ScriptDirectory
-
-    scripts = ScriptDirectory.from_config(alembic_config())
+    scripts = _scripts()
     return any(script.revision == revision for script in scripts.walk_revisions())
