@@ -356,8 +356,7 @@ def _start_roles(
     if Role.SWEEPER in roles or Role.ESCALATOR in roles:
         tasks.append(asyncio.create_task(_ticks(c, roles, stop), name="ticks"))
     if settings.metrics_port is not None:
-        host, _, port = mailer.relay.rpartition(":") if mailer is not None else ("", "", "")
-        health = HealthApp(c, relay=(host, int(port)) if mailer is not None else None)
+        health = HealthApp(c, relay=None if mailer is None else mailer.relay_address)
         serving = serve_asgi(health, host=settings.metrics_host, port=settings.metrics_port, stop=stop)
         tasks.append(asyncio.create_task(serving, name="metrics"))
     return tasks

@@ -95,6 +95,11 @@ class Mailer:
         """The relay it sends through, as logs name it."""
         return self._pool.relay
 
+    @property
+    def relay_address(self) -> tuple[str, int]:
+        """The relay's host and port."""
+        return self._pool.address
+
     async def warm_up(self) -> None:
         """Compile the templates and open the SMTP sessions, so the first job is sent at full speed."""
         for broken in self._renderer.load_templates():

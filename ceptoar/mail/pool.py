@@ -294,6 +294,11 @@ class SmtpPool:
         self._connect_wait = 0.0
 
     @property
+    def address(self) -> tuple[str, int]:
+        """The relay's host and port."""
+        return self._host, self._port
+
+    @property
     def relay(self) -> str:
         return f"{self._host}:{self._port}"
 
