@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 
 import asyncpg  # noqa: E402
 
+from bench.fanout import free_port  # noqa: E402
 from ceptoar.client import Publisher  # noqa: E402
 from ceptoar.mailbox import list_messages  # noqa: E402
 from ceptoar.mailbox.maildir import addresses  # noqa: E402
@@ -238,7 +239,7 @@ async def one_run(kill_at: float, *, kill: bool = True) -> Run:
     cluster = Cluster(root / "rabbitmq")
     balancer = Balancer(NODE_PORTS)
     name, db_url = await _database()
-    mailbox_port = _free_port()
+    mailbox_port = free_port()
     env = {
         **os.environ,
         "CEPTOAR_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{balancer.port}/",
@@ -264,15 +265,6 @@ async def one_run(kill_at: float, *, kill: bool = True) -> Run:
         cluster.stop()
         await _drop(name)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _fan_out(cluster: Cluster, env: dict[str, str], mailbox: Path, kill_at: float, kill: bool) -> Run:
