@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 import click
 
-from ceptoar.bus import Bus
 from ceptoar.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_DECLINED,
@@ -30,6 +29,7 @@ from ceptoar.cli.common import (
 from ceptoar.cli.feed import read_notice
 from ceptoar.compose import Draft, TargetError, build_notice, current_actor, parse_targets, short_code
 from ceptoar.compose.preview import preview, preview_mail
+from ceptoar.compose.send import cancel_draft, send_plan
 from ceptoar.compose.targets import describe_area
 from ceptoar.config import Settings
 from ceptoar.dispatch.plan import Plan
@@ -38,7 +38,7 @@ from ceptoar.errors import InvalidNotice
 from ceptoar.model.alert import AlertView
 from ceptoar.model.notice import Category, Notice, Severity, Tlp
 from ceptoar.render import SEVERITY_LABELS, Renderer
-from ceptoar.store import Actor, Store
+from ceptoar.store import Store
 
 __all__ = ["cancel", "compose"]
 
@@ -199,43 +199,6 @@ def _confirm(p: Plan, yes: bool) -> None:
             fail("the confirmation code did not match; not sent", EXIT_DECLINED)
 
 
-async def _send(
-    s: Settings, store: Store, p: Plan, action: str, parent: AlertView | None, who: Actor
-) -> None:
-    """Audit the operator's action, then publish it: nothing an operator sends goes out unrecorded."""
-    n = p.notice
-    detail = {
-        "title": n.title,
-        "severity": p.classification.severity.value,
-        "rules": list(p.classification.rules),
-        "tlp": n.tlp.value,
-        "area": n.area,
-        "audience": len(p.audience.recipients),
-    }
-    await store.audit.record(
-        who, action, alert_id=parent.id if parent else None, notice_id=n.id, detail=detail
-    )
-    if n.severity_override is not None:
-        computed = p.classification.computed
-        await store.audit.record(
-            who,
-            "override",
-            notice_id=n.id,
-            detail={
-                "severity": n.severity_override.value,
-                "instead_of": computed.severity.value if computed else None,
-            },
-        )
-    try:
-        async with Bus.session(s, name="ceptoar-compose") as bus:
-            await bus.publish_notice(
-                n.model_dump_json(by_alias=True, exclude_none=True).encode(), fmt="json", key=n.key
-            )
-    except BaseException as exc:
-        await store.audit.record(who, "unpublished", notice_id=n.id, detail={"error": repr(exc)[:300]})
-        raise
-
-
 async def _compose(s: Settings, f: Fields, opts: dict[str, object]) -> None:
     who = current_actor()
     now = datetime.now(UTC)
@@ -264,7 +227,7 @@ async def _compose(s: Settings, f: Fields, opts: dict[str, object]) -> None:
             say("dry run: nothing was published")
             return
         _confirm(p, bool(opts["yes"]))
-        await _send(s, store, p, "update" if parent else "compose", parent, who)
+        await send_plan(s, store, p, "update" if parent else "compose", parent, who)
     say(f"sent {notice.id}; follow it with: ceptoar status {notice.id} --watch")
 
 
@@ -340,16 +303,7 @@ async def _cancel(s: Settings, ident: str, reason: str | None, yes: bool, dry_ru
     who = current_actor()
     async with await Store.open(s.db_url) as store:
         parent = await resolve_alert(store, ident)
-        original = Notice.model_validate(parent.notice)
-        draft = Draft(
-            title=f"取消: {original.title}"[:300],
-            summary=reason or f"先に送付した「{original.title}」（警報ID {parent.id}）を取り消します。",
-            category=original.category.value,
-            tlp=original.tlp.value,
-            area=[],
-            msg_type="cancel",
-            references=[parent.id],
-        )
+        draft = cancel_draft(parent, reason)
         notice = build_notice(draft)
         p = await preview(store, load_rules(s.rules), notice)
         _show(p, parent, {})
@@ -358,7 +312,7 @@ async def _cancel(s: Settings, ident: str, reason: str | None, yes: bool, dry_ru
             return
         if not yes and not click.confirm(f"Cancel alert {parent.id}?"):
             fail("not cancelled", EXIT_DECLINED)
-        await _send(s, store, p, "cancel", parent, who)
+        await send_plan(s, store, p, "cancel", parent, who)
     say(f"cancel sent as {notice.id}")
 
 

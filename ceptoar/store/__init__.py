@@ -18,6 +18,7 @@ from ceptoar.store.escalations import Escalated, EscalationRepo, Listed
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.holds import HoldRepo, NotHeld
 from ceptoar.store.migrations import SchemaOutOfDate
+from ceptoar.store.portal import PortalRepo, Visitor
 from ceptoar.store.retention import Pruned, RetentionRepo
 from ceptoar.store.returns import Bouncing, Returned, ReturnedMail, ReturnsRepo, Silent
 from ceptoar.store.subscribers import ImportResult, RegistryCounts, SubscriberRepo
@@ -39,6 +40,7 @@ __all__ = [
     "NewFeed",
     "NotHeld",
     "Outcome",
+    "PortalRepo",
     "Pruned",
     "RegistryCounts",
     "Returned",
@@ -47,11 +49,12 @@ __all__ = [
     "Silent",
     "Store",
     "StoredAlert",
+    "Visitor",
 ]
 
 
 class Store:
-    """One database, reached through eleven repositories.
+    """One database, reached through twelve repositories.
 
     `subscribers` (organisations and their addresses), `alerts` (notices and
     the alerts made from them), `deliveries` (one row per mail and its event
@@ -59,8 +62,9 @@ class Store:
     alerts an operator releases), `feeds` (HTTP feed credentials and
     receipts), `audit` (what operators did), `retention` (pruning old
     events and receipts), `returns` (what came back to the return paths) and
-    `answers` (what organisations answered, by reply or by link) and
-    `escalations` (the reminders and call lists of silent organisations).
+    `answers` (what organisations answered, by reply or by link),
+    `escalations` (the reminders and call lists of silent organisations) and `portal` (operators,
+    sign-in links, sessions and what one organisation may read on the portal).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -76,6 +80,7 @@ class Store:
         self.returns = ReturnsRepo(engine)
         self.answers = AnswerRepo(engine)
         self.escalations = EscalationRepo(engine)
+        self.portal = PortalRepo(engine)
 
     @classmethod
     async def open(cls, url: str, *, upgrade: bool = False) -> Store:

@@ -46,8 +46,11 @@ __all__ = [
     "feeds",
     "metadata",
     "notices",
+    "operators",
+    "portal_sessions",
     "receipts",
     "returned",
+    "signin_links",
     "subscribers",
 ]
 
@@ -301,4 +304,40 @@ delivery_events = Table(
     Column("attempt", Integer, nullable=False),
     Column("smtp_code", Integer, nullable=True),
     Column("smtp_reply", Text, nullable=True),
+)
+
+# The portal's operators (revision 0002): not subscribers; each signs in with its own key, of which
+# only an argon2 hash is kept.
+operators = Table(
+    "operators",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("key_hash", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("disabled_at", UtcDateTime, nullable=True),
+)
+
+# One-time sign-in links mailed to a registered address (revision 0002): only the token's hash is
+# kept; a link is used once (`used_at`) and dies at `expires_at`.
+signin_links = Table(
+    "signin_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("address_id", ForeignKey("addresses.id"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+    Index(None, "address_id", "created_at"),
+)
+
+# Signed-in portal visitors (revision 0002): an address of a local government, or an operator.
+# The cookie carries the token; only its hash is kept. Signing out deletes the row.
+portal_sessions = Table(
+    "portal_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("address_id", ForeignKey("addresses.id"), nullable=True),
+    Column("operator", ForeignKey("operators.name"), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
 )
