@@ -101,7 +101,16 @@ async def serve_asgi(app: Any, *, host: str, port: int, stop: asyncio.Event) -> 
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    # Open event streams (the portal's live counts) are cut after a few seconds at shutdown.
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
     server = _Server(config)
     task = asyncio.create_task(server.serve())
     await stop.wait()

@@ -317,11 +317,11 @@ async def wait_for_port(port: int, *, unless: asyncio.Task[None] | None = None, 
 
 
 @asynccontextmanager
-async def api_running(settings: Settings) -> AsyncIterator[str]:
-    """`ceptoar api` on a free loopback port; yields its base URL."""
+async def api_running(settings: Settings, *, port: int | None = None) -> AsyncIterator[str]:
+    """`ceptoar api` on loopback (a free port unless given); yields its base URL."""
     from ceptoar.api import serve_api
 
-    port = free_port()
+    port = port or free_port()
     stop = asyncio.Event()
     task = asyncio.create_task(serve_api(settings, stop, host="127.0.0.1", port=port))
     await wait_for_port(port, unless=task)

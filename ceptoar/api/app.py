@@ -15,7 +15,7 @@ seconds) and `X-Ceptoar-Signature: sha256=HEX`, the HMAC-SHA256 of
 minutes away from now is refused as a replay.
 
 The same application serves the answer pages that alert mails link to
-(`ceptoar.api.answers`).
+(`ceptoar.api.answers`) and the portal (`ceptoar.api.portal`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from ceptoar import __version__
 from ceptoar.api.answers import AnswerPages
 from ceptoar.api.answers import router as answer_router
+from ceptoar.api.portal import install as install_portal
 from ceptoar.bus import Bus
 from ceptoar.config import Settings
 from ceptoar.dispatch.admission import admit
@@ -326,6 +327,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(router)
     app.state.answer_pages = AnswerPages.from_settings(settings)
     app.include_router(answer_router)
+    install_portal(app, settings)
     return app
 
 

@@ -32,6 +32,7 @@ from ceptoar.cli.escalate import escalate
 from ceptoar.cli.feed import content_type_of, validate
 from ceptoar.cli.mailbox import mailbox
 from ceptoar.cli.operate import alerts, audit, prune, report, resend
+from ceptoar.cli.operators import operators
 from ceptoar.cli.release import release
 from ceptoar.cli.rules import classify_command, rules
 from ceptoar.cli.subscribers import subscribers
@@ -69,6 +70,7 @@ main.add_command(dkim)
 main.add_command(db)
 main.add_command(templates)
 main.add_command(escalate)
+main.add_command(operators)
 for _command in (compose, cancel, alerts, resend, report, audit, release, prune):
     main.add_command(_command)
 

@@ -125,7 +125,9 @@ class PortalRepo:
     async def set_operator_key(self, name: str, key_hash: str | None, *, who: Actor) -> bool:
         """Give an operator a new key (None: disable the account and end its sessions). Audited."""
         async with self._engine.begin() as conn:
-            values: dict[str, Any] = {"disabled_at": _now()} if key_hash is None else {"key_hash": key_hash}
+            values: dict[str, Any] = (
+                {"disabled_at": _now()} if key_hash is None else {"key_hash": key_hash, "disabled_at": None}
+            )
             changed = await conn.execute(update(operators).where(operators.c.name == name).values(**values))
             if changed.rowcount != 1:
                 return False
@@ -277,7 +279,7 @@ class PortalRepo:
         if until is not None:
             query = query.where(alerts.c.created_at < until)
         async with reading(self._engine) as conn:
-            return [alert_view(r) for r in (await conn.execute(query)).all()]
+            return [alert_view(r) for r in (await conn.execute(query)).mappings().all()]
 
     async def thread_of(self, code: str, thread_id: str) -> list[AlertView]:
         """The alerts of one thread that organisation `code` was mailed, oldest first."""
@@ -292,7 +294,7 @@ class PortalRepo:
             .order_by(alerts.c.created_at)
         )
         async with reading(self._engine) as conn:
-            return [alert_view(r) for r in (await conn.execute(query)).all()]
+            return [alert_view(r) for r in (await conn.execute(query)).mappings().all()]
 
     async def answer_target(self, code: str, alert_id: str, address_id: int) -> AnswerTarget | None:
         """The delivery an organisation's answer on the portal goes by: the signed-in address's own,

@@ -1,0 +1,190 @@
+"""What every portal page shares for its safety: headers, cookies, CSRF, forms and rate limits.
+
+- Headers: a Content-Security-Policy that allows no inline script or style
+  and nothing from elsewhere, no framing, no referrer (a sign-in link is a
+  credential), no caching, no indexing; HSTS when served over TLS.
+- Session cookies hold a random token (only its SHA-256 is stored), are
+  HttpOnly, SameSite=Lax, scoped to their part of the site, and Secure
+  over TLS.
+- CSRF: every form carries the value of the `ceptoar_csrf` cookie (a
+  random token, HttpOnly, SameSite=Strict); a POST whose form lacks it or
+  differs, or whose Origin is another site's, is refused with 403.
+- Rate limits count per client address and per account in this process
+  (`RateLimit`); sign-in links are also counted per address in the
+  database, so several hosts together mail no more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Final
+from urllib.parse import parse_qs, urlsplit
+
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse
+
+__all__ = [
+    "CSRF_COOKIE",
+    "CSRF_FIELD",
+    "FORM_MAX",
+    "Forbidden",
+    "RateLimit",
+    "check_csrf",
+    "client_of",
+    "csrf_token",
+    "hashed",
+    "new_token",
+    "read_form",
+    "secure_headers",
+    "set_cookie",
+]
+
+CSRF_COOKIE: Final = "ceptoar_csrf"
+CSRF_FIELD: Final = "csrf"
+# The largest form a portal page takes (the settings form is the largest).
+FORM_MAX: Final = 16 * 1024
+
+CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_HEADERS: Final = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Robots-Tag": "noindex, nofollow",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+_PORTAL_PATHS: Final = ("/portal", "/ops")
+
+
+class Forbidden(Exception):
+    """A request refused before it does anything (CSRF, or another site's form)."""
+
+
+def new_token() -> str:
+    """A random token for a cookie or a link: 256 bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def hashed(token: str) -> str:
+    """What the database keeps of a token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def is_tls(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def set_cookie(
+    response: Response, request: Request, name: str, value: str, *, path: str, max_age: int | None
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=path,
+        httponly=True,
+        secure=is_tls(request),
+        samesite="strict" if name == CSRF_COOKIE else "lax",
+    )
+
+
+def csrf_token(request: Request) -> str:
+    """The CSRF token forms on this page carry: the visitor's cookie, or a new one the page sets."""
+    token = request.cookies.get(CSRF_COOKIE)
+    if token is None or len(token) < 32:
+        token = request.state.new_csrf = new_token()
+    return token
+
+
+async def secure_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Middleware: the portal's headers on every portal answer, and the CSRF cookie a page handed out."""
+    response = await call_next(request)
+    if not request.url.path.startswith(_PORTAL_PATHS):
+        return response
+    for name, value in _HEADERS.items():
+        response.headers.setdefault(name, value)
+    if is_tls(request):
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
+    new_csrf = getattr(request.state, "new_csrf", None)
+    if new_csrf is not None:
+        set_cookie(response, request, CSRF_COOKIE, new_csrf, path="/", max_age=None)
+    return response
+
+
+async def read_form(request: Request) -> dict[str, list[str]]:
+    """A posted urlencoded form (nothing else is taken); empty when too large or of another type."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        return {}
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_MAX:
+            return {}
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def check_csrf(request: Request, form: dict[str, list[str]]) -> None:
+    """Refuse a POST whose form does not carry the visitor's CSRF token, or that another site sent."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        theirs = urlsplit(origin)
+        if (theirs.scheme, theirs.netloc) != (request.url.scheme, request.url.netloc):
+            raise Forbidden(f"a form from another site ({origin}) was refused")
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    given = form.get(CSRF_FIELD, [""])
+    if not cookie or len(given) != 1 or not hmac.compare_digest(cookie.encode(), given[0].encode()):
+        raise Forbidden("the form's CSRF token is missing or wrong: reload the page and try again")
+
+
+def forbidden_page(exc: Forbidden) -> HTMLResponse:
+    return HTMLResponse(f"<!DOCTYPE html><title>403</title><p>{_escape(str(exc))}</p>", 403)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def client_of(request: Request) -> str:
+    """The client's address as the connection gives it (a proxy in front should pass the real one)."""
+    return request.client.host if request.client else "unknown"
+
+
+class RateLimit:
+    """At most `most` events per key in any `per` seconds (a sliding window, in this process)."""
+
+    def __init__(self, most: int, per: float) -> None:
+        self._most, self._per = most, per
+        self._seen: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        """Count one event for `key`; False (and not counted) when it is over the limit."""
+        if self.exceeded(key):
+            return False
+        self._seen[key].append(time.monotonic())
+        return True
+
+    def exceeded(self, key: str) -> bool:
+        """Whether `key` has had its `most` events in the window (counting nothing)."""
+        now = time.monotonic()
+        seen = self._seen.setdefault(key, deque())
+        while seen and seen[0] <= now - self._per:
+            seen.popleft()
+        if len(self._seen) > 100_000:
+            self._forget_idle(now)
+            seen = self._seen.setdefault(key, deque())
+        return len(seen) >= self._most
+
+    def _forget_idle(self, now: float) -> None:
+        for key in [k for k, v in self._seen.items() if not v or v[-1] <= now - self._per]:
+            del self._seen[key]
