@@ -251,7 +251,10 @@ async def test_a_local_government_signs_in_by_its_mailed_link_reads_what_tlp_all
 
 
 async def test_the_safety_points_hold(
-    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+    make_stack: StackFactory,
+    mailbox: MailboxServer,
+    registry_rows: list[RegistryRow],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     rows = subset(registry_rows, 2)
     a = rows[0].code
@@ -318,6 +321,10 @@ async def test_the_safety_points_hold(
         # Forms posted from one client are limited (ten in ten minutes: five were sent above).
         statuses = [(await browser.post("/portal/signin", email="x@x.example")).status_code for _ in range(6)]
         assert statuses == [200] * 5 + [429]
+    # What the service and the portal logged names alerts and addresses by id: no alert text, no token.
+    logged = capsys.readouterr().out
+    assert "portal.link_mailed" in logged and "answer.recorded" in logged
+    assert "太字" not in logged and "script" not in logged and link.rpartition("/")[2] not in logged
 
 
 async def test_an_organisation_changes_its_subscription_and_the_change_is_audited(

@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from ceptoar.api.portal import local, ops
 from ceptoar.api.portal.pages import Portal
-from ceptoar.api.portal.security import Forbidden, forbidden_page, secure_headers
+from ceptoar.api.portal.security import Forbidden, SecureHeaders, forbidden_page
 from ceptoar.config import Settings
 
 __all__ = ["install"]
@@ -26,7 +26,7 @@ _TYPES: Final = {"portal.css": "text/css; charset=utf-8", "portal.js": "text/jav
 def install(app: FastAPI, settings: Settings) -> None:
     """Add the portal's pages, its static files and its headers to the application."""
     app.state.portal = Portal.from_settings(settings)
-    app.middleware("http")(secure_headers)
+    app.add_middleware(SecureHeaders)
     app.include_router(local.router)
     app.include_router(ops.router)
 

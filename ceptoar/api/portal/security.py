@@ -21,12 +21,13 @@ import hmac
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "CSRF_COOKIE",
@@ -34,13 +35,13 @@ __all__ = [
     "FORM_MAX",
     "Forbidden",
     "RateLimit",
+    "SecureHeaders",
     "check_csrf",
     "client_of",
     "csrf_token",
     "hashed",
     "new_token",
     "read_form",
-    "secure_headers",
     "set_cookie",
 ]
 
@@ -106,19 +107,39 @@ def csrf_token(request: Request) -> str:
     return token
 
 
-async def secure_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Middleware: the portal's headers on every portal answer, and the CSRF cookie a page handed out."""
-    response = await call_next(request)
-    if not request.url.path.startswith(_PORTAL_PATHS):
-        return response
-    for name, value in _HEADERS.items():
-        response.headers.setdefault(name, value)
-    if is_tls(request):
-        response.headers["Strict-Transport-Security"] = "max-age=31536000"
-    new_csrf = getattr(request.state, "new_csrf", None)
-    if new_csrf is not None:
-        set_cookie(response, request, CSRF_COOKIE, new_csrf, path="/", max_age=None)
-    return response
+class SecureHeaders:
+    """ASGI middleware: the portal's headers on every portal answer, and the CSRF cookie a page handed out.
+
+    Plain ASGI rather than a BaseHTTPMiddleware, so the live counts' event streams pass straight through.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope["path"]).startswith(_PORTAL_PATHS):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in _HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+                tls = scope.get("scheme") == "https"
+                if tls:
+                    headers["Strict-Transport-Security"] = "max-age=31536000"
+                new_csrf = scope.get("state", {}).get("new_csrf")
+                if new_csrf is not None:
+                    cookie = Response()
+                    cookie.set_cookie(
+                        CSRF_COOKIE, new_csrf, path="/", httponly=True, secure=tls, samesite="strict"
+                    )
+                    headers.append("set-cookie", cookie.headers["set-cookie"])
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 async def read_form(request: Request) -> dict[str, list[str]]:
