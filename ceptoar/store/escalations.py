@@ -159,7 +159,12 @@ class EscalationRepo:
         emails = (
             select(addresses.c.subscriber_code, addresses.c.email)
             .join(deliveries, deliveries.c.address_id == addresses.c.id)
-            .where(deliveries.c.alert_id == alert_id)
+            .where(
+                deliveries.c.alert_id == alert_id,
+                addresses.c.subscriber_code.in_(
+                    select(escalations.c.subscriber_code).where(escalations.c.alert_id == alert_id)
+                ),
+            )
             .distinct()
             .order_by(addresses.c.subscriber_code, addresses.c.email)
         )

@@ -31,7 +31,7 @@ from ceptoar.model.states import DeliveryState
 from ceptoar.store.answers import latest_answers, record_answer
 from ceptoar.store.deliveries import transition_events
 from ceptoar.store.engine import reading
-from ceptoar.store.tables import addresses, deliveries, delivery_events, returned, subscribers
+from ceptoar.store.tables import addresses, answers, deliveries, delivery_events, returned, subscribers
 
 __all__ = ["RETURNED_KEEP", "Bouncing", "Returned", "ReturnedMail", "ReturnsRepo", "Silent"]
 
@@ -180,8 +180,17 @@ class ReturnsRepo:
             silent=len(codes - latest.keys()),
         )
 
-    async def silent(self, alert_id: str) -> list[Silent]:
-        """The alert's organisations with no answer yet, by code: who to call."""
+    async def silent(self, alert_id: str, *, first: int | None = None) -> list[Silent]:
+        """The alert's organisations with no answer yet, by code: who to call (the `first` of them)."""
+        answered = select(answers.c.subscriber_code).where(answers.c.alert_id == alert_id)
+        unanswered = [
+            deliveries.c.alert_id == alert_id,
+            deliveries.c.purpose == Purpose.ALERT.value,
+            subscribers.c.code.not_in(answered),
+        ]
+        mailed = deliveries.join(addresses, deliveries.c.address_id == addresses.c.id).join(
+            subscribers, addresses.c.subscriber_code == subscribers.c.code
+        )
         query = (
             select(
                 subscribers.c.code,
@@ -191,14 +200,15 @@ class ReturnsRepo:
                 deliveries.c.state,
                 deliveries.c.updated_at,
             )
-            .join(addresses, deliveries.c.address_id == addresses.c.id)
-            .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
-            .where(deliveries.c.alert_id == alert_id, deliveries.c.purpose == Purpose.ALERT.value)
+            .select_from(mailed)
+            .where(*unanswered)
             .order_by(subscribers.c.code, deliveries.c.id)
         )
+        if first is not None:
+            codes = select(subscribers.c.code).select_from(mailed).where(*unanswered).distinct()
+            query = query.where(subscribers.c.code.in_(codes.order_by(subscribers.c.code).limit(first)))
         async with reading(self._engine) as conn:
-            answered = (await latest_answers(conn, alert_id)).keys()
-            rows = [r for r in (await conn.execute(query)).all() if r.code not in answered]
+            rows = (await conn.execute(query)).all()
         by_code: dict[str, list[Any]] = {}
         for r in rows:
             by_code.setdefault(r.code, []).append(r)

@@ -48,6 +48,8 @@ _HASHER: Final = PasswordHasher()
 # The alerts the list shows, and how far back.
 _LIST: Final = 50
 _LIST_DAYS: Final = 30
+# The silent organisations an alert's page lists (the CSV has them all).
+SILENT_SHOWN: Final = 100
 # How often an event stream looks at the store, and how long one stream lives (the browser reconnects).
 _TICK: Final = 1.0
 _STREAM_SECONDS: Final = 300.0
@@ -192,8 +194,7 @@ async def alert_list_stream(request: Request) -> Response:
 
 async def snapshot(store: Store, alert: AlertView) -> dict[str, Any]:
     """Where one alert stands: deliveries by state, organisations, and per prefecture who answered."""
-    status = await store.status(alert)
-    prefectures = await store.portal.prefectures(alert.id)
+    status, prefectures = await asyncio.gather(store.status(alert), store.portal.prefectures(alert.id))
     return {
         "counts": {s.value: status.counts.get(s, 0) for s in DeliveryState},
         "total": status.total,
@@ -224,18 +225,25 @@ async def alert_page(request: Request, alert_id: str, done: str = "") -> Respons
     if isinstance(watched, Response):
         return watched
     portal, store, name, alert = watched
+    # Each on a connection of its own: on PostgreSQL they run side by side.
+    snap, silent, returned, escalations = await asyncio.gather(
+        snapshot(store, alert),
+        store.returns.silent(alert.id, first=SILENT_SHOWN),
+        store.portal.returned(alert.id),
+        store.escalations.listed(alert.id),
+    )
     return portal.page(
         request,
         "ops_alert.html.j2",
         operator=name,
         alert=alert,
-        snap=await snapshot(store, alert),
+        snap=snap,
         tiles=TILES,
         columns=COLUMNS,
         rows=ROWS,
-        silent=await store.returns.silent(alert.id),
-        returned=await store.portal.returned(alert.id),
-        escalations=await store.escalations.listed(alert.id),
+        silent=silent,
+        returned=returned,
+        escalations=escalations,
         actions=ACTIONS,
         done=done if done in ACTIONS else "",
     )
