@@ -65,7 +65,8 @@ log = get_logger(__name__)
 
 
 async def sweep(c: Components) -> int:
-    """Publish jobs again for expired leases and unconfirmed alerts; return how many."""
+    """Publish jobs again for expired leases and unconfirmed alerts; return how many. Also deletes the
+    portal's expired sessions and sign-in links."""
     republished = 0
     stale = datetime.now(UTC) - timedelta(seconds=c.settings.sweep_seconds)
     for alert_id, severity in await c.store.alerts.unpublished(older_than=stale):
@@ -87,6 +88,8 @@ async def sweep(c: Components) -> int:
         republished += len(expired) + len(lost)
     if republished:
         log.warning("sweep.republished", jobs=republished)
+    if forgotten := await c.store.portal.forget_expired():
+        log.info("sweep.portal_expired", rows=forgotten)
     return republished
 
 

@@ -16,13 +16,15 @@ import pytest
 from sqlalchemy import select, update
 
 from ceptoar.api.portal.local import visible
+from ceptoar.api.portal.ops import hash_key
 from ceptoar.api.portal.security import CSP, RateLimit, hashed, new_token
 from ceptoar.api.portal.tiles import COLUMNS, ROWS, TILES, share_class
 from ceptoar.mailbox import read_message
 from ceptoar.model.alert import AlertView
 from ceptoar.registry import RegistryRow
 from ceptoar.registry.prefectures import PREFECTURES
-from ceptoar.store import Store
+from ceptoar.render.mail import JST
+from ceptoar.store import Actor, Store
 from ceptoar.store.portal import Address
 from ceptoar.store.tables import answers, signin_links
 from tests.conftest import StackFactory
@@ -194,6 +196,29 @@ async def test_a_local_government_signs_in_by_its_mailed_link_reads_what_tlp_all
             assert "公開の注意喚起" in listed.text
             for withheld in ("限定共有の警報", "担当者限りの警報", "他団体向けの警報"):
                 assert withheld not in listed.text
+            # Found by word, category and period (Japan's days).
+            today = datetime.now(UTC).astimezone(JST).date()
+            found = {
+                query: ["公開の注意喚起" in (await http.get("/portal/alerts", params=params)).text]
+                for query, params in {
+                    "word": {"q": "公開"},
+                    "other word": {"q": "ランサムウェア"},
+                    "category": {"category": "advisory"},
+                    "other category": {"category": "phishing"},
+                    "today": {"since": today.isoformat(), "until": today.isoformat()},
+                    "tomorrow on": {"since": (today + timedelta(days=1)).isoformat()},
+                    "until yesterday": {"until": (today - timedelta(days=1)).isoformat()},
+                }.items()
+            }
+            assert found == {
+                "word": [True],
+                "other word": [False],
+                "category": [True],
+                "other category": [False],
+                "today": [True],
+                "tomorrow on": [False],
+                "until yesterday": [False],
+            }
             # The link works once.
             again = await browser.post(link[0])
             assert again.status_code == 410 and "使用済み" in again.text
@@ -422,6 +447,9 @@ async def test_an_operator_signs_in_watches_an_alert_and_acts_on_it_audited(
             assert first["organisations"]["silent"] == 3  # type: ignore[index]
             pref = rows[0].code[:2]
             assert first["prefectures"][pref][1] >= 1  # type: ignore[index]
+            listed_now = await _first_event(http, "/ops/alerts/stream")
+            assert listed_now["alerts"][alert_id]["mailed"] == 5  # type: ignore[index]
+            assert listed_now["alerts"][alert_id]["failed"] == 1  # type: ignore[index]
             csv_text = (await http.get(f"/ops/alerts/{alert_id}/organisations.csv")).text
             assert csv_text.lstrip("\ufeff").splitlines()[0].startswith("code,organisation")
             assert len(csv_text.splitlines()) == 4
@@ -451,6 +479,15 @@ async def test_an_operator_signs_in_watches_an_alert_and_acts_on_it_audited(
             # Disabling the account ends its session.
             assert (await run_cli_async("operators", "disable", "alice", env=env)).returncode == 0
             assert (await http.get("/ops/alerts")).headers["location"] == "/ops/signin"
+            # A new key gives the account back; the old key no longer signs in.
+            rekeyed = await run_cli_async(
+                "operators", "rekey", "alice", "--key-stdin", env=env, stdin=b"a new long key\n"
+            )
+            assert rekeyed.returncode == 0
+            assert (
+                await browser.post("/ops/signin", name="alice", key="correct horse battery")
+            ).status_code == 401
+            assert (await browser.post("/ops/signin", name="alice", key="a new long key")).status_code == 303
             # Failed keys are limited per name.
             tries = [
                 (await browser.post("/ops/signin", name="bob", key="guess")).status_code for _ in range(6)
@@ -459,6 +496,30 @@ async def test_an_operator_signs_in_watches_an_alert_and_acts_on_it_audited(
     entries = [(e.operator, e.action, e.host) for e in await stack.store.audit.since()]
     portal = [e for e in entries if e[2] == "portal 127.0.0.1"]
     assert [(o, a) for o, a, _ in portal] == [("alice", "resend"), ("alice", "cancel")]
-    assert [a for _, a, _ in entries if a == "operator"] == ["operator"] * 3  # two added, one disabled
+    assert [a for _, a, _ in entries if a == "operator"] == ["operator"] * 4  # two added, disabled, rekeyed
     resend = next(e for e in await stack.store.audit.since() if e.action == "resend")
     assert resend.detail == {"which": "failed", "address": None, "deliveries": 1}
+
+
+async def test_behind_tls_the_cookies_are_secure_and_hsts_is_sent(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(
+        mailbox=mailbox, rows=subset(registry_rows, 1), public_url="https://ceptoar.lg.example"
+    )
+    await stack.store.portal.add_operator("carol", hash_key("a key for carol"), who=Actor("test"))
+    async with api_running(stack.settings) as base, httpx.AsyncClient(base_url=base) as http:
+        form = await http.get("/ops/signin")
+        assert "Secure" in form.headers["set-cookie"] and "SameSite=strict" in form.headers["set-cookie"]
+        assert form.headers["strict-transport-security"] == "max-age=31536000"
+        csrf = form.cookies["ceptoar_csrf"]
+        signed = await http.post(
+            "/ops/signin",
+            data={"csrf": csrf, "name": "carol", "key": "a key for carol"},
+            cookies={"ceptoar_csrf": csrf},
+        )
+        assert signed.status_code == 303
+        cookie = signed.headers["set-cookie"]
+        assert (
+            "ceptoar_ops=" in cookie and "Secure" in cookie and "HttpOnly" in cookie and "Path=/ops" in cookie
+        )

@@ -5,7 +5,8 @@
   credential), no caching, no indexing; HSTS when served over TLS.
 - Session cookies hold a random token (only its SHA-256 is stored), are
   HttpOnly, SameSite=Lax, scoped to their part of the site, and Secure
-  over TLS.
+  over TLS (the request's, or an https CEPTOAR_PUBLIC_URL: a proxy in
+  front terminates TLS).
 - CSRF: every form carries the value of the `ceptoar_csrf` cookie (a
   random token, HttpOnly, SameSite=Strict); a POST whose form lacks it or
   differs, or whose Origin is another site's, is refused with 403.
@@ -82,7 +83,14 @@ def hashed(token: str) -> str:
 
 
 def is_tls(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether the visitor reaches the portal over TLS: directly, or through a proxy in front of a service
+    whose public address is https."""
+    return _tls(request.scope)
+
+
+def _tls(scope: Scope) -> bool:
+    public: str | None = scope["app"].state.portal.settings.public_url
+    return scope.get("scheme") == "https" or bool(public and public.startswith("https:"))
 
 
 def set_cookie(
@@ -127,7 +135,7 @@ class SecureHeaders:
                 for name, value in _HEADERS.items():
                     if name not in headers:
                         headers[name] = value
-                tls = scope.get("scheme") == "https"
+                tls = _tls(scope)
                 if tls:
                     headers["Strict-Transport-Security"] = "max-age=31536000"
                 new_csrf = scope.get("state", {}).get("new_csrf")
