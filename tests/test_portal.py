@@ -515,7 +515,9 @@ async def test_behind_tls_the_cookies_are_secure_and_hsts_is_sent(
         csrf = form.cookies["ceptoar_csrf"]
         # Over plain HTTP the client would not send a Secure cookie back: give it by hand.
         http.cookies.set("ceptoar_csrf", csrf, path="/")
-        signed = await http.post("/ops/signin", data={"csrf": csrf, "name": "carol", "key": "a key for carol"})
+        signed = await http.post(
+            "/ops/signin", data={"csrf": csrf, "name": "carol", "key": "a key for carol"}
+        )
         assert signed.status_code == 303
         cookie = signed.headers["set-cookie"]
         assert (
