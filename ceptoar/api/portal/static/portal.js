@@ -14,7 +14,9 @@ function updateAlert(root, snap) {
   }
   setText(root.querySelector("[data-total]"), snap.total);
   for (const key of ["answered", "total", "silent", "bounced"]) {
-    setText(root.querySelector(`[data-org="${key}"]`), snap.organisations[key]);
+    for (const el of document.querySelectorAll(`[data-org="${key}"]`)) {
+      setText(el, snap.organisations[key]);
+    }
   }
   for (const [pref, [answered, total, cls]] of Object.entries(snap.prefectures)) {
     const tile = root.querySelector(`.tile[data-pref="${pref}"]`);
