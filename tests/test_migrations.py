@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ceptoar.registry import RegistryRow
 from ceptoar.store import SchemaOutOfDate, Store
+from ceptoar.store.baseline import schema_12
 from ceptoar.store.migrations import HEAD, head, script_head
+from ceptoar.store.tables import metadata
 from tests.conftest import _create_pg_database, _drop_pg_database, _pg_url
 from tests.harness import run_cli, subset
 
@@ -146,8 +148,12 @@ async def _shape_of(url: str) -> dict[str, object]:
 
 
 async def _before_alembic(conn: AsyncConnection, *, version: int) -> None:
-    """Make a database look as ceptoar left it before Alembic, at schema `version`."""
+    """Make a database look as ceptoar left it before Alembic, at schema `version`: without Alembic's
+    table, with a schema_version table, and without the tables later revisions made."""
     await conn.execute(text("DROP TABLE alembic_version"))
+    for table in reversed(metadata.sorted_tables):
+        if table.name not in schema_12().tables:
+            await conn.execute(text(f"DROP TABLE {table.name}"))
     await conn.execute(text("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"))
     await conn.execute(text("INSERT INTO schema_version VALUES (:v, CURRENT_TIMESTAMP)"), {"v": version})
 

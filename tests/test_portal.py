@@ -465,6 +465,12 @@ async def test_an_operator_signs_in_watches_an_alert_and_acts_on_it_audited(
             resent = await browser.post(f"/ops/alerts/{alert_id}/do/resend-failed")
             assert resent.status_code == 303
             assert (await stack.wait_settled("OPS-1")) == {"sent": 6}
+            escalated = await browser.post(f"/ops/alerts/{alert_id}/do/escalate")
+            assert escalated.status_code == 303
+            page = await http.get(f"/ops/alerts/{alert_id}")
+            assert page.text.count("<td>reminded</td>") == 3  # the three silent organisations, once each
+            assert (await browser.post(f"/ops/alerts/{alert_id}/do/escalate")).status_code == 303
+            assert (await http.get(f"/ops/alerts/{alert_id}")).text.count("<td>reminded</td>") == 3
             cancelled = await browser.post(f"/ops/alerts/{alert_id}/do/cancel", typed=alert_id)
             assert cancelled.status_code == 303
             assert "監査ログに記録しました" in (await http.get(cancelled.headers["location"])).text
@@ -495,7 +501,7 @@ async def test_an_operator_signs_in_watches_an_alert_and_acts_on_it_audited(
             assert tries == [401] * 5 + [429]
     entries = [(e.operator, e.action, e.host) for e in await stack.store.audit.since()]
     portal = [e for e in entries if e[2] == "portal 127.0.0.1"]
-    assert [(o, a) for o, a, _ in portal] == [("alice", "resend"), ("alice", "cancel")]
+    assert [(o, a) for o, a, _ in portal] == [("alice", "resend"), ("alice", "escalate"), ("alice", "cancel")]
     assert [a for _, a, _ in entries if a == "operator"] == ["operator"] * 4  # two added, disabled, rekeyed
     resend = next(e for e in await stack.store.audit.since() if e.action == "resend")
     assert resend.detail == {"which": "failed", "address": None, "deliveries": 1}
@@ -510,7 +516,7 @@ async def test_behind_tls_the_cookies_are_secure_and_hsts_is_sent(
     await stack.store.portal.add_operator("carol", hash_key("a key for carol"), who=Actor("test"))
     async with api_running(stack.settings) as base, httpx.AsyncClient(base_url=base) as http:
         form = await http.get("/ops/signin")
-        assert "Secure" in form.headers["set-cookie"] and "SameSite=strict" in form.headers["set-cookie"]
+        assert "Secure" in form.headers["set-cookie"] and "SameSite=lax" in form.headers["set-cookie"]
         assert form.headers["strict-transport-security"] == "max-age=31536000"
         csrf = form.cookies["ceptoar_csrf"]
         # Over plain HTTP the client would not send a Secure cookie back: give it by hand.

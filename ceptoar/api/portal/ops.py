@@ -18,8 +18,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
@@ -44,7 +42,6 @@ __all__ = ["ACTIONS", "OPS_COOKIE", "hash_key", "router", "snapshot"]
 log = get_logger(__name__)
 
 OPS_COOKIE: Final = "ceptoar_ops"
-_HASHER: Final = PasswordHasher()
 # The alerts the list shows, and how far back.
 _LIST: Final = 50
 _LIST_DAYS: Final = 30
@@ -66,13 +63,18 @@ router = APIRouter(prefix="/ops", include_in_schema=False)
 
 
 def hash_key(key: str) -> str:
-    """What is kept of an operator's key."""
-    return _HASHER.hash(key)
+    """What is kept of an operator's key: its argon2id hash."""
+    from argon2 import PasswordHasher  # only where operators sign in or are made
+
+    return PasswordHasher().hash(key)
 
 
 def _key_matches(key_hash: str, key: str) -> bool:
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
-        return _HASHER.verify(key_hash, key)
+        return PasswordHasher().verify(key_hash, key)
     except (VerificationError, InvalidHashError):
         return False
 

@@ -8,7 +8,7 @@
   over TLS (the request's, or an https CEPTOAR_PUBLIC_URL: a proxy in
   front terminates TLS).
 - CSRF: every form carries the value of the `ceptoar_csrf` cookie (a
-  random token, HttpOnly, SameSite=Strict); a POST whose form lacks it or
+  random token, HttpOnly, SameSite=Lax); a POST whose form lacks it or
   differs, or whose Origin is another site's, is refused with 403.
 - Rate limits count per client address and per account in this process
   (`RateLimit`); sign-in links are also counted per address in the
@@ -103,7 +103,7 @@ def set_cookie(
         path=path,
         httponly=True,
         secure=is_tls(request),
-        samesite="strict" if name == CSRF_COOKIE else "lax",
+        samesite="lax",
     )
 
 
@@ -142,7 +142,7 @@ class SecureHeaders:
                 if new_csrf is not None:
                     cookie = Response()
                     cookie.set_cookie(
-                        CSRF_COOKIE, new_csrf, path="/", httponly=True, secure=tls, samesite="strict"
+                        CSRF_COOKIE, new_csrf, path="/", httponly=True, secure=tls, samesite="lax"
                     )
                     headers.append("set-cookie", cookie.headers["set-cookie"])
             await send(message)
