@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     # Minutes after which an organisation still silent is listed for a phone call.
     call_after: dict[str, float] = Field(default={"critical": 60, "high": 480})
 
+    # When `ceptoar serve` sends the security mail magazine's due issues: a cron expression in Japan's
+    # time (`ceptoar.model.digest`); by default 10:00 on the first weekday of each month.
+    digest_schedule: str = "0 10 1W * *"
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
     # Where the relay delivers what comes back to the return paths; `ceptoar serve` listens there

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator
@@ -34,18 +35,21 @@ from enum import StrEnum
 from typing import Final
 
 from ceptoar.bus import by_lane, lane_for
+from ceptoar.compose.digest import send_due
 from ceptoar.config import Settings
 from ceptoar.dispatch import Dispatcher, load_rules
 from ceptoar.dispatch.escalation import escalate_due
-from ceptoar.errors import CeptoarError
+from ceptoar.errors import CeptoarError, ConfigError
 from ceptoar.health import HealthApp
 from ceptoar.log import get_logger
 from ceptoar.mail.mailer import Mailer
 from ceptoar.mail.process import open_mailer
 from ceptoar.metrics import metrics
+from ceptoar.model.digest import Schedule
 from ceptoar.priority import BulkGate
 from ceptoar.retry import Stopping, pause
 from ceptoar.runtime import Components, open_components, serve_asgi
+from ceptoar.store import Actor
 from ceptoar.store.engine import sqlite_file
 
 __all__ = [
@@ -193,22 +197,29 @@ async def tick(c: Components, roles: Collection[Role], times: AlertTimes | None 
         if times is not None:
             await times.observe(c)
 
+    async def digests() -> None:
+        who = Actor("schedule", host=socket.gethostname()[:255])
+        for sent in await send_due(c.settings, c.store, c.bus, now=datetime.now(UTC), who=who):
+            log.info("digest.scheduled", alert_id=sent.alert_id, sent=sent.sent_now, addresses=sent.addresses)
+
     did: dict[str, bool] = {}
-    work: list[tuple[Role, Callable[[], Awaitable[object]], str]] = [
-        (Role.SWEEPER, sweeping, "sweep.failed"),
-        (Role.ESCALATOR, lambda: escalate_due(c.store, c.bus, c.settings), "escalation.failed"),
+    # (role, the work's name and lock, the work, what a failure logs)
+    work: list[tuple[Role, str, Callable[[], Awaitable[object]], str]] = [
+        (Role.SWEEPER, "sweeper", sweeping, "sweep.failed"),
+        (Role.ESCALATOR, "escalator", lambda: escalate_due(c.store, c.bus, c.settings), "escalation.failed"),
+        (Role.ESCALATOR, "digest", digests, "digest.failed"),
     ]
-    for role, job, failed in work:
+    for role, name, job, failed in work:
         if role not in roles:
             continue
         try:
-            async with c.store.exclusive(role.value) as mine:
+            async with c.store.exclusive(name) as mine:
                 if mine:
                     await job()
-                did[role.value] = mine
+                did[name] = mine
         except Exception:
             log.exception(failed)
-            did[role.value] = False
+            did[name] = False
     return did
 
 
@@ -279,6 +290,10 @@ async def run_service(
 
     With the mailer role, `mailer_processes` above one starts that many minus one mailer-only children.
     """
+    try:
+        Schedule.parse(settings.digest_schedule)
+    except ValueError as exc:
+        raise ConfigError(f"digest_schedule (CEPTOAR_DIGEST_SCHEDULE): {exc}") from exc
     async with AsyncExitStack() as stack:
         gate = BulkGate()
         mailer: Mailer | None = None

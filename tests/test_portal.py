@@ -367,19 +367,26 @@ async def test_an_organisation_changes_its_subscription_and_the_change_is_audite
         theirs = (await stack.store.portal.addresses_of(b))[0].id
         target = str(mine[f"security@{a}.lg.example"])
         saved = await browser.post(
-            "/portal/settings", address=target, min_severity="high", category=["attack", "malware"]
+            "/portal/settings",
+            address=target,
+            min_severity="high",
+            category=["attack", "malware"],
+            digest="monthly",
+            low_notices="both",
         )
         assert saved.status_code == 303
         assert "保存しました" in (await http.get(saved.headers["location"])).text
         changed = await stack.store.portal.address_by_email(f"security@{a}.lg.example")
         assert changed is not None and changed.min_severity == "high"
         assert changed.categories == ("attack", "malware")
+        assert (changed.digest, changed.low_notices) == ("monthly", "both")
         bad = [
             await browser.post("/portal/settings", address=str(theirs), min_severity="high"),
             await browser.post("/portal/settings", address=target, min_severity="urgent"),
             await browser.post("/portal/settings", address=target, min_severity="low", category="crypto"),
+            await browser.post("/portal/settings", address=target, min_severity="low", digest="daily"),
         ]
-        assert [r.status_code for r in bad] == [404, 422, 422]
+        assert [r.status_code for r in bad] == [404, 422, 422, 422]
     entries = await stack.store.audit.since()
     assert [(e.operator, e.action) for e in entries] == [(f"primary@{a}.lg.example", "subscription")]
     assert entries[0].detail == {
@@ -387,6 +394,8 @@ async def test_an_organisation_changes_its_subscription_and_the_change_is_audite
         "address": f"security@{a}.lg.example",
         "min_severity": ["low", "high"],
         "categories": [[], ["attack", "malware"]],
+        "digest": ["none", "monthly"],
+        "low_notices": ["auto", "both"],
     }
     assert entries[0].host == "portal 127.0.0.1"
 

@@ -19,10 +19,11 @@ from typing import Final
 
 from ceptoar.config import Settings
 
-__all__ = ["PURPOSE", "AnswerLinks", "link_valid_until"]
+__all__ = ["PURPOSE", "AnswerLinks", "UnsubscribeLinks", "link_valid_until"]
 
 # What the key for these MACs is derived for (`Settings.derived_key`); not the return paths' key.
 PURPOSE: Final = "answer-link"
+UNSUBSCRIBE_PURPOSE: Final = "digest-unsubscribe"
 _MAC_DIGITS: Final = 20
 _TOKEN: Final = re.compile(rf"^(\d{{1,18}})-([0-9a-f]{{{_MAC_DIGITS}}})$")
 
@@ -43,6 +44,8 @@ class AnswerLinks:
 
     base_url: str
     key: bytes
+    # The links' path under the public address.
+    path: str = "answer"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AnswerLinks | None:
@@ -59,7 +62,7 @@ class AnswerLinks:
 
     def url(self, delivery_id: int) -> str:
         """The answer page of one delivery."""
-        return f"{self.base_url}/answer/{self.token(delivery_id)}"
+        return f"{self.base_url}/{self.path}/{self.token(delivery_id)}"
 
     def read(self, token: str) -> int | None:
         """The delivery a token names, or None if it is not one this key made."""
@@ -68,3 +71,18 @@ class AnswerLinks:
             return None
         delivery_id = int(m.group(1))
         return delivery_id if hmac.compare_digest(m.group(2), self._mac(delivery_id)) else None
+
+
+@dataclass(frozen=True)
+class UnsubscribeLinks(AnswerLinks):
+    """A digest's one-click unsubscribe links, `PUBLIC_URL/digest/unsubscribe/ADDRESS_ID-MAC`: the same
+    construction as answer links, naming an address instead of a delivery, under a key of their own.
+    They live as long as the key: a digest read years later can still be left."""
+
+    path: str = "digest/unsubscribe"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UnsubscribeLinks | None:
+        if settings.public_url is None:
+            return None
+        return cls(settings.public_url.rstrip("/"), settings.derived_key(UNSUBSCRIBE_PURPOSE))

@@ -27,6 +27,7 @@ from ceptoar.cli.common import (
 )
 from ceptoar.cli.compose import cancel, compose
 from ceptoar.cli.db import db
+from ceptoar.cli.digest import digest
 from ceptoar.cli.dkim import dkim
 from ceptoar.cli.escalate import escalate
 from ceptoar.cli.feed import content_type_of, validate
@@ -71,6 +72,7 @@ main.add_command(db)
 main.add_command(templates)
 main.add_command(escalate)
 main.add_command(operators)
+main.add_command(digest)
 for _command in (compose, cancel, alerts, resend, report, audit, release, prune):
     main.add_command(_command)
 

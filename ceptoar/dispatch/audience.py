@@ -9,7 +9,9 @@ dispatcher and for the composer's preview alike.
   An address that subscribes to a prefecture also gets what targets it.
 - Test and exercise notices go only to addresses that asked for tests.
 - Subscriptions: an address's minimum severity and categories; a critical
-  alert reaches every primary and security address regardless.
+  alert reaches every primary and security address regardless. A
+  low-severity notice is not mailed on its own to an address that takes
+  such notices only in its digest (`ceptoar.model.digest`).
 - TLP (`ceptoar.model.tlp`): CLEAR and GREEN reach every matching address;
   AMBER only the security role; AMBER+STRICT only an organisation's
   designated security contact; RED is held for an operator and reaches
@@ -23,6 +25,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
+from ceptoar.model.digest import low_one_by_one
 from ceptoar.model.notice import Notice, NoticeStatus, Severity, Tlp
 from ceptoar.model.subscriber import Candidate, Role
 from ceptoar.model.tlp import tlp_withholds
@@ -83,18 +86,29 @@ def _subscription_excludes(c: Candidate, notice: Notice, severity: Severity) -> 
     return None
 
 
+def _one_by_one_excludes(c: Candidate, severity: Severity) -> str | None:
+    """Why a notice that `c`'s subscription admits is still not mailed to it on its own: a low-severity
+    notice that `c` takes only in its digest."""
+    if severity is Severity.LOW and not low_one_by_one(c.digest, c.low_notices):
+        return "low-in-digest"
+    return None
+
+
 def choose_audience(
     candidates: Sequence[Candidate],
     *,
     notice: Notice,
     severity: Severity,
     already: Collection[int] = (),
+    for_digest: bool = False,
 ) -> Audience:
     """The addresses a notice goes to.
 
     `already` holds address ids that got an earlier alert of the same thread;
     they stay in the audience whatever the area and subscription say, but
-    TLP and test status still apply.
+    TLP and test status still apply. `for_digest`: the addresses whose
+    subscription admits it, low-severity notices included whether they take
+    those one by one or not (what a digest lists).
     """
     recipients: list[Candidate] = []
     removed: Counter[str] = Counter()
@@ -108,6 +122,8 @@ def choose_audience(
             reason = "not-a-test-subscriber"
         if reason is None and not kept:
             reason = _subscription_excludes(c, notice, severity)
+            if reason is None and not for_digest:
+                reason = _one_by_one_excludes(c, severity)
         if reason is None:
             recipients.append(c)
         else:

@@ -50,6 +50,10 @@ SIGNED: Final = (
     "x-auto-response-suppress",
     "x-ceptoar-alert-id",
     "x-ceptoar-severity",
+    # A digest's unsubscribe: RFC 8058 wants both signed.
+    "list-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
     "x-ceptoar-tlp",
 )
 

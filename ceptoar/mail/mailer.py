@@ -33,15 +33,15 @@ import contextlib
 import os
 from collections import Counter
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from ceptoar.bounces.links import AnswerLinks
+from ceptoar.bounces.links import AnswerLinks, UnsubscribeLinks
 from ceptoar.bounces.verp import Verp
 from ceptoar.bus import JOB_SIZE, Bus, Inbox, Lane, job_delivery_ids, settle
 from ceptoar.config import Settings
-from ceptoar.errors import DeliveryError, PermanentDeliveryError
+from ceptoar.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from ceptoar.log import get_logger
 from ceptoar.mail.pool import SmtpPool
 from ceptoar.metrics import metrics
@@ -50,8 +50,9 @@ from ceptoar.model.states import DeliveryState
 from ceptoar.model.tlp import tlp_withholds, withheld_reply
 from ceptoar.priority import BulkGate
 from ceptoar.render import Renderer
+from ceptoar.render.digest import DigestMail
 from ceptoar.retry import GiveUp, Retry, RetryPolicy, Stopping, is_transient, outlast_outages
-from ceptoar.store import Claimed, Outcome, Store
+from ceptoar.store import DIGEST_SOURCE, Claimed, Outcome, Store
 
 if TYPE_CHECKING:
     from ceptoar.mail.dkim import DkimSigner
@@ -84,6 +85,10 @@ class Mailer:
         self._verp = Verp.from_settings(settings)
         # Each delivery's answer page, when the service has a public address.
         self._links = AnswerLinks.from_settings(settings)
+        # Each digest address's one-click unsubscribe link (RFC 8058).
+        self._unsubscribe = UnsubscribeLinks.from_settings(settings)
+        # The digest issues being sent, by the alert that carries each.
+        self._digests: dict[str, dict[str, Any]] = {}
         # Each mail's DKIM signature, when a key is configured.
         self._signer = _signer(settings)
         self._alerts: dict[str, AlertView] = {}
@@ -310,6 +315,9 @@ class Mailer:
                 return Outcome(c.id, DeliveryState.CANCELLED, c.attempt, None, withheld), None
             # Bounces and replies come back here, naming this delivery.
             return_path = self._verp.address(c.id)
+            digest, unsubscribe = None, None
+            if alert.source == DIGEST_SOURCE:
+                digest, unsubscribe = await self._digest(alert, c)
             data = self._renderer.message(
                 alert,
                 language=c.language,
@@ -318,12 +326,14 @@ class Mailer:
                 in_reply_to=c.in_reply_to,
                 references=c.references,
                 reply_to=return_path,
-                answer_url=None if self._links is None else self._links.url(c.id),
+                answer_url=None if self._links is None or digest else self._links.url(c.id),
                 purpose=c.purpose,
                 charset=c.charset,
+                digest=digest,
+                unsubscribe_url=unsubscribe,
             )
             # Mail that could not go in the address's charset went in UTF-8: the delivery says so.
-            note = self._renderer.render(alert, c.language, c.purpose, c.charset).fallback
+            note = self._renderer.render(alert, c.language, c.purpose, c.charset, digest=digest).fallback
             if self._signer is not None:
                 data = self._signer.sign(data)
             reply = await self._pool.send(
@@ -337,6 +347,22 @@ class Mailer:
             return self._failed(c, exc)
         at = datetime.now(UTC)
         return Outcome(c.id, DeliveryState.SENT, c.attempt, reply.code, reply.message, at, note=note), None
+
+    async def _digest(self, alert: AlertView, c: Claimed) -> tuple[DigestMail, str]:
+        """The digest issue an alert carries, the variant for this delivery, and its unsubscribe link."""
+        content = self._digests.get(alert.id)
+        if content is None:
+            issue = await self._store.digests.of_alert(alert.id)
+            if issue is None or issue.content is None:
+                # `digest send` records the issue before it publishes jobs; one that died in between
+                # records it when run again, so this delivery waits.
+                raise TemporaryDeliveryError(f"digest issue of alert {alert.id} not recorded yet")
+            if len(self._digests) > 16:
+                self._digests.clear()
+            content = self._digests[alert.id] = issue.content
+        if c.variant is None or not 0 <= c.variant < len(content["variants"]) or self._unsubscribe is None:
+            raise PermanentDeliveryError(f"digest delivery {c.id}: no variant of its issue, or no public URL")
+        return DigestMail(content, c.variant), self._unsubscribe.url(c.address_id)
 
     def _failed(self, c: Claimed, exc: Exception) -> tuple[Outcome, Retry | None]:
         """The outcome of a failed attempt, as the retry policy decides it."""

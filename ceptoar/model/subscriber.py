@@ -31,3 +31,6 @@ class Candidate:
     prefectures: tuple[str, ...]
     wants_tests: bool
     contact: bool
+    # The digest it takes and how low-severity notices come (`ceptoar.model.digest`).
+    digest: str = "none"
+    low_notices: str = "auto"

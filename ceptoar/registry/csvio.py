@@ -4,9 +4,11 @@ Columns: code, name, email, role, language, then the address's
 subscription: min_severity (critical/high/medium/low, default low),
 categories and prefectures (space-separated; empty means all and none
 extra), tests (yes/no: wants test and exercise alerts), contact (yes/no:
-the organisation's designated security contact, at most one), and
+the organisation's designated security contact, at most one),
 charset (utf-8, the default, or iso-2022-jp for mail systems that need
-it). Only the
+it), digest (none, weekly or monthly: the security mail magazine) and low
+(auto, single, digest or both: how low-severity notices come; auto means
+only in the digest for an address that takes one). Only the
 first four are required. An organisation appears once per address; its
 name must be the same on every row. A file with any bad row is refused
 entirely, with every problem listed by line number, so an import is never
@@ -25,6 +27,7 @@ from typing import TextIO
 
 from ceptoar.errors import RegistryError, RegistryProblem
 from ceptoar.model.codes import validate_lgcode
+from ceptoar.model.digest import DigestKind, LowNotices
 from ceptoar.model.notice import LANGUAGES, Category, Severity
 from ceptoar.model.subscriber import Role
 
@@ -47,12 +50,16 @@ COLUMNS = (
     "tests",
     "contact",
     "charset",
+    "digest",
+    "low",
 )
 REQUIRED = ("code", "name", "email", "role")
 ROLES = tuple(r.value for r in Role)
 SEVERITIES = tuple(s.value for s in Severity)
 # How an address's mail is encoded (`ceptoar.render`): UTF-8, or ISO-2022-JP where every character fits.
 CHARSETS = ("utf-8", "iso-2022-jp")
+DIGESTS = tuple(k.value for k in DigestKind)
+LOWS = tuple(v.value for v in LowNotices)
 CATEGORIES = tuple(c.value for c in Category)
 _YES = {
     "yes": True,
@@ -85,6 +92,8 @@ class RegistryRow:
     tests: bool = False
     contact: bool = False
     charset: str = "utf-8"
+    digest: str = "none"
+    low: str = "auto"
 
 
 def _check_identity(line: int, values: dict[str, str]) -> list[RegistryProblem]:
@@ -123,10 +132,11 @@ def _check_subscription(line: int, values: dict[str, str]) -> list[RegistryProbl
     for column in ("tests", "contact"):
         if values[column].lower() not in _YES:
             problems.append(RegistryProblem(line, column, f"{values[column]!r} is not yes or no"))
-    if values["charset"] and values["charset"].lower() not in CHARSETS:
-        problems.append(
-            RegistryProblem(line, "charset", f"{values['charset']!r} is not one of {', '.join(CHARSETS)}")
-        )
+    for column, allowed in (("charset", CHARSETS), ("digest", DIGESTS), ("low", LOWS)):
+        if values[column] and values[column].lower() not in allowed:
+            problems.append(
+                RegistryProblem(line, column, f"{values[column]!r} is not one of {', '.join(allowed)}")
+            )
     return problems
 
 
@@ -147,6 +157,8 @@ def _check_row(line: int, raw: dict[str, str]) -> tuple[RegistryRow | None, list
         tests=_YES[values["tests"].lower()],
         contact=_YES[values["contact"].lower()],
         charset=values["charset"].lower() or "utf-8",
+        digest=values["digest"].lower() or "none",
+        low=values["low"].lower() or "auto",
     ), []
 
 
@@ -220,6 +232,8 @@ def write_registry(rows: Iterable[RegistryRow], stream: TextIO | None = None) ->
                 "yes" if row.tests else "no",
                 "yes" if row.contact else "no",
                 row.charset,
+                row.digest,
+                row.low,
             )
         )
     return out.getvalue() if isinstance(out, io.StringIO) else ""

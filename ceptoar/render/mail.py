@@ -27,6 +27,7 @@ import binascii
 import dataclasses
 import email.policy
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.header import Header
@@ -46,13 +47,12 @@ from ceptoar.errors import PermanentDeliveryError
 from ceptoar.model.alert import AlertView
 from ceptoar.model.escalation import Purpose
 from ceptoar.model.notice import LANGUAGES, Notice
+from ceptoar.render.digest import DigestMail, digest_context
+from ceptoar.render.labels import SEVERITY_LABELS
+from ceptoar.store.digests import DIGEST_SOURCE
 
 __all__ = ["ANSWER_SLOT", "SEVERITY_LABELS", "RenderedAlert", "Renderer", "default_templates_dir"]
 
-SEVERITY_LABELS: dict[str, dict[str, str]] = {
-    "ja": {"critical": "【緊急】", "high": "【重要】", "medium": "【注意】", "low": "【情報】"},
-    "en": {"critical": "[CRITICAL]", "high": "[HIGH]", "medium": "[MEDIUM]", "low": "[INFO]"},
-}
 JST = timezone(timedelta(hours=9), "JST")
 _CRLF = b"\r\n"
 # What the templates get as `answer_url` while the body is rendered once, and each recipient's link replaces.
@@ -153,13 +153,17 @@ class RenderedAlert:
         references: str | None = None,
         reply_to: str | None = None,
         answer_url: str | None = None,
+        extra: Sequence[tuple[str, str]] = (),
     ) -> bytes:
         """The complete message for one address, threaded under what it got before.
 
         `reply_to`: where a reply goes (the delivery's return path, so a reply names its delivery).
         `answer_url`: the recipient's answer link, needed when the mail carries links.
+        `extra`: header fields of this recipient's alone (ASCII), such as a digest's unsubscribe link.
         """
         head = [b"To: ", to.encode("ascii"), _CRLF, b"Message-ID: ", message_id.encode("ascii"), _CRLF]
+        for name, value in extra:
+            head += [name.encode("ascii"), b": ", value.encode("ascii"), _CRLF]
         if reply_to:
             head += [b"Reply-To: ", reply_to.encode("ascii"), _CRLF]
         if in_reply_to:
@@ -201,7 +205,7 @@ class Renderer:
             lstrip_blocks=True,
         )
         self._from = Address(display_name=sender_name, addr_spec=sender)
-        self._cache: dict[tuple[str, str, str, str], RenderedAlert] = {}
+        self._cache: dict[tuple[str, str, str, str, int | None], RenderedAlert] = {}
         # Whether each mail carries its recipient's answer link (`ceptoar.bounces.links`).
         self._answer_links = answer_links
 
@@ -218,20 +222,27 @@ class Renderer:
         return errors
 
     def render(
-        self, alert: AlertView, language: str, purpose: str = Purpose.ALERT, charset: str = "utf-8"
+        self,
+        alert: AlertView,
+        language: str,
+        purpose: str = Purpose.ALERT,
+        charset: str = "utf-8",
+        *,
+        digest: DigestMail | None = None,
     ) -> RenderedAlert:
         """The alert in `language` (cached; an unknown language falls back to Japanese).
 
         `purpose`: the alert itself, or a reminder or backup copy of it (`ceptoar.model.escalation`).
         `charset`: utf-8, or iso-2022-jp where every character fits (else UTF-8, saying why).
+        `digest`: for an alert that carries a digest issue, the issue and the variant to render.
         """
         lang = language if language in LANGUAGES else "ja"
-        key = (alert.id, lang, purpose, charset)
+        key = (alert.id, lang, purpose, charset, None if digest is None else digest.variant)
         cached = self._cache.get(key)
         if cached is None:
             if len(self._cache) > 256:
                 self._cache.clear()
-            cached = self._cache[key] = self._render(alert, lang, purpose, charset)
+            cached = self._cache[key] = self._render(alert, lang, purpose, charset, digest)
         return cached
 
     def message(
@@ -247,10 +258,23 @@ class Renderer:
         answer_url: str | None = None,
         purpose: str = Purpose.ALERT,
         charset: str = "utf-8",
+        digest: DigestMail | None = None,
+        unsubscribe_url: str | None = None,
     ) -> bytes:
-        """The bytes to send to one recipient; PermanentDeliveryError if it cannot be built."""
+        """The bytes to send to one recipient; PermanentDeliveryError if it cannot be built.
+
+        A digest's mail carries the recipient's one-click unsubscribe link (RFC 8058); an alert never does.
+        """
         try:
-            rendered = self.render(alert, language, purpose, charset)
+            rendered = self.render(alert, language, purpose, charset, digest=digest)
+            extra: list[tuple[str, str]] = []
+            if digest is not None:
+                if unsubscribe_url is None:
+                    raise ValueError("a digest's mail needs its recipient's unsubscribe link")
+                extra = [
+                    ("List-Unsubscribe", f"<{unsubscribe_url}>"),
+                    ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+                ]
             return rendered.for_recipient(
                 to=to,
                 message_id=message_id,
@@ -258,6 +282,7 @@ class Renderer:
                 references=references,
                 reply_to=reply_to,
                 answer_url=answer_url,
+                extra=extra,
             )
         except (TemplateError, UnicodeError, ValueError) as exc:
             raise PermanentDeliveryError(f"cannot render the alert mail: {exc}") from exc
@@ -282,21 +307,39 @@ class Renderer:
             ),
         }
 
-    def _render(self, alert: AlertView, lang: str, purpose: str, charset: str) -> RenderedAlert:
-        ctx = self.context(alert, lang, purpose)
-        subject = " ".join(self._env.get_template(f"{lang}/alert.subject.j2").render(ctx).split())
-        text = self._env.get_template(f"{lang}/alert.txt.j2").render(ctx)
-        html = self._env.get_template(f"{lang}/alert.html.j2").render(ctx)
+    def _render(
+        self, alert: AlertView, lang: str, purpose: str, charset: str, digest: DigestMail | None
+    ) -> RenderedAlert:
+        if digest is None:
+            ctx = self.context(alert, lang, purpose)
+            name, links = "alert", self._answer_links
+        else:
+            ctx = digest_context(digest, lang)
+            name, links = "digest", False
+        subject = " ".join(self._env.get_template(f"{lang}/{name}.subject.j2").render(ctx).split())
+        text = self._env.get_template(f"{lang}/{name}.txt.j2").render(ctx)
+        html = self._env.get_template(f"{lang}/{name}.html.j2").render(ctx)
+        parts = (alert, lang, subject, text, html, links)
         if charset != ISO_2022_JP:
-            return self._utf8(alert, lang, subject, text, html)
+            return self._utf8(*parts)
         try:
-            return self._iso_2022_jp(alert, lang, subject, text, html)
+            return self._iso_2022_jp(*parts)
         except _DoesNotFit as exc:
-            utf8 = self._utf8(alert, lang, subject, text, html)
+            utf8 = self._utf8(*parts)
             return dataclasses.replace(utf8, fallback=f"sent in UTF-8, not ISO-2022-JP: {exc}")
 
     def _headers(self, alert: AlertView, lang: str) -> list[tuple[str, str]]:
         """The header fields every variant shares, after From and Subject."""
+        if alert.source == DIGEST_SOURCE:
+            domain = self._from.addr_spec.rpartition("@")[2]
+            kind = alert.source_id.partition("-")[0]
+            # A newsletter, and says so: a list that can be left (the link is per recipient).
+            return [
+                ("Date", format_datetime(alert.created_at.astimezone(JST))),
+                ("List-Id", f"CEPTOAR security digest <{kind}.digest.{domain}>"),
+                ("Content-Language", lang),
+                ("X-Ceptoar-Alert-Id", alert.id),
+            ]
         return [
             ("Date", format_datetime(alert.created_at.astimezone(JST))),
             ("Auto-Submitted", "auto-generated"),
@@ -309,7 +352,9 @@ class Renderer:
             ("X-Ceptoar-TLP", alert.tlp),
         ]
 
-    def _iso_2022_jp(self, alert: AlertView, lang: str, subject: str, text: str, html: str) -> RenderedAlert:
+    def _iso_2022_jp(
+        self, alert: AlertView, lang: str, subject: str, text: str, html: str, links: bool
+    ) -> RenderedAlert:
         """Both parts 7-bit ISO-2022-JP, the headers encoded words; `_DoesNotFit` says why it cannot be."""
         name = self._from.display_name
         for value, what in ((subject, "subject"), (name, "sender's name"), (text, "text"), (html, "HTML")):
@@ -329,24 +374,26 @@ class Renderer:
         whole = msg.as_bytes(policy=policy)
         if any(len(line) > _LONGEST_LINE for line in whole.split(_CRLF)):
             raise _DoesNotFit(f"a line would be longer than the {_LONGEST_LINE} octets 7-bit mail allows")
-        if not self._answer_links:
+        if not links:
             return RenderedAlert(subject, text, html, (whole,), charset=ISO_2022_JP)
         # The placeholder is ASCII, which ISO-2022-JP writes as is: each recipient's link goes there.
         pieces = whole.split(ANSWER_SLOT.encode("ascii"))
         html_at = whole.index(b"Content-Type: text/html")
-        links, at = [], 0
+        slots, at = [], 0
         for piece in pieces[:-1]:
             at += len(piece) + len(ANSWER_SLOT)
-            links.append(_PlainLink(escape=at > html_at))
-        return RenderedAlert(subject, text, html, tuple(pieces), tuple(links), charset=ISO_2022_JP)
+            slots.append(_PlainLink(escape=at > html_at))
+        return RenderedAlert(subject, text, html, tuple(pieces), tuple(slots), charset=ISO_2022_JP)
 
-    def _utf8(self, alert: AlertView, lang: str, subject: str, text: str, html: str) -> RenderedAlert:
+    def _utf8(
+        self, alert: AlertView, lang: str, subject: str, text: str, html: str, links: bool
+    ) -> RenderedAlert:
         msg = EmailMessage(policy=email.policy.SMTP)
         msg["From"] = self._from
         msg["Subject"] = subject
         for field_name, value in self._headers(alert, lang):
             msg[field_name] = value
-        if not self._answer_links:
+        if not links:
             msg.set_content(text, subtype="plain", charset="utf-8", cte="base64")
             msg.add_alternative(html, subtype="html", charset="utf-8", cte="base64")
             return RenderedAlert(subject, text, html, (msg.as_bytes(),))

@@ -13,6 +13,7 @@ from ceptoar.store.alerts import FIRST_ROWS, AlertRepo, Lifecycle, StoredAlert
 from ceptoar.store.answers import Answered, AnswerRepo, AnswerTarget
 from ceptoar.store.audit import Actor, AuditEntry, AuditRepo
 from ceptoar.store.deliveries import Claimed, DeliveryRepo, Outcome
+from ceptoar.store.digests import DIGEST_SOURCE, DigestIssue, DigestRepo, IssueSent
 from ceptoar.store.engine import create_engine, dispose, exclusive, reading
 from ceptoar.store.escalations import Escalated, EscalationRepo, Listed
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
@@ -25,6 +26,7 @@ from ceptoar.store.subscribers import ImportResult, RegistryCounts, SubscriberRe
 from ceptoar.store.threads import ThreadRepo
 
 __all__ = [
+    "DIGEST_SOURCE",
     "FIRST_ROWS",
     "Actor",
     "AnswerTarget",
@@ -32,9 +34,11 @@ __all__ = [
     "AuditEntry",
     "Bouncing",
     "Claimed",
+    "DigestIssue",
     "Escalated",
     "Feed",
     "ImportResult",
+    "IssueSent",
     "Lifecycle",
     "Listed",
     "NewFeed",
@@ -54,7 +58,7 @@ __all__ = [
 
 
 class Store:
-    """One database, reached through twelve repositories.
+    """One database, reached through thirteen repositories.
 
     `subscribers` (organisations and their addresses), `alerts` (notices and
     the alerts made from them), `deliveries` (one row per mail and its event
@@ -64,7 +68,8 @@ class Store:
     events and receipts), `returns` (what came back to the return paths) and
     `answers` (what organisations answered, by reply or by link),
     `escalations` (the reminders and call lists of silent organisations) and `portal` (operators,
-    sign-in links, sessions and what one organisation may read on the portal).
+    sign-in links, sessions and what one organisation may read on the portal) and `digests` (the
+    security mail magazine's issues).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -81,6 +86,7 @@ class Store:
         self.answers = AnswerRepo(engine)
         self.escalations = EscalationRepo(engine)
         self.portal = PortalRepo(engine)
+        self.digests = DigestRepo(engine)
 
     @classmethod
     async def open(cls, url: str, *, upgrade: bool = False) -> Store:

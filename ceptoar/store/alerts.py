@@ -107,6 +107,7 @@ class AlertRepo:
         first: int = 0,
         claim: bool = False,
         lease_seconds: float = 300.0,
+        variants: Mapping[int, int] | None = None,
     ) -> StoredAlert:
         """Store notice, alert, a delivery per address id of `audience` and their `queued` events, at once.
 
@@ -118,6 +119,9 @@ class AlertRepo:
         would, and returned as `claimed`: the caller sends them without a
         job (if it never does, their lease runs out and the sweeper
         publishes their jobs).
+
+        `variants` gives, per address id, which variant of a personalised mail
+        its delivery carries (a digest's selection of items).
 
         A notice already received (same source and id) stores nothing and
         returns the existing alert marked as a duplicate.
@@ -159,6 +163,8 @@ class AlertRepo:
                 ids = await insert_deliveries(
                     conn, alert_id, written, history, message_id_domain, now, new=True
                 )
+                if variants:
+                    await _set_variants(conn, alert_id, variants)
                 # New rows: none has been attempted, so none can be exhausted.
                 claimed = (
                     await claim_in(conn, ids, lease_seconds=lease_seconds, max_attempts=1) if claim else []
@@ -412,6 +418,22 @@ def _pending(addresses: Sequence[int], history: Mapping[int, Sequence[str]], dom
         "fresh": [a for a in addresses if not history.get(a)],
         "threaded": [[a, list(history[a])] for a in addresses if history.get(a)],
     }
+
+
+async def _set_variants(conn: AsyncConnection, alert_id: str, variants: Mapping[int, int]) -> None:
+    by_variant: dict[int, list[int]] = {}
+    for address_id, variant in variants.items():
+        by_variant.setdefault(variant, []).append(address_id)
+    for variant, address_ids in by_variant.items():
+        for start in range(0, len(address_ids), _INSERT_CHUNK):
+            await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.alert_id == alert_id,
+                    deliveries.c.address_id.in_(address_ids[start : start + _INSERT_CHUNK]),
+                )
+                .values(variant=variant)
+            )
 
 
 async def insert_deliveries(

@@ -59,6 +59,9 @@ class Claimed:
     purpose: str = Purpose.ALERT
     # How the address's mail is encoded (`ceptoar.render`).
     charset: str = "utf-8"
+    address_id: int = 0
+    # A personalised mail's variant (a digest's selection of items), if it is one.
+    variant: int | None = None
 
 
 @dataclass(frozen=True)
@@ -542,6 +545,8 @@ async def _recipients(conn: AsyncConnection, ids: Sequence[int]) -> list[Claimed
                 addresses.c.contact,
                 deliveries.c.purpose,
                 addresses.c.charset,
+                deliveries.c.address_id,
+                deliveries.c.variant,
             )
             .select_from(_WITH_RECIPIENT)
             .where(deliveries.c.id.in_(ids))

@@ -21,6 +21,7 @@ from ceptoar.model.escalation import Purpose
 from ceptoar.store.alerts import alert_view
 from ceptoar.store.answers import AnswerRepo, AnswerTarget, latest_answers
 from ceptoar.store.audit import Actor, insert_audit
+from ceptoar.store.digests import DIGEST_SOURCE
 from ceptoar.store.engine import reading
 from ceptoar.store.tables import (
     addresses,
@@ -49,6 +50,8 @@ class Address:
     prefecture: str
     min_severity: str
     categories: tuple[str, ...]
+    digest: str = "none"
+    low_notices: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ _ADDRESS_COLUMNS = (
     subscribers.c.prefecture,
     addresses.c.min_severity,
     addresses.c.categories,
+    addresses.c.digest,
+    addresses.c.low_notices,
 )
 
 
@@ -93,6 +98,8 @@ def _address(row: Any) -> Address:
         row.prefecture,
         row.min_severity,
         tuple(row.categories or ()),
+        row.digest,
+        row.low_notices,
     )
 
 
@@ -265,14 +272,18 @@ class PortalRepo:
     async def alerts_of(
         self, code: str, *, since: datetime | None = None, until: datetime | None = None, limit: int = 500
     ) -> list[AlertView]:
-        """The alerts mailed to organisation `code`, newest first (every TLP: the caller filters)."""
+        """The alerts mailed to organisation `code`, newest first (every TLP: the caller filters; not the
+        digest issues, which are newsletters)."""
         mailed = (
             select(deliveries.c.alert_id)
             .join(addresses, deliveries.c.address_id == addresses.c.id)
             .where(addresses.c.subscriber_code == code, deliveries.c.purpose == Purpose.ALERT.value)
         )
         query = (
-            select(alerts).where(alerts.c.id.in_(mailed)).order_by(alerts.c.created_at.desc()).limit(limit)
+            select(alerts)
+            .where(alerts.c.id.in_(mailed), alerts.c.source != DIGEST_SOURCE)
+            .order_by(alerts.c.created_at.desc())
+            .limit(limit)
         )
         if since is not None:
             query = query.where(alerts.c.created_at >= since)
@@ -316,35 +327,62 @@ class PortalRepo:
             return None
         return await AnswerRepo(self._engine).target(delivery_id)
 
+    async def address_of(self, address_id: int) -> Address | None:
+        """The active address with this id."""
+        async with reading(self._engine) as conn:
+            row = (await conn.execute(_active_addresses().where(addresses.c.id == address_id))).first()
+        return None if row is None else _address(row)
+
     async def addresses_of(self, code: str) -> list[Address]:
         query = _active_addresses().where(addresses.c.subscriber_code == code).order_by(addresses.c.id)
         async with reading(self._engine) as conn:
             return [_address(r) for r in (await conn.execute(query)).all()]
 
     async def set_subscription(
-        self, code: str, address_id: int, *, min_severity: str, categories: Sequence[str], who: Actor
+        self,
+        code: str,
+        address_id: int,
+        *,
+        min_severity: str,
+        categories: Sequence[str],
+        digest: str,
+        low_notices: str,
+        who: Actor,
     ) -> bool:
         """Change one of organisation `code`'s addresses' subscription; audited with the change."""
         async with self._engine.begin() as conn:
             before = (
                 await conn.execute(
-                    select(addresses.c.email, addresses.c.min_severity, addresses.c.categories).where(
-                        addresses.c.id == address_id, addresses.c.subscriber_code == code
-                    )
+                    select(
+                        addresses.c.email,
+                        addresses.c.min_severity,
+                        addresses.c.categories,
+                        addresses.c.digest,
+                        addresses.c.low_notices,
+                    ).where(addresses.c.id == address_id, addresses.c.subscriber_code == code)
                 )
             ).first()
             if before is None:
                 return False
+            values = {
+                "min_severity": min_severity,
+                "categories": list(categories),
+                "digest": digest,
+                "low_notices": low_notices,
+            }
             await conn.execute(
-                update(addresses)
-                .where(addresses.c.id == address_id)
-                .values(min_severity=min_severity, categories=list(categories), updated_at=_now())
+                update(addresses).where(addresses.c.id == address_id).values(**values, updated_at=_now())
             )
+            old = {
+                "min_severity": before.min_severity,
+                "categories": list(before.categories or ()),
+                "digest": before.digest,
+                "low_notices": before.low_notices,
+            }
             detail = {
                 "organisation": code,
                 "address": before.email,
-                "min_severity": [before.min_severity, min_severity],
-                "categories": [list(before.categories or ()), list(categories)],
+                **{k: [old[k], values[k]] for k in values},
             }
             await insert_audit(conn, who, "subscription", detail=detail)
         return True

@@ -145,6 +145,8 @@ class SubscriberRepo:
                 addresses.c.language,
                 *_SUBSCRIPTION,
                 addresses.c.charset,
+                addresses.c.digest,
+                addresses.c.low_notices,
             )
             .join(addresses, addresses.c.subscriber_code == subscribers.c.code)
             .where(subscribers.c.active, addresses.c.active)
@@ -154,7 +156,8 @@ class SubscriberRepo:
             rows = (await conn.execute(query)).all()
         return [
             RegistryRow(
-                r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6]), tuple(r[7]), bool(r[8]), bool(r[9]), r[10]
+                r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6]), tuple(r[7]), bool(r[8]), bool(r[9]), r[10],
+                r[11], r[12],
             )
             for r in rows
         ]
@@ -229,7 +232,7 @@ class SubscriberRepo:
                     chunk = [
                         Candidate(
                             r[0], r[1], r[2], r[3], r[4], r[5], r[6], _codes(r[7]), _codes(r[8]), bool(r[9]),
-                            bool(r[10]),
+                            bool(r[10]), r[11], r[12],
                         )
                         for r in rows
                     ]  # fmt: skip
@@ -257,6 +260,8 @@ _CANDIDATES = (
         cast(addresses.c.prefectures, Text),
         addresses.c.wants_tests,
         addresses.c.contact,
+        addresses.c.digest,
+        addresses.c.low_notices,
     )
     .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
     .where(addresses.c.active, subscribers.c.active)
@@ -282,6 +287,8 @@ def _address_values(row: RegistryRow, now: datetime) -> dict[str, object]:
         "wants_tests": row.tests,
         "contact": row.contact,
         "charset": row.charset,
+        "digest": row.digest,
+        "low_notices": row.low,
         "active": True,
         "updated_at": now,
     }

@@ -42,6 +42,7 @@ __all__ = [
     "audit",
     "deliveries",
     "delivery_events",
+    "digests",
     "escalations",
     "feeds",
     "metadata",
@@ -117,6 +118,10 @@ addresses = Table(
     Column("contact", Boolean, nullable=False, server_default=false()),
     # How the address's mail is encoded: utf-8 or iso-2022-jp (schema 12).
     Column("charset", String(16), nullable=False, server_default="utf-8"),
+    # The security mail magazine it takes: none, weekly or monthly; and how low-severity notices come:
+    # auto (in the digest when it takes one, else one by one), single, digest or both (revision 0003).
+    Column("digest", String(8), nullable=False, server_default="none"),
+    Column("low_notices", String(8), nullable=False, server_default="auto"),
 )
 
 notices = Table(
@@ -188,6 +193,9 @@ deliveries = Table(
     Column("references", Text, nullable=True),
     # What the mail is for (`ceptoar.model.escalation.Purpose`): the alert, or a reminder or backup copy.
     Column("purpose", String(16), nullable=False, server_default=Purpose.ALERT.value),
+    # Which variant of a mail personalised by address this one is: for a digest, the index of the
+    # selection of items its address's subscription and role admit (revision 0003).
+    Column("variant", Integer, nullable=True),
     # One alert mail per address and alert, and at most one reminder and one backup copy (schema 11).
     UniqueConstraint("alert_id", "address_id", "purpose", name="uq_deliveries_alert_address_purpose"),
     Index(None, "alert_id", "state"),
@@ -340,4 +348,26 @@ portal_sessions = Table(
     Column("operator", ForeignKey("operators.name"), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
+# Issues of the security mail magazine (revision 0003), one per kind and period: composed (a draft the
+# editor may change), then sent once as an alert of source `digest`, whose deliveries carry it.
+digests = Table(
+    "digests",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),
+    Column("period", String(8), nullable=False),
+    # 第N号: numbered per kind, in the order issues were composed.
+    Column("number", Integer, nullable=False),
+    Column("articles", JSON, nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("composed_at", UtcDateTime, nullable=False),
+    Column("composed_by", String(128), nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True),
+    Column("alert_id", ForeignKey("alerts.id"), nullable=True),
+    # What was sent: the items and each variant's selection of them (`ceptoar.model.digest`).
+    Column("content", JSON, nullable=True),
+    UniqueConstraint("kind", "period"),
+    UniqueConstraint("kind", "number"),
 )

@@ -12,7 +12,7 @@ from typing import Final
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from ceptoar.api.portal import local, ops
+from ceptoar.api.portal import local, ops, unsubscribe
 from ceptoar.api.portal.pages import Portal
 from ceptoar.api.portal.security import Forbidden, SecureHeaders, forbidden_page
 from ceptoar.config import Settings
@@ -29,6 +29,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(SecureHeaders)
     app.include_router(local.router)
     app.include_router(ops.router)
+    app.include_router(unsubscribe.router)
 
     @app.exception_handler(Forbidden)
     async def _forbidden(_request: Request, exc: Forbidden) -> HTMLResponse:

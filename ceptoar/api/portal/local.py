@@ -25,10 +25,11 @@ from ceptoar.log import get_logger
 from ceptoar.mail.pool import SmtpPool
 from ceptoar.model.alert import AlertView
 from ceptoar.model.answer import Answer
+from ceptoar.model.digest import DigestKind, LowNotices
 from ceptoar.model.notice import Notice
 from ceptoar.model.tlp import tlp_withholds
 from ceptoar.render.mail import JST
-from ceptoar.store import Actor, AnswerTarget, Store
+from ceptoar.store import DIGEST_SOURCE, Actor, AnswerTarget, Store
 from ceptoar.store.portal import Address
 
 __all__ = ["ORG_COOKIE", "router", "visible"]
@@ -256,7 +257,7 @@ async def _readable(request: Request, alert_id: str) -> Readable | Response:
     if address is None:
         return _to_signin()
     alert = await store.alerts.get(alert_id) if len(alert_id) <= 32 else None
-    if alert is None or not visible(alert, address):
+    if alert is None or alert.source == DIGEST_SOURCE or not visible(alert, address):
         return portal.page(request, "not_found.html.j2", status=404, address=address)
     target = await store.portal.answer_target(address.subscriber_code, alert.id, address.id)
     if target is None:
@@ -338,7 +339,8 @@ async def settings_page(request: Request, saved: str = "") -> Response:
 
 @router.post("/settings", response_class=HTMLResponse)
 async def settings_save(request: Request) -> Response:
-    """Change one of the organisation's addresses' minimum severity and categories; audited."""
+    """Change one of the organisation's addresses' minimum severity, categories, digest and how low-severity
+    notices come; audited."""
     portal, store = portal_of(request)
     form = await read_form(request)
     check_csrf(request, form)
@@ -348,9 +350,16 @@ async def settings_save(request: Request) -> Response:
     fields: dict[str, Any] = {
         "min_severity": (form.get("min_severity") or [""])[0],
         "categories": sorted(set(form.get("category", []))),
+        "digest": (form.get("digest") or ["none"])[0],
+        "low_notices": (form.get("low_notices") or ["auto"])[0],
     }
     target = (form.get("address") or [""])[0]
-    bad = fields["min_severity"] not in SEVERITIES or not set(fields["categories"]) <= set(CATEGORY_NAMES)
+    bad = (
+        fields["min_severity"] not in SEVERITIES
+        or not set(fields["categories"]) <= set(CATEGORY_NAMES)
+        or fields["digest"] not in DigestKind.__members__.values()
+        or fields["low_notices"] not in LowNotices.__members__.values()
+    )
     if bad or not target.isdigit():
         return portal.page(request, "not_found.html.j2", status=422, address=address)
     who = Actor(operator=address.email, host=f"portal {client_of(request)}")

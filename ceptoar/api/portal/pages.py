@@ -13,23 +13,16 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ceptoar.api.portal.security import CSRF_FIELD, RateLimit, csrf_token
 from ceptoar.config import Settings
-from ceptoar.model.notice import Category, Severity
+from ceptoar.model.notice import Severity
 from ceptoar.registry.prefectures import PREFECTURES
 from ceptoar.render import SEVERITY_LABELS, Renderer, default_templates_dir
+from ceptoar.render.labels import CATEGORY_NAMES as LABELS
 from ceptoar.render.mail import JST
 from ceptoar.store import Store
 
 __all__ = ["CATEGORY_NAMES", "STATE_NAMES", "Portal", "portal_of", "redirect"]
 
-CATEGORY_NAMES: Final = {
-    Category.ATTACK: "サイバー攻撃",
-    Category.VULNERABILITY: "脆弱性",
-    Category.MALWARE: "マルウェア",
-    Category.PHISHING: "フィッシング",
-    Category.OUTAGE: "システム障害",
-    Category.ADVISORY: "注意喚起",
-    Category.OTHER: "その他",
-}
+CATEGORY_NAMES: Final = LABELS["ja"]
 STATE_NAMES: Final = {
     "queued": "送信待ち",
     "sending": "送信中",

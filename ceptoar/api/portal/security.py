@@ -65,7 +65,7 @@ _HEADERS: Final = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-_PORTAL_PATHS: Final = ("/portal", "/ops")
+_PORTAL_PATHS: Final = ("/portal", "/ops", "/digest")
 
 
 class Forbidden(Exception):
