@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -13,6 +15,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 from ceptoar.api import serve_api
 from ceptoar.bus import Bus
@@ -226,3 +229,21 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, di
     found["loop"].call_soon_threadsafe(found["stop"].set)
     thread.join(30)
     asyncio.run(delete_topology(config.prefix, config.retry_delays))
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, driven by Playwright."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is needed (scripts/tools installs it)"
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield launched
+        await launched.close()
+
+
+def screenshots(tmp_path: Path) -> Path:
+    """Where a test keeps its screenshots: CEPTOAR_SCREENSHOTS (`docs` for the README's), else its own."""
+    where = Path(os.environ.get("CEPTOAR_SCREENSHOTS") or tmp_path)
+    where.mkdir(parents=True, exist_ok=True)
+    return where

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.async_api import Browser
 from sqlalchemy import func, select, update
 
 from ceptoar.compose.digest import DigestError, article_of
@@ -21,7 +22,7 @@ from ceptoar.model.digest import JST, DigestKind, Period, Schedule, low_in_diges
 from ceptoar.registry import RegistryRow
 from ceptoar.store import Store
 from ceptoar.store.tables import alerts, deliveries
-from tests.conftest import StackFactory
+from tests.conftest import StackFactory, screenshots
 from tests.harness import (
     MailboxServer,
     Stack,
@@ -315,3 +316,90 @@ async def test_two_serves_with_the_schedule_due_send_the_periods_issue_once(
         got = _digests_of(mailbox_process, r.email)
         assert len(got) == 1, r.email
         assert all(f"先月の注意喚起{n}" in got[0].get_body(("plain",)).get_content() for n in range(3))  # type: ignore[union-attr]
+
+
+ISSUE_NOTICES = [
+    dict(
+        id="D-VPN",
+        title="VPN装置の認証回避の脆弱性を悪用した不正アクセスについて",
+        summary="複数のVPN装置で認証を回避される脆弱性が悪用されています。修正版を適用し、侵害の有無を確認してください。",
+        category="vulnerability",
+        severity="high",
+    ),
+    dict(
+        id="D-PHISH",
+        title="地方公共団体を装うフィッシングメールについて",
+        summary="住民税の還付を装い、偽のログインページに誘導するメールが確認されています。",
+        category="phishing",
+        severity="medium",
+    ),
+    dict(
+        id="D-RANSOM",
+        title="ランサムウェア感染事案の発生について（限定共有）",
+        summary="業務委託先を経由した感染事案が発生しました。詳細は担当者限りで共有します。",
+        category="malware",
+        severity="high",
+        tlp="AMBER",
+    ),
+    dict(
+        id="D-NEWYEAR",
+        title="年末年始における情報セキュリティに関する注意喚起",
+        summary="長期休暇の前後に、機器の更新とバックアップの確認をお願いします。",
+        category="advisory",
+        severity="low",
+    ),
+]
+ARTICLE = """# 今月の解説：VPN装置の脆弱性対策
+
+VPN装置は庁外から庁内ネットワークに入る**入口**です。脆弱性が公表されたら、次の順で対応してください。
+
+1. 修正版の有無を製造元の情報で確認する
+2. 修正版を適用する（できない場合は緩和策を講じる）
+3. 認証ログを確認し、不審なログインがないか調べる
+
+詳しくは[内閣サイバーセキュリティセンターの資料](https://www.nisc.example/vpn)をご覧ください。
+"""
+
+
+async def test_an_issue_previewed_for_an_address_and_as_a_browser_shows_it(
+    make_stack: StackFactory,
+    mailbox: MailboxServer,
+    registry_rows: list[RegistryRow],
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    rows = [
+        RegistryRow(r.code, r.name, r.email, r.role, contact=r.contact, digest="monthly")
+        for r in subset(registry_rows, 2)
+    ]
+    stack = await make_stack(mailbox=mailbox, rows=rows, public_url="https://ceptoar.lg.example")
+    for n in ISSUE_NOTICES:
+        await stack.store_alert(notice_doc(**n), published=True, severity=str(n["severity"]))
+    await _into_period(stack.store, [str(n["id"]) for n in ISSUE_NOTICES])
+    article = tmp_path / "article.md"
+    article.write_text(ARTICLE, encoding="utf-8")
+    env = cli_env(stack.settings)
+    assert (
+        await run_cli_async("digest", "compose", "--period", PERIOD, "--article", str(article), env=env)
+    ).returncode == 0
+    security = f"security@{rows[0].code}.lg.example"
+    html_file = tmp_path / "issue.html"
+    shown = await run_cli_async(
+        "digest", "preview", "--period", PERIOD, "--for", security, "--html", str(html_file), env=env
+    )
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    shots = screenshots(tmp_path)
+    (shots / "digest-preview.txt").write_text(out, encoding="utf-8")
+    assert "variant 0: 2 addresses, 4 notices" in out and "variant 1: 2 addresses, 3 notices" in out
+    assert "Subject: 【情報】地方公共団体CEPTOAR セキュリティ通信 第1号（2026年11月）" in out
+    assert (
+        out.index("VPN装置の認証回避") < out.index("ランサムウェア感染事案") < out.index("フィッシングメール")
+    )
+    assert "全文: https://ceptoar.lg.example/portal/alerts/" in out and "（更新）" not in out
+    page = await browser.new_page(viewport={"width": 900, "height": 800})
+    await page.goto(html_file.as_uri())
+    assert await page.locator("h1").text_content() == "第1号（2026年11月）"
+    assert await page.locator("strong").first.text_content() == "入口"
+    await page.screenshot(path=str(shots / "digest.png"), full_page=True)
+    await page.close()

@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from ceptoar.api.portal.ops import hash_key
 from ceptoar.model.answer import Answer
 from ceptoar.registry import RegistryRow
 from ceptoar.store import Actor, Store
-from tests.conftest import StackFactory
+from tests.conftest import StackFactory, screenshots
 from tests.harness import MailboxServer, api_running, cli_env, free_port, notice_doc, run_cli_async, running
 from tests.test_portal import _signin_links
 
@@ -35,22 +32,6 @@ pytestmark = pytest.mark.timeout(300)
 
 TOKYO, TOTTORI, HOKKAIDO = "13", "31", "01"
 OPERATOR_KEY = "watch the fan-out closely"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Chromium is needed (scripts/tools installs it)"
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield launched
-        await launched.close()
-
-
-def _shots(tmp_path: Path) -> Path:
-    where = Path(os.environ.get("CEPTOAR_SCREENSHOTS") or tmp_path)
-    where.mkdir(parents=True, exist_ok=True)
-    return where
 
 
 def _rows(registry_rows: list[RegistryRow]) -> list[RegistryRow]:
@@ -93,7 +74,7 @@ async def test_the_portal_in_chromium(
     base = f"http://127.0.0.1:{port}"
     stack = await make_stack(mailbox=mailbox, rows=rows, public_url=base, smtp_connections=2)
     await stack.store.portal.add_operator("duty", hash_key(OPERATOR_KEY), who=Actor("test"))
-    shots = _shots(tmp_path)
+    shots = screenshots(tmp_path)
     async with running(stack.settings), api_running(stack.settings, port=port):
         ops = await (
             await browser.new_context(viewport={"width": 1280, "height": 1000}, locale="ja-JP")

@@ -65,7 +65,7 @@ def _item(item: dict[str, Any], lang: str) -> dict[str, Any]:
         "severity_label": SEVERITY_LABELS[lang][item["severity"]],
         "title": text["title"],
         "summary": text["summary"],
-        "update": item["msg_type"] == "update",
+        "is_update": item["msg_type"] == "update",
         "link": item["link"],
         "tlp": item["tlp"],
     }
