@@ -211,6 +211,8 @@ async def test_a_months_digest_lists_what_each_address_may_read_once_and_can_be_
         assert "VPN装置の脆弱性" in preview.stdout and "限定共有の攻撃情報" not in preview.stdout
         assert "セキュリティ通信 第1号（2026年11月）" in preview.stdout
 
+        declined = await run_cli_async("digest", "send", "--period", PERIOD, env=env, stdin=b"n\n")
+        assert declined.returncode != 0 and "not sent" in declined.stderr + declined.stdout
         sent = await run_cli_async("digest", "send", "--period", PERIOD, "--yes", env=env)
         assert sent.returncode == 0, sent.stderr
         alert_id = re.search(r"sent as alert (\S+) to 4 addresses", sent.stdout)
@@ -218,6 +220,8 @@ async def test_a_months_digest_lists_what_each_address_may_read_once_and_can_be_
         assert await stack.wait_settled(alert_id[1]) == {"sent": 4}
         again = await run_cli_async("digest", "send", "--period", PERIOD, "--yes", env=env)
         assert again.returncode == 0 and "nothing was sent" in again.stdout
+        listed = (await run_cli_async("digest", "list", env=env)).stdout
+        assert re.search(rf"monthly +2026-11 +No. 1 +sent .* as {alert_id[1]}  notices 5  articles: 今月の解説", listed)
         status = await run_cli_async("status", alert_id[1], env=env)
         assert status.returncode == 0 and re.search(r"^  sent +4$", status.stdout, re.M)
 
