@@ -20,6 +20,8 @@ from ceptoar.compose.digest import DigestError, article_of
 from ceptoar.mailbox import list_messages, read_message
 from ceptoar.model.digest import JST, DigestKind, Period, Schedule, low_in_digest, low_one_by_one
 from ceptoar.registry import RegistryRow
+from ceptoar.render.check import width
+from ceptoar.render.digest import wrap_columns
 from ceptoar.store import Store
 from ceptoar.store.tables import alerts, deliveries
 from tests.conftest import StackFactory, screenshots
@@ -407,3 +409,19 @@ async def test_an_issue_previewed_for_an_address_and_as_a_browser_shows_it(
     assert await page.locator("strong").first.text_content() == "入口"
     await page.screenshot(path=str(shots / "digest.png"), full_page=True)
     await page.close()
+
+
+def test_text_is_wrapped_by_display_columns_and_ascii_runs_move_whole() -> None:
+    text = "VPN装置は庁外から庁内ネットワークに入る**入口**です。脆弱性が公表されたら、次の順で対応してください。"
+    lines = wrap_columns(text, 40).splitlines()
+    assert lines == [
+        "VPN装置は庁外から庁内ネットワークに入る",
+        "**入口**です。脆弱性が公表されたら、次の",
+        "順で対応してください。",
+    ]
+    assert all(width(line) <= 40 for line in lines) and "".join(lines) == text
+    assert wrap_columns("The quick brown fox jumps over the lazy dog", 16).splitlines() == [
+        "The quick brown",
+        "fox jumps over",
+        "the lazy dog",
+    ]

@@ -2,7 +2,9 @@
 
 Each sample notice is rendered in every language, at every severity, for
 every purpose (the alert, a reminder, a backup copy), with and without
-answer links, under StrictUndefined, as the mailer renders it. Reported:
+answer links, under StrictUndefined, as the mailer renders it; and a
+digest issue listing every sample (and one listing none) with a Markdown
+article, in every language. Reported:
 
 - errors: a template that does not compile or names a value the context
   lacks; HTML whose tags do not nest (an end tag that closes nothing open,
@@ -13,10 +15,10 @@ answer links, under StrictUndefined, as the mailer renders it. Reported:
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
+from itertools import cycle
 from pathlib import Path
 from typing import Final, Literal
 
@@ -25,8 +27,10 @@ from jinja2 import TemplateError
 from ceptoar.feed.formats import parse_any
 from ceptoar.model.alert import AlertView
 from ceptoar.model.escalation import Purpose
-from ceptoar.model.notice import LANGUAGES
+from ceptoar.model.notice import LANGUAGES, Notice
+from ceptoar.render.digest import DigestMail, columns
 from ceptoar.render.mail import SEVERITY_LABELS, Renderer
+from ceptoar.store.digests import DIGEST_SOURCE
 
 __all__ = ["Finding", "check_templates", "html_problems", "width"]
 
@@ -66,7 +70,7 @@ class Finding:
 
 def width(line: str) -> int:
     """Display columns: wide and full-width characters count two."""
-    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in line)
+    return sum(columns(c) for c in line)
 
 
 class _Nesting(HTMLParser):
@@ -119,12 +123,14 @@ def check_templates(templates_dir: Path, samples: Iterable[Path]) -> list[Findin
         for links in (False, True)
     }
     findings += [Finding("error", "templates", e) for e in renderers[False].load_templates()]
+    notices = []
     for sample in samples:
         try:
             notice = parse_any(sample.read_bytes()).notice
         except Exception as exc:  # a sample that is no notice is the sample's problem, said as such
             findings.append(Finding("error", sample.name, f"not a notice ceptoar accepts: {exc}"))
             continue
+        notices.append(notice)
         for severity in SEVERITY_LABELS["ja"]:
             alert = AlertView.of_notice(notice, severity=severity, rules=["check"], id="20261207-check000")
             for lang in LANGUAGES:
@@ -140,7 +146,55 @@ def check_templates(templates_dir: Path, samples: Iterable[Path]) -> list[Findin
                         findings += [
                             Finding("error", where, f"HTML: {p}") for p in html_problems(rendered.html)
                         ]
+    findings += _digest_findings(renderers[False], notices)
     return _unique(findings)
+
+
+_ARTICLE: Final = "**Bold**, a [link](https://www.example.org/), and a list:\n\n1. one\n2. two\n"
+
+
+def _title_summary(notice: Notice, lang: str) -> dict[str, str]:
+    text = notice.text_for(lang)
+    return {"title": text.title, "summary": text.summary}
+
+
+def _digest_findings(renderer: Renderer, notices: list[Notice]) -> Iterator[Finding]:
+    """A digest issue that lists every sample notice, and one that lists none, in every language."""
+    items = [
+        {
+            "alert_id": f"20261207-check{n:03d}",
+            "created_at": "2026-11-10T09:00:00+09:00",
+            "severity": severity,
+            "category": notice.category.value,
+            "tlp": notice.tlp.value,
+            "msg_type": notice.msg_type.value,
+            "text": {lang: _title_summary(notice, lang) for lang in LANGUAGES},
+            "link": "https://ceptoar.example/portal/alerts/20261207-check",
+        }
+        for n, (notice, severity) in enumerate(zip(notices, cycle(SEVERITY_LABELS["ja"]), strict=False))
+    ]
+    content = {
+        "kind": "monthly",
+        "period": "2026-11",
+        "number": 1,
+        "articles": [{"title": "Check", "markdown": _ARTICLE}],
+        "items": items,
+        "variants": [{"items": list(range(len(items))), "addresses": []}, {"items": [], "addresses": []}],
+    }
+    if not notices:
+        return
+    issue = AlertView.of_notice(notices[0], severity="low", rules=["digest"], id="20261207-check999")
+    issue = replace(issue, source=DIGEST_SOURCE, source_id="monthly-2026-11")
+    for variant in (0, 1):
+        for lang in LANGUAGES:
+            where = f"digest {lang} {'every sample' if variant == 0 else 'no notice'}"
+            try:
+                rendered = renderer.render(issue, lang, digest=DigestMail(content, variant))
+            except TemplateError as exc:
+                yield Finding("error", where, f"{exc.__class__.__name__}: {exc}")
+                continue
+            yield from _text_findings(rendered.text, where)
+            yield from (Finding("error", where, f"HTML: {p}") for p in html_problems(rendered.html))
 
 
 def _unique(findings: list[Finding]) -> list[Finding]:

@@ -8,20 +8,22 @@ script; a `javascript:` link is not made one.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final
-
-from markdown_it import MarkdownIt
+from functools import cache
+from typing import TYPE_CHECKING, Any, Final
 
 from ceptoar.model.digest import Period
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
 from ceptoar.model.notice import Category
 from ceptoar.render.labels import CATEGORY_NAMES, SEVERITY_LABELS
 
-__all__ = ["DigestMail", "digest_context"]
+__all__ = ["DigestMail", "columns", "digest_context", "wrap_columns"]
 
 _JST: Final = timezone(timedelta(hours=9), "JST")
-_MARKDOWN: Final = MarkdownIt("commonmark", {"html": False})
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ def digest_context(digest: DigestMail, lang: str) -> dict[str, Any]:
         if theirs:
             sections.append({"name": CATEGORY_NAMES[lang][category], "notices": theirs})
     articles = [
-        {"title": a["title"], "text": a["markdown"], "html": _MARKDOWN.render(a["markdown"])}
+        {"title": a["title"], "text": a["markdown"], "html": _markdown().render(a["markdown"])}
         for a in content["articles"]
     ]
     return {
@@ -55,6 +57,14 @@ def digest_context(digest: DigestMail, lang: str) -> dict[str, Any]:
         "count": len(items),
         "articles": articles,
     }
+
+
+@cache
+def _markdown() -> MarkdownIt:
+    """CommonMark without raw HTML; loaded by the processes that render a digest only."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False})
 
 
 def _item(item: dict[str, Any], lang: str) -> dict[str, Any]:
@@ -69,3 +79,38 @@ def _item(item: dict[str, Any], lang: str) -> dict[str, Any]:
         "link": item["link"],
         "tlp": item["tlp"],
     }
+
+
+_ASCII_WORD: Final = "".join(chr(i) for i in range(33, 127))
+
+
+def columns(c: str) -> int:
+    """The display columns of one character: two for a wide or full-width one."""
+    return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+
+
+def wrap_columns(text: str, width: int = 72) -> str:
+    """`text` broken into lines of at most `width` display columns (a Japanese character counts two):
+    at a space where the line has one, else between any two characters, as Japanese text is broken."""
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        line, used = "", 0
+        for c in paragraph:
+            if used + columns(c) > width:
+                space = line.rfind(" ")
+                # A run of ASCII (a word, a URL, Markdown's `**`) is not broken when it can move whole.
+                run = len(line) - len(line.rstrip(_ASCII_WORD)) if c in _ASCII_WORD else 0
+                if space > 0:
+                    lines.append(line[:space].rstrip())
+                    line = line[space + 1 :]
+                elif 0 < run < len(line):
+                    lines.append(line[:-run])
+                    line = line[-run:]
+                else:
+                    lines.append(line)
+                    line = ""
+                used = sum(columns(x) for x in line)
+            line += c
+            used += columns(c)
+        lines.append(line)
+    return "\n".join(lines)

@@ -47,7 +47,7 @@ from ceptoar.errors import PermanentDeliveryError
 from ceptoar.model.alert import AlertView
 from ceptoar.model.escalation import Purpose
 from ceptoar.model.notice import LANGUAGES, Notice
-from ceptoar.render.digest import DigestMail, digest_context
+from ceptoar.render.digest import DigestMail, digest_context, wrap_columns
 from ceptoar.render.labels import SEVERITY_LABELS
 from ceptoar.store.digests import DIGEST_SOURCE
 
@@ -204,6 +204,7 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self._env.filters["wrap_columns"] = wrap_columns
         self._from = Address(display_name=sender_name, addr_spec=sender)
         self._cache: dict[tuple[str, str, str, str, int | None], RenderedAlert] = {}
         # Whether each mail carries its recipient's answer link (`ceptoar.bounces.links`).
