@@ -33,6 +33,7 @@ from ceptoar.store.alerts import alert_view
 from ceptoar.store.answers import latest_answers
 from ceptoar.store.audit import Actor, insert_audit
 from ceptoar.store.deliveries import transition_events
+from ceptoar.store.digests import DIGEST_SOURCE
 from ceptoar.store.engine import reading
 from ceptoar.store.tables import addresses, alerts, deliveries, delivery_events, escalations, subscribers
 
@@ -75,7 +76,8 @@ class EscalationRepo:
         self._engine = engine
 
     async def candidates(self, *, severities: Sequence[str], since: datetime) -> list[AlertView]:
-        """Active alerts (not cancels, not expired) of these severities made since `since`."""
+        """Active alerts (not cancels, not expired, not digest issues: a newsletter asks no answer) of these
+        severities made since `since`."""
         now = datetime.now(UTC)
         query = (
             select(alerts)
@@ -83,6 +85,7 @@ class EscalationRepo:
                 alerts.c.severity.in_(list(severities)),
                 alerts.c.state == AlertState.ACTIVE.value,
                 alerts.c.msg_type != "cancel",
+                alerts.c.source != DIGEST_SOURCE,
                 alerts.c.created_at >= since,
                 (alerts.c.expires_at.is_(None)) | (alerts.c.expires_at > now),
             )
