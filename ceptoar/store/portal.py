@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ceptoar.model.alert import AlertView
@@ -274,14 +274,9 @@ class PortalRepo:
     ) -> list[AlertView]:
         """The alerts mailed to organisation `code`, newest first (every TLP: the caller filters; not the
         digest issues, which are newsletters)."""
-        mailed = (
-            select(deliveries.c.alert_id)
-            .join(addresses, deliveries.c.address_id == addresses.c.id)
-            .where(addresses.c.subscriber_code == code, deliveries.c.purpose == Purpose.ALERT.value)
-        )
         query = (
             select(alerts)
-            .where(alerts.c.id.in_(mailed), alerts.c.source != DIGEST_SOURCE)
+            .where(alerts.c.id.in_(_mailed_to(code)), alerts.c.source != DIGEST_SOURCE)
             .order_by(alerts.c.created_at.desc())
             .limit(limit)
         )
@@ -294,14 +289,9 @@ class PortalRepo:
 
     async def thread_of(self, code: str, thread_id: str) -> list[AlertView]:
         """The alerts of one thread that organisation `code` was mailed, oldest first."""
-        mailed = (
-            select(deliveries.c.alert_id)
-            .join(addresses, deliveries.c.address_id == addresses.c.id)
-            .where(addresses.c.subscriber_code == code, deliveries.c.purpose == Purpose.ALERT.value)
-        )
         query = (
             select(alerts)
-            .where(alerts.c.thread_id == thread_id, alerts.c.id.in_(mailed))
+            .where(alerts.c.thread_id == thread_id, alerts.c.id.in_(_mailed_to(code)))
             .order_by(alerts.c.created_at)
         )
         async with reading(self._engine) as conn:
@@ -442,6 +432,15 @@ class PortalRepo:
         async with reading(self._engine) as conn:
             rows = (await conn.execute(query)).all()
         return [(r.code, r.name, r.email, r.state, r.last_reply or "") for r in rows]
+
+
+def _mailed_to(code: str) -> Select[tuple[str]]:
+    """The ids of the alerts whose own mail went to an address of organisation `code`."""
+    return (
+        select(deliveries.c.alert_id)
+        .join(addresses, deliveries.c.address_id == addresses.c.id)
+        .where(addresses.c.subscriber_code == code, deliveries.c.purpose == Purpose.ALERT.value)
+    )
 
 
 def _now() -> datetime:

@@ -18,7 +18,15 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ceptoar.api.portal.pages import CATEGORY_NAMES, SEVERITIES, Portal, portal_of, redirect
+from ceptoar.api.portal.pages import (
+    CATEGORY_NAMES,
+    SEVERITIES,
+    Portal,
+    portal_of,
+    redirect,
+    sign_out,
+    visitor_in,
+)
 from ceptoar.api.portal.security import check_csrf, client_of, hashed, new_token, read_form, set_cookie
 from ceptoar.config import Settings
 from ceptoar.log import get_logger
@@ -49,11 +57,7 @@ def visible(alert: AlertView, address: Address) -> bool:
 
 
 async def _signed_in(request: Request) -> Address | None:
-    token = request.cookies.get(ORG_COOKIE)
-    if not token:
-        return None
-    _, store = portal_of(request)
-    visitor = await store.portal.visitor(hashed(token))
+    visitor = await visitor_in(request, ORG_COOKIE)
     return None if visitor is None else visitor.address
 
 
@@ -140,14 +144,7 @@ async def signin_use(request: Request, token: str) -> Response:
 
 @router.post("/signout", response_class=HTMLResponse)
 async def signout(request: Request) -> Response:
-    _, store = portal_of(request)
-    check_csrf(request, await read_form(request))
-    token = request.cookies.get(ORG_COOKIE)
-    if token:
-        await store.portal.end_session(hashed(token))
-    response = _to_signin()
-    response.delete_cookie(ORG_COOKIE, path="/portal")
-    return response
+    return await sign_out(request, ORG_COOKIE, path="/portal", then="/portal/signin")
 
 
 async def _mail_link(portal: Portal, address: Address, token: str) -> None:

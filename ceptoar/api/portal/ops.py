@@ -21,7 +21,7 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from ceptoar.api.portal.pages import Portal, portal_of, redirect
+from ceptoar.api.portal.pages import Portal, portal_of, redirect, sign_out, visitor_in
 from ceptoar.api.portal.security import check_csrf, client_of, hashed, new_token, read_form, set_cookie
 from ceptoar.api.portal.tiles import COLUMNS, ROWS, TILES, share_class
 from ceptoar.bus import Bus, lane_for
@@ -80,11 +80,7 @@ def _key_matches(key_hash: str, key: str) -> bool:
 
 
 async def _operator(request: Request) -> str | None:
-    token = request.cookies.get(OPS_COOKIE)
-    if not token:
-        return None
-    _, store = portal_of(request)
-    visitor = await store.portal.visitor(hashed(token))
+    visitor = await visitor_in(request, OPS_COOKIE)
     return None if visitor is None else visitor.operator
 
 
@@ -135,14 +131,7 @@ async def signin(request: Request) -> Response:
 
 @router.post("/signout", response_class=HTMLResponse)
 async def signout(request: Request) -> Response:
-    _, store = portal_of(request)
-    check_csrf(request, await read_form(request))
-    token = request.cookies.get(OPS_COOKIE)
-    if token:
-        await store.portal.end_session(hashed(token))
-    response = redirect("/ops/signin")
-    response.delete_cookie(OPS_COOKIE, path="/ops")
-    return response
+    return await sign_out(request, OPS_COOKIE, path="/ops", then="/ops/signin")
 
 
 # --- the alerts ------------------------------------------------------------------------------------

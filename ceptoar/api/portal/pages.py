@@ -11,16 +11,16 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from ceptoar.api.portal.security import CSRF_FIELD, RateLimit, csrf_token
+from ceptoar.api.portal.security import CSRF_FIELD, RateLimit, check_csrf, csrf_token, hashed, read_form
 from ceptoar.config import Settings
 from ceptoar.model.notice import Severity
 from ceptoar.registry.prefectures import PREFECTURES
 from ceptoar.render import SEVERITY_LABELS, Renderer, default_templates_dir
 from ceptoar.render.labels import CATEGORY_NAMES as LABELS
 from ceptoar.render.mail import JST
-from ceptoar.store import Store
+from ceptoar.store import Store, Visitor
 
-__all__ = ["CATEGORY_NAMES", "STATE_NAMES", "Portal", "portal_of", "redirect"]
+__all__ = ["CATEGORY_NAMES", "STATE_NAMES", "Portal", "portal_of", "redirect", "sign_out", "visitor_in"]
 
 CATEGORY_NAMES: Final = LABELS["ja"]
 STATE_NAMES: Final = {
@@ -100,6 +100,27 @@ def portal_of(request: Request) -> tuple[Portal, Store]:
 def redirect(path: str) -> RedirectResponse:
     """See other: after a form, to the page that shows its result."""
     return RedirectResponse(path, status_code=303)
+
+
+async def visitor_in(request: Request, cookie: str) -> Visitor | None:
+    """Who holds the session whose token the cookie `cookie` carries, if anyone does."""
+    token = request.cookies.get(cookie)
+    if not token:
+        return None
+    _, store = portal_of(request)
+    return await store.portal.visitor(hashed(token))
+
+
+async def sign_out(request: Request, cookie: str, *, path: str, then: str) -> RedirectResponse:
+    """End the session in `cookie` (a form with the CSRF token asked it) and go to `then`."""
+    _, store = portal_of(request)
+    check_csrf(request, await read_form(request))
+    token = request.cookies.get(cookie)
+    if token:
+        await store.portal.end_session(hashed(token))
+    response = redirect(then)
+    response.delete_cookie(cookie, path=path)
+    return response
 
 
 def _jst(when: datetime | None) -> str:
