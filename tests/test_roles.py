@@ -89,10 +89,13 @@ async def test_the_sweep_is_done_by_one_host_of_several(
         roles = {Role.SWEEPER, Role.ESCALATOR}
         async with one.store.exclusive("sweeper") as mine:
             assert mine
-            assert await tick(other, roles) == {"sweeper": False, "escalator": True}
+            assert await tick(other, roles) == {"sweeper": False, "escalator": True, "digest": True}
             assert await _jobs(stack) == []  # the other host did not sweep
-        assert await tick(other, roles) == {"sweeper": True, "escalator": True}
+        async with one.store.exclusive("digest") as mine:
+            assert mine
+            assert await tick(other, roles) == {"sweeper": True, "escalator": True, "digest": False}
         assert sorted(await _jobs(stack)) == sorted(d.id for d in stored.claimed)
+        assert await tick(other, roles) == {"sweeper": True, "escalator": True, "digest": True}
         async with one.store.exclusive("sweeper") as mine:
             assert mine  # let go by the other host's tick
 
