@@ -91,23 +91,11 @@ async def signin_request(request: Request) -> Response:
     if portal.settings.public_url is None:
         return portal.page(request, "signin.html.j2", status=503, sent=False, unavailable=True)
     email = (form.get("email") or [""])[0].strip()
-    address = await store.portal.address_by_email(email) if 0 < len(email) <= 254 else None
-    if address is not None:
-        token = new_token()
-        now = datetime.now(UTC)
-        kept = await store.portal.add_link(
-            address.id,
-            hashed(token),
-            expires_at=now + timedelta(minutes=portal.link_minutes),
-            since=now - portal.link_window,
-            most=portal.links_per_address,
-        )
-        if kept:
-            task = asyncio.create_task(_mail_link(portal, address, token))
-            portal.sending.add(task)
-            task.add_done_callback(portal.sending.discard)
-        else:
-            log.warning("portal.signin_limited", address_id=address.id)
+    if 0 < len(email) <= 254:
+        # Looked up and mailed after the answer, so that its time does not tell a registered address.
+        task = asyncio.create_task(_link_for(portal, store, email))
+        portal.sending.add(task)
+        task.add_done_callback(portal.sending.discard)
     return portal.page(request, "signin.html.j2", sent=True, unavailable=False)
 
 
@@ -145,6 +133,31 @@ async def signin_use(request: Request, token: str) -> Response:
 @router.post("/signout", response_class=HTMLResponse)
 async def signout(request: Request) -> Response:
     return await sign_out(request, ORG_COOKIE, path="/portal", then="/portal/signin")
+
+
+async def _link_for(portal: Portal, store: Store, email: str) -> None:
+    """Make and mail a sign-in link if `email` is a registered address and was not sent too many."""
+    token = new_token()
+    try:
+        async with portal.making_links:  # one at a time: the count per address holds
+            address = await store.portal.address_by_email(email)
+            if address is None:
+                return
+            now = datetime.now(UTC)
+            kept = await store.portal.add_link(
+                address.id,
+                hashed(token),
+                expires_at=now + timedelta(minutes=portal.link_minutes),
+                since=now - portal.link_window,
+                most=portal.links_per_address,
+            )
+    except Exception:
+        log.exception("portal.link_failed")
+        return
+    if not kept:
+        log.warning("portal.signin_limited", address_id=address.id)
+        return
+    await _mail_link(portal, address, token)
 
 
 async def _mail_link(portal: Portal, address: Address, token: str) -> None:

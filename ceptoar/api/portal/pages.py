@@ -54,8 +54,10 @@ class Portal:
     signin_requests: RateLimit = field(default_factory=lambda: RateLimit(10, 600))
     failures_by_name: RateLimit = field(default_factory=lambda: RateLimit(5, 900))
     failures_by_client: RateLimit = field(default_factory=lambda: RateLimit(20, 900))
-    # Mail of sign-in links being sent (kept so that the tasks are not collected).
+    # Sign-in links being made and mailed after their form was answered (kept so that the tasks are
+    # not collected), made one at a time.
     sending: set[asyncio.Task[None]] = field(default_factory=set)
+    making_links: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Portal:
