@@ -6,7 +6,9 @@ one-click unsubscribe, and a scheduled issue sent once by two serves on PostgreS
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -17,11 +19,14 @@ from playwright.async_api import Browser
 from sqlalchemy import func, select, update
 
 from ceptoar.compose.digest import DigestError, article_of
+from ceptoar.feed import parse_notice
 from ceptoar.mailbox import list_messages, read_message
+from ceptoar.model.alert import AlertView
 from ceptoar.model.digest import JST, DigestKind, Period, Schedule, low_in_digest, low_one_by_one
 from ceptoar.registry import RegistryRow
+from ceptoar.render import Renderer, default_templates_dir
 from ceptoar.render.check import width
-from ceptoar.render.digest import wrap_columns
+from ceptoar.render.digest import DigestMail, wrap_columns
 from ceptoar.store import Store
 from ceptoar.store.tables import alerts, deliveries
 from tests.conftest import StackFactory, screenshots
@@ -223,7 +228,9 @@ async def test_a_months_digest_lists_what_each_address_may_read_once_and_can_be_
         again = await run_cli_async("digest", "send", "--period", PERIOD, "--yes", env=env)
         assert again.returncode == 0 and "nothing was sent" in again.stdout
         listed = (await run_cli_async("digest", "list", env=env)).stdout
-        assert re.search(rf"monthly +2026-11 +No. 1 +sent .* as {alert_id[1]}  notices 5  articles: 今月の解説", listed)
+        assert re.search(
+            rf"monthly +2026-11 +No. 1 +sent .* as {alert_id[1]}  notices 5  articles: 今月の解説", listed
+        )
         status = await run_cli_async("status", alert_id[1], env=env)
         assert status.returncode == 0 and re.search(r"^  sent +4$", status.stdout, re.M)
 
@@ -425,3 +432,54 @@ def test_text_is_wrapped_by_display_columns_and_ascii_runs_move_whole() -> None:
         "fox jumps over",
         "the lazy dog",
     ]
+
+
+def test_an_english_reading_address_gets_the_issue_in_english() -> None:
+    notice = notice_doc(
+        id="EN-1",
+        title="フィッシングメールについて",
+        category="phishing",
+        translations={"en": {"title": "Phishing mail posing as a city", "summary": "Do not open the link."}},
+    )
+    content = {
+        "kind": "monthly",
+        "period": "2026-11",
+        "number": 3,
+        "articles": [{"title": "This month", "markdown": "Check **every** link.\n"}],
+        "items": [
+            {
+                "alert_id": "20261110-00000001",
+                "created_at": "2026-11-10T09:00:00+09:00",
+                "severity": "medium",
+                "category": "phishing",
+                "tlp": "CLEAR",
+                "msg_type": "alert",
+                "text": {
+                    "ja": {"title": notice["title"], "summary": notice["summary"]},
+                    "en": notice["translations"]["en"],
+                },
+                "link": "https://ceptoar.lg.example/portal/alerts/20261110-00000001",
+            }
+        ],
+        "variants": [{"items": [0], "addresses": [1]}],
+    }
+    view = AlertView.of_notice(
+        parse_notice(json.dumps(notice)), severity="low", rules=["digest"], id="20261201-00000003"
+    )
+    view = replace(view, source="digest", source_id="monthly-2026-11")
+    renderer = Renderer(default_templates_dir(), sender="alerts@ceptoar.example", sender_name="CEPTOAR")
+    mail = renderer.render(view, "en", digest=DigestMail(content, 0))
+    assert mail.subject == "[INFO] Local-governments CEPTOAR security digest No. 3 (November 2026)"
+    assert "1. Phishing (1)" in mail.text and "2. This month" in mail.text
+    assert "[MEDIUM] Phishing mail posing as a city" in mail.text and "フィッシング" not in mail.text
+    assert "Check <strong>every</strong> link." in mail.html
+    message = renderer.message(
+        view,
+        language="en",
+        to="security@010006.lg.example",
+        message_id="<d@ceptoar.example>",
+        digest=DigestMail(content, 0),
+        unsubscribe_url="https://ceptoar.lg.example/digest/unsubscribe/1-00",
+    )
+    assert b"List-Unsubscribe: <https://ceptoar.lg.example/digest/unsubscribe/1-00>\r\n" in message
+    assert b"List-Id: CEPTOAR security digest <monthly.digest.ceptoar.example>\r\n" in message
