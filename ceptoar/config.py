@@ -76,7 +76,13 @@ class Settings(BaseSettings):
     # Delay before each retry of a deferred delivery (`ceptoar.retry`): one more attempt than
     # delays, then the delivery fails with the last reply kept.
     retry_delays: list[float] = Field(default=[10, 60, 300, 900, 3600], min_length=1)
-    lease_seconds: float = Field(300.0, gt=0)
+    # How long a claimed delivery stays its worker's without word from it: the worker renews it six
+    # times per lease while it works (`ceptoar.store.leases`), so a dead worker's mail goes out again
+    # this soon after it died, however slow the relay.
+    lease_seconds: float = Field(30.0, gt=0)
+    # This host's name in the claims its processes hold (default: the system's host name). Hosts that
+    # share a name but not a process table (containers given one name) need one each.
+    node_name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^/\s]+$")
     # Deliveries claimed, sent and recorded together by one mailer loop.
     mailer_batch: int = Field(200, ge=1, le=5000)
     # Batches in flight at once per process, so one batch's database work overlaps another's sending.

@@ -22,6 +22,7 @@ from ceptoar.config import Settings
 from ceptoar.log import get_logger
 from ceptoar.retry import outlast_outages, pause
 from ceptoar.store import Store
+from ceptoar.store.leases import identify
 
 __all__ = ["Components", "install_stop_signals", "open_components", "serve_asgi", "watch_parent"]
 
@@ -66,6 +67,7 @@ async def open_components(
     be reached yet is waited for (`Stopping` once `stop` is set) instead of
     failing the start.
     """
+    identify(settings.node_name)
     store = await _open(lambda: Store.open(settings.db_url), stop=stop, what="open the store")
     stack.push_async_callback(store.close)
     bus = Bus.from_settings(settings)

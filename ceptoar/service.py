@@ -9,7 +9,9 @@ fan-out uses every core. A child that dies is started again; the claim on
 each delivery row keeps two processes from sending the same mail.
 
 The sweeper is what makes a dead worker or a lost job harmless: a delivery
-left `sending` past its lease, an alert whose jobs were never confirmed
+left `sending` past its lease (checked every heartbeat, `ceptoar.store.leases`:
+a live worker renews its leases, a dead one's lapse within `lease_seconds`,
+and one of this host that no longer runs at once), an alert whose jobs were never confirmed
 (with the deliveries it left pending written first), and a delivery left
 queued (or deferred) longer than any job should take get their jobs
 published again; the claim decides whether anything is sent. The
@@ -51,6 +53,7 @@ from ceptoar.retry import Stopping, pause
 from ceptoar.runtime import Components, open_components, serve_asgi
 from ceptoar.store import Actor
 from ceptoar.store.engine import sqlite_file
+from ceptoar.store.leases import heartbeat
 
 __all__ = [
     "DEFAULT_ROLES",
@@ -58,6 +61,7 @@ __all__ = [
     "AlreadyServed",
     "Role",
     "parse_roles",
+    "reclaim",
     "restart_delay",
     "run_service",
     "single_serve",
@@ -80,21 +84,36 @@ async def sweep(c: Components) -> int:
         await c.bus.publish_jobs(ids, lane=lane_for(severity), batch=c.settings.publish_batch)
         await c.store.alerts.mark_published(alert_id)
         republished += len(ids)
-    expired = await c.store.deliveries.expired_leases()
+    republished += await reclaim(c)
     now = datetime.now(UTC)
     lease = timedelta(seconds=c.settings.lease_seconds)
     lost = await c.store.deliveries.stale(
         queued_before=now - lease,
         deferred_before=now - lease - timedelta(seconds=max(c.settings.retry_delays)),
     )
-    if expired or lost:
-        await c.bus.publish_lanes(by_lane([*expired, *lost]), batch=c.settings.publish_batch)
-        republished += len(expired) + len(lost)
+    if lost:
+        await c.bus.publish_lanes(by_lane(lost), batch=c.settings.publish_batch)
+        republished += len(lost)
     if republished:
         log.warning("sweep.republished", jobs=republished)
     if forgotten := await c.store.portal.forget_expired():
         log.info("sweep.portal_expired", rows=forgotten)
     return republished
+
+
+async def reclaim(c: Components) -> int:
+    """Publish jobs again for deliveries whose holder is gone; return how many.
+
+    A holder on this host whose process no longer runs has its leases ended
+    at once; any other's run out a lease after its last renewal.
+    """
+    for holder, n in (await c.store.leases.lapse_dead_holders()).items():
+        log.warning("leases.holder_gone", holder=holder, deliveries=n)
+    expired = await c.store.deliveries.expired_leases()
+    if expired:
+        await c.bus.publish_lanes(by_lane(expired), batch=c.settings.publish_batch)
+        log.warning("leases.reclaimed", jobs=len(expired))
+    return len(expired)
 
 
 class Role(StrEnum):
@@ -224,10 +243,27 @@ async def tick(c: Components, roles: Collection[Role], times: AlertTimes | None 
 
 
 async def _ticks(c: Components, roles: Collection[Role], stop: asyncio.Event) -> None:
+    """The tick every `sweep_seconds`; between ticks, a sweeper host reclaims lapsed leases each heartbeat."""
     times = AlertTimes()
+    beat = min(heartbeat(c.settings.lease_seconds), c.settings.sweep_seconds)
     while not stop.is_set():
         await tick(c, roles, times)
-        await pause(c.settings.sweep_seconds, stop=stop)
+        next_tick = time.monotonic() + c.settings.sweep_seconds
+        while not stop.is_set() and time.monotonic() + beat < next_tick:
+            await pause(beat, stop=stop)
+            if Role.SWEEPER in roles:
+                await _reclaim_once(c)
+        await pause(max(0.0, next_tick - time.monotonic()), stop=stop)
+
+
+async def _reclaim_once(c: Components) -> None:
+    """`reclaim`, by one sweeper host of several; a failure is logged and the next beat tries again."""
+    try:
+        async with c.store.exclusive("sweeper") as mine:
+            if mine:
+                await reclaim(c)
+    except Exception:
+        log.exception("leases.reclaim_failed")
 
 
 def restart_delay(previous: float, ran: float) -> float:
@@ -304,6 +340,12 @@ async def run_service(
                 c = await open_components(settings, stack, name="ceptoar-serve", stop=stop)
         except Stopping:
             return  # stopped while the database or the broker was still away
+        # A process of this host that died (this serve's predecessor, killed) sends nothing more:
+        # its claims go back now rather than a lease later.
+        try:
+            await reclaim(c)
+        except Exception:
+            log.exception("leases.reclaim_failed")
         counts = await c.store.subscribers.counts()
         if counts.addresses == 0:
             log.warning("registry.empty", hint="ceptoar subscribers import subscribers/registry.csv")

@@ -44,6 +44,7 @@ from ceptoar.config import Settings
 from ceptoar.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from ceptoar.log import get_logger
 from ceptoar.mail.pool import SmtpPool
+from ceptoar.mail.recorder import Recorder
 from ceptoar.metrics import metrics
 from ceptoar.model.alert import AlertView
 from ceptoar.model.states import DeliveryState
@@ -51,8 +52,9 @@ from ceptoar.model.tlp import tlp_withholds, withheld_reply
 from ceptoar.priority import BulkGate
 from ceptoar.render import Renderer
 from ceptoar.render.digest import DigestMail
-from ceptoar.retry import GiveUp, Retry, RetryPolicy, Stopping, is_transient, outlast_outages
+from ceptoar.retry import GiveUp, Retry, RetryPolicy, Stopping, is_transient, outlast_outages, pause
 from ceptoar.store import DIGEST_SOURCE, Claimed, Outcome, Store
+from ceptoar.store.leases import heartbeat
 
 if TYPE_CHECKING:
     from ceptoar.mail.dkim import DkimSigner
@@ -94,6 +96,8 @@ class Mailer:
         self._alerts: dict[str, AlertView] = {}
         self._gate = gate or BulkGate()
         self._hand_offs: set[asyncio.Task[None]] = set()
+        # Deliveries this process has claimed and not yet recorded: the leases it renews.
+        self._in_hand: set[int] = set()
 
     @property
     def relay(self) -> str:
@@ -115,6 +119,7 @@ class Mailer:
     async def run(self, stop: asyncio.Event, *, workers: int = 2) -> None:
         """Consume both lanes with `workers` batch loops each, so one batch's I/O overlaps another's."""
         warming = asyncio.create_task(self.warm_up(), name="mailer-warm-up")
+        renewing = asyncio.create_task(self._renew_leases(stop), name="mailer-leases")
         size = self._settings.mailer_batch
         prefetch = max(2, size // JOB_SIZE + 1) * workers
         loops = []
@@ -123,9 +128,26 @@ class Mailer:
             loops += [self._loop(inbox, lane, stop) for _ in range(workers)]
         await asyncio.gather(*loops)
         await self.drain()
-        warming.cancel()  # a relay that never answers must not hold up stopping
-        with contextlib.suppress(asyncio.CancelledError):
-            await warming
+        for task in (warming, renewing):
+            task.cancel()  # a relay that never answers must not hold up stopping
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _renew_leases(self, stop: asyncio.Event) -> None:
+        """Renew the leases of what this process holds, several times per lease, until it stops.
+
+        A store that cannot be reached is tried again at the next beat: the
+        leases still run for most of their length.
+        """
+        lease = self._settings.lease_seconds
+        while not stop.is_set():
+            await pause(heartbeat(lease), stop=stop)
+            if not self._in_hand:
+                continue
+            try:
+                await self._store.leases.renew(set(self._in_hand), lease_seconds=lease)
+            except Exception as exc:
+                log.warning("leases.renew_failed", held=len(self._in_hand), error=repr(exc))
 
     async def _loop(self, inbox: Inbox, lane: Lane, stop: asyncio.Event) -> None:
         size = self._settings.mailer_batch
@@ -155,7 +177,7 @@ class Mailer:
         try:
             await self._work(list(dict.fromkeys(ids)), stop, lane)
         except Stopping:
-            # Rows left `sending` are re-sent by the sweeper once their lease runs out.
+            # Rows left `sending` are re-sent by the sweeper once their lease, no longer renewed, runs out.
             done = False
         except Exception:
             log.exception("mailer.batch_failed", deliveries=len(ids))
@@ -189,19 +211,22 @@ class Mailer:
 
     async def _claim(self, ids: list[int], stop: asyncio.Event) -> list[Claimed]:
         lease, most = self._settings.lease_seconds, self._policy.max_attempts
-        return await outlast_outages(
+        claimed = await outlast_outages(
             lambda: self._store.deliveries.claim(ids, lease_seconds=lease, max_attempts=most),
             stop=stop,
             what="claim",
         )
+        self._in_hand.update(c.id for c in claimed)
+        return claimed
 
     def hand_off(self, claimed: list[Claimed], stop: asyncio.Event) -> None:
         """Send deliveries already claimed for this process (a critical alert's first ones), now.
 
         Nothing waits for the sends. Should they never be recorded (the
         process dies, or stops first), the lease runs out and the sweeper
-        publishes their jobs.
+        publishes their jobs. Their leases are renewed as this process's own.
         """
+        self._in_hand.update(c.id for c in claimed)
         task = asyncio.create_task(self._handed_off(claimed, stop), name="mailer-hand-off")
         self._hand_offs.add(task)
         task.add_done_callback(self._hand_offs.discard)
@@ -241,17 +266,36 @@ class Mailer:
             claimed = await self._claim(returned, stop)
 
     async def _deliver_once(self, claimed: list[Claimed], stop: asyncio.Event, lane: Lane) -> list[int]:
-        """One attempt at each claimed delivery; the ids given back because the relay was away."""
-        await outlast_outages(
-            lambda: self._preload({c.alert_id for c in claimed}), stop=stop, what="load alerts"
-        )
-        urgent = lane is Lane.CRITICAL
-        attempts = await asyncio.gather(*(self._attempt(c, urgent=urgent) for c in claimed))
-        outcomes = [outcome for outcome, _ in attempts]
-        retries = {outcome.delivery_id: retry for outcome, retry in attempts if retry is not None}
-        applied = await outlast_outages(
-            lambda: self._store.deliveries.record(outcomes), stop=stop, what="record"
-        )
+        """One attempt at each claimed delivery; the ids given back because the relay was away.
+
+        Each outcome is stored as soon as the relay has answered (`Recorder`),
+        so a process that dies leaves unrecorded only what was on the wire.
+        """
+        try:
+            await outlast_outages(
+                lambda: self._preload({c.alert_id for c in claimed}), stop=stop, what="load alerts"
+            )
+            recorder = Recorder(
+                lambda group: outlast_outages(
+                    lambda: self._store.deliveries.record(group), stop=stop, what="record"
+                )
+            )
+            urgent = lane is Lane.CRITICAL
+
+            async def attempt(c: Claimed) -> tuple[Outcome, Retry | None, bool]:
+                outcome, retry = await self._attempt(c, urgent=urgent)
+                return outcome, retry, await recorder.record(outcome)
+
+            results = await asyncio.gather(*(attempt(c) for c in claimed), return_exceptions=True)
+        finally:
+            self._in_hand.difference_update(c.id for c in claimed)
+        attempted = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            attempted.append(result)
+        applied = [outcome for outcome, _, ok in attempted if ok]
+        retries = {outcome.delivery_id: retry for outcome, retry, _ in attempted if retry is not None}
         counted = metrics().deliveries
         for state, n in Counter(o.state.value for o in applied).items():
             counted.labels(state).inc(n)

@@ -18,6 +18,7 @@ from ceptoar.store.engine import create_engine, dispose, exclusive, reading
 from ceptoar.store.escalations import Escalated, EscalationRepo, Listed
 from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.holds import HoldRepo, NotHeld
+from ceptoar.store.leases import LeaseRepo
 from ceptoar.store.migrations import SchemaOutOfDate
 from ceptoar.store.portal import PortalRepo, Visitor
 from ceptoar.store.retention import Pruned, RetentionRepo
@@ -62,7 +63,8 @@ class Store:
 
     `subscribers` (organisations and their addresses), `alerts` (notices and
     the alerts made from them), `deliveries` (one row per mail and its event
-    log), `threads` (an alert with its updates and cancel), `holds` (held
+    log), `leases` (who holds a claimed delivery), `threads` (an alert with its updates and
+    cancel), `holds` (held
     alerts an operator releases), `feeds` (HTTP feed credentials and
     receipts), `audit` (what operators did), `retention` (pruning old
     events and receipts), `returns` (what came back to the return paths) and
@@ -77,6 +79,7 @@ class Store:
         self.subscribers = SubscriberRepo(engine)
         self.alerts = AlertRepo(engine)
         self.deliveries = DeliveryRepo(engine)
+        self.leases = LeaseRepo(engine)
         self.feeds = FeedRepo(engine)
         self.audit = AuditRepo(engine)
         self.threads = ThreadRepo(engine)

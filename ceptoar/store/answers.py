@@ -2,7 +2,9 @@
 
 An answer belongs to the organisation: whichever of its addresses answers,
 by mail or on the answer page, the organisation has answered. The first
-answer moves the delivery it came by from `sent` to `acknowledged`; every
+answer moves the delivery it came by from `sent` to `acknowledged` (one
+that comes while the delivery is being sent is applied with the send's
+outcome, so the send's record is kept); every
 answer is kept (append-only), and the latest is the organisation's answer.
 """
 
@@ -16,15 +18,16 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.model.answer import Answer
-from ceptoar.model.states import DeliveryState
+from ceptoar.model.states import DeliveryState, sources
 from ceptoar.store.deliveries import transition_events
 from ceptoar.store.engine import reading
 from ceptoar.store.tables import addresses, alerts, answers, deliveries, delivery_events, subscribers
 
 __all__ = ["AnswerRepo", "AnswerTarget", "Answered", "record_answer"]
 
-# The states an organisation's first answer moves to `acknowledged`.
-_ANSWERABLE: Final = (DeliveryState.SENT, DeliveryState.SENDING)
+# The states an organisation's first answer moves to `acknowledged`. Not `sending`: the attempt's
+# outcome is still to be written, and it applies the answer (`DeliveryRepo.record`).
+_ANSWERABLE: Final = tuple(s for s in sources(DeliveryState.ACKNOWLEDGED) if s is not DeliveryState.SENDING)
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,19 @@ claim changes nothing is a duplicate and must not be sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, Text, and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.model.escalation import Purpose
 from ceptoar.model.states import CLAIMABLE, DeliveryState
 from ceptoar.store.audit import Actor, insert_audit
 from ceptoar.store.engine import reading
+from ceptoar.store.leases import this_process
 from ceptoar.store.tables import (
     UtcDateTime,
     addresses,
@@ -111,6 +112,9 @@ class DeliveryRepo:
 
         An outcome that did not count (the relay could not be reached) gives
         its attempt back, so an outage costs no delivery one of its attempts.
+        An organisation that answered by this delivery while it was being sent
+        (a link from an earlier copy, a reply) has its answer applied here: a
+        sent mail ends `acknowledged`, with its send kept (`sent_at`, code, reply).
 
         One locked read picks the rows still owned by these attempts, then one
         batched UPDATE and one batched INSERT of events: a row changed
@@ -121,19 +125,24 @@ class DeliveryRepo:
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
             owned = {
-                (row[0], row[1])
+                (row.id, row.attempts): row.answered
                 for row in (
                     await conn.execute(
-                        select(deliveries.c.id, deliveries.c.attempts)
+                        select(deliveries.c.id, deliveries.c.attempts, _answered_during_send())
                         .where(
                             deliveries.c.id.in_([o.delivery_id for o in outcomes]),
                             deliveries.c.state == DeliveryState.SENDING,
                         )
-                        .with_for_update()
+                        .with_for_update(of=deliveries)
                     )
                 ).all()
             }
             applied = [o for o in outcomes if (o.delivery_id, o.attempt) in owned]
+            answered = {
+                o.delivery_id
+                for o in applied
+                if o.state is DeliveryState.SENT and owned[o.delivery_id, o.attempt]
+            }
             if applied:
                 await conn.execute(
                     update(deliveries)
@@ -149,9 +158,17 @@ class DeliveryRepo:
                             bindparam("b_sent_at", type_=UtcDateTime), deliveries.c.sent_at
                         ),
                     ),
-                    [_outcome_params(o, now) for o in applied],
+                    [_outcome_params(o, now, answered) for o in applied],
                 )
                 await _record_events(conn, applied, now)
+                if answered:
+                    await row_events(
+                        conn,
+                        deliveries.c.id.in_(sorted(answered)),
+                        DeliveryState.ACKNOWLEDGED,
+                        now,
+                        reply="answered while it was being sent",
+                    )
         return applied
 
     async def expired_leases(self, *, limit: int = 10_000) -> list[tuple[int, str]]:
@@ -358,11 +375,22 @@ class DeliveryRepo:
         return [dict(r) for r in rows]
 
 
-def _outcome_params(o: Outcome, now: datetime) -> dict[str, Any]:
+def _answered_during_send() -> ColumnElement[bool]:
+    """Whether the organisation answered by this delivery since it was claimed (its row says when)."""
+    return (
+        select(answers.c.id)
+        .where(answers.c.delivery_id == deliveries.c.id, answers.c.at >= deliveries.c.updated_at)
+        .exists()
+        .label("answered")
+    )
+
+
+def _outcome_params(o: Outcome, now: datetime, answered: Collection[int]) -> dict[str, Any]:
     sent_at = (o.at or now) if o.state is DeliveryState.SENT else None
+    state = DeliveryState.ACKNOWLEDGED if o.delivery_id in answered else o.state
     return {
         "b_id": o.delivery_id,
-        "b_state": o.state.value,
+        "b_state": state.value,
         "b_code": o.code,
         "b_reply": o.reply,
         "b_sent_at": sent_at,
@@ -386,14 +414,20 @@ async def _record_events(conn: AsyncConnection, applied: Sequence[Outcome], now:
         await conn.execute(insert(delivery_events), notes)
     sent = [o.delivery_id for o in applied if o.state is DeliveryState.SENT]
     if sent:
-        await _copied_events(conn, deliveries.c.id.in_(sent), at=deliveries.c.sent_at)
+        # The row may be `acknowledged` already (answered during the send): the event says `sent`.
+        sent_state = literal(DeliveryState.SENT.value)
+        await _copied_events(conn, deliveries.c.id.in_(sent), at=deliveries.c.sent_at, state=sent_state)
     others = [_event(o, now) for o in applied if o.state is not DeliveryState.SENT]
     if others:
         await conn.execute(insert(delivery_events), others)
 
 
 async def _copied_events(
-    conn: AsyncConnection, rows: ColumnElement[bool], *, at: Any = deliveries.c.updated_at
+    conn: AsyncConnection,
+    rows: ColumnElement[bool],
+    *,
+    at: Any = deliveries.c.updated_at,
+    state: Any = deliveries.c.state,
 ) -> None:
     """Log the rows `rows` selects in the state, attempt and reply they now hold, built by the database."""
     await conn.execute(
@@ -402,7 +436,7 @@ async def _copied_events(
             select(
                 deliveries.c.id,
                 at,
-                deliveries.c.state,
+                state,
                 deliveries.c.attempts,
                 deliveries.c.last_code,
                 deliveries.c.last_reply,
@@ -458,6 +492,7 @@ async def _take(
                 state=DeliveryState.SENDING.value,
                 attempts=deliveries.c.attempts + 1,
                 lease_until=lease_until,
+                holder=str(this_process()),
                 updated_at=now,
             )
             .returning(deliveries.c.id)
@@ -509,7 +544,12 @@ async def _exhaust(
 
 
 async def row_events(
-    conn: AsyncConnection, rows: ColumnElement[bool], state: DeliveryState, at: datetime
+    conn: AsyncConnection,
+    rows: ColumnElement[bool],
+    state: DeliveryState,
+    at: datetime,
+    *,
+    reply: str | None = None,
 ) -> None:
     """Log that the delivery rows `rows` select moved to `state` at `at`, each with its attempt.
 
@@ -518,9 +558,13 @@ async def row_events(
     """
     await conn.execute(
         insert(delivery_events).from_select(
-            ["delivery_id", "at", "state", "attempt"],
+            ["delivery_id", "at", "state", "attempt", "smtp_reply"],
             select(
-                deliveries.c.id, literal(at, UtcDateTime), literal(state.value), deliveries.c.attempts
+                deliveries.c.id,
+                literal(at, UtcDateTime),
+                literal(state.value),
+                deliveries.c.attempts,
+                literal(reply, Text),
             ).where(rows),
         )
     )

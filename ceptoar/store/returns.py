@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ceptoar.model.alert import Organisations
 from ceptoar.model.answer import Answer
 from ceptoar.model.escalation import Purpose
-from ceptoar.model.states import DeliveryState
+from ceptoar.model.states import DeliveryState, sources
 from ceptoar.store.answers import latest_answers, record_answer
 from ceptoar.store.deliveries import transition_events
 from ceptoar.store.engine import reading
@@ -36,7 +36,9 @@ from ceptoar.store.tables import addresses, answers, deliveries, delivery_events
 __all__ = ["RETURNED_KEEP", "Bouncing", "Returned", "ReturnedMail", "ReturnsRepo", "Silent"]
 
 # The states a permanent bounce moves to `bounced`: the relay had the mail.
-_BOUNCEABLE: Final = (DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.DEFERRED)
+# Not `sending`: a report about an earlier copy is kept beside the delivery, and the attempt under way
+# writes its own outcome (a bounce of that one comes later).
+_BOUNCEABLE: Final = sources(DeliveryState.BOUNCED)
 
 # Bytes of a returned message that are kept: enough for any DSN and the original's headers.
 RETURNED_KEEP: Final = 256 * 1024

@@ -184,6 +184,9 @@ deliveries = Table(
     Column("last_code", Integer, nullable=True),
     Column("last_reply", Text, nullable=True),
     Column("lease_until", UtcDateTime, nullable=True),
+    # Who claimed it last (`ceptoar.store.leases.Holder`: host/pid/start), which renews its lease while
+    # it works (revision 0004).
+    Column("holder", String(255), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime, nullable=True),
