@@ -53,10 +53,12 @@ class Serve:
         return [e for e in self.events if e.get("event") == event]
 
 
-async def _start_serve(stack: Stack) -> Serve:
-    env = {**os.environ, **cli_env(stack.settings)}
+async def _start_serve(stack: Stack, *args: str, **env_vars: str) -> Serve:
+    """`ceptoar serve` with `args` (two mailer processes unless told), the stack's settings and `env_vars`."""
+    env = {**os.environ, **cli_env(stack.settings), **env_vars}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ceptoar", "serve", "--mailers", "2", env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "ceptoar", "serve", *(args or ("--mailers", "2")), env=env,
+        stderr=asyncio.subprocess.PIPE,
     )
     serve = Serve(proc)
 
