@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # This host's name in the claims its processes hold (default: the system's host name). Hosts that
     # share a name but not a process table (containers given one name) need one each.
     node_name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^/\s]+$")
+    # Seconds a mailer process gathers its sends' outcomes before it stores them together
+    # (`ceptoar.mail.recorder`). Shorter: fewer mails a dead process leaves sent but not recorded, to be
+    # sent again by another (at 0, at most one per SMTP session); longer: fewer writes, a faster fan-out.
+    record_window: float = Field(0.1, ge=0, le=5)
     # Deliveries claimed, sent and recorded together by one mailer loop.
     mailer_batch: int = Field(200, ge=1, le=5000)
     # Batches in flight at once per process, so one batch's database work overlaps another's sending.

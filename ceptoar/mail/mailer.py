@@ -98,6 +98,8 @@ class Mailer:
         self._hand_offs: set[asyncio.Task[None]] = set()
         # Deliveries this process has claimed and not yet recorded: the leases it renews.
         self._in_hand: set[int] = set()
+        # Writes every loop's outcomes as they come, with the stop event its waits end on.
+        self._recorder: tuple[asyncio.Event, Recorder] | None = None
 
     @property
     def relay(self) -> str:
@@ -275,11 +277,7 @@ class Mailer:
             await outlast_outages(
                 lambda: self._preload({c.alert_id for c in claimed}), stop=stop, what="load alerts"
             )
-            recorder = Recorder(
-                lambda group: outlast_outages(
-                    lambda: self._store.deliveries.record(group), stop=stop, what="record"
-                )
-            )
+            recorder = self._recorder_for(stop)
             urgent = lane is Lane.CRITICAL
 
             async def attempt(c: Claimed) -> tuple[Outcome, Retry | None, bool]:
@@ -314,6 +312,16 @@ class Mailer:
                     "delivery.failed", delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply
                 )
         return [o.delivery_id for o in applied if not o.counted]
+
+    def _recorder_for(self, stop: asyncio.Event) -> Recorder:
+        """The process's one recorder, so that every loop's outcomes share its writes."""
+        if self._recorder is None or self._recorder[0] is not stop:
+            write = self._store.deliveries.record
+            self._recorder = stop, Recorder(
+                lambda group: outlast_outages(lambda: write(group), stop=stop, what="record"),
+                window=self._settings.record_window,
+            )
+        return self._recorder[1]
 
     async def _defer(self, outcome: Outcome, retry: Retry, stop: asyncio.Event, lane: Lane) -> None:
         await outlast_outages(

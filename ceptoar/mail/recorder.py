@@ -3,10 +3,13 @@
 A mail the relay accepted is a duplicate-in-waiting until its outcome is
 stored: should the process die first, its lease lapses and another worker
 sends it again. So each outcome is written as soon as it is known, not when
-the slowest send of its batch is done. Outcomes that arrive while a write
-is under way go together in the next one (a group commit): under load the
-writes grow, idle they are single, and there is never more than one write
-under way per recorder.
+the slowest send of its batch is done: the first outcome of a group waits
+at most `window` seconds (`record_window`), and what comes meanwhile, or
+while the previous write is under way, goes with it. There is never more
+than one write under way per recorder. Each write costs a few milliseconds
+of the process's time whatever its size, so the window trades what a dead
+process can leave sent but unrecorded (at 0, one mail per SMTP session and
+what arrives during one write) against the fan-out's speed.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ __all__ = ["Recorder"]
 class Recorder:
     """Writes outcomes through `write` (which returns those it applied), a group at a time."""
 
-    def __init__(self, write: Callable[[list[Outcome]], Awaitable[Sequence[Outcome]]]) -> None:
+    def __init__(
+        self, write: Callable[[list[Outcome]], Awaitable[Sequence[Outcome]]], *, window: float = 0.0
+    ) -> None:
         self._write = write
+        self._window = window
         self._pending: list[tuple[Outcome, asyncio.Future[bool]]] = []
         self._writing: asyncio.Task[None] | None = None
 
@@ -38,6 +44,8 @@ class Recorder:
     async def _drain(self) -> None:
         try:
             while self._pending:
+                if self._window:
+                    await asyncio.sleep(self._window)
                 group, self._pending = self._pending, []
                 try:
                     applied = {id(o) for o in await self._write([o for o, _ in group])}

@@ -125,24 +125,22 @@ class DeliveryRepo:
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
             owned = {
-                (row.id, row.attempts): row.answered
+                (row.id, row.attempts): row.updated_at
                 for row in (
                     await conn.execute(
-                        select(deliveries.c.id, deliveries.c.attempts, _answered_during_send())
+                        select(deliveries.c.id, deliveries.c.attempts, deliveries.c.updated_at)
                         .where(
                             deliveries.c.id.in_([o.delivery_id for o in outcomes]),
                             deliveries.c.state == DeliveryState.SENDING,
                         )
-                        .with_for_update(of=deliveries)
+                        .with_for_update()
                     )
                 ).all()
             }
             applied = [o for o in outcomes if (o.delivery_id, o.attempt) in owned]
-            answered = {
-                o.delivery_id
-                for o in applied
-                if o.state is DeliveryState.SENT and owned[o.delivery_id, o.attempt]
-            }
+            claimed_at = {i: at for (i, _), at in owned.items()}
+            sent = {o.delivery_id for o in applied if o.state is DeliveryState.SENT}
+            answered = await _answered_since(conn, claimed_at) & sent
             if applied:
                 await conn.execute(
                     update(deliveries)
@@ -375,14 +373,16 @@ class DeliveryRepo:
         return [dict(r) for r in rows]
 
 
-def _answered_during_send() -> ColumnElement[bool]:
-    """Whether the organisation answered by this delivery since it was claimed (its row says when)."""
-    return (
-        select(answers.c.id)
-        .where(answers.c.delivery_id == deliveries.c.id, answers.c.at >= deliveries.c.updated_at)
-        .exists()
-        .label("answered")
-    )
+async def _answered_since(conn: AsyncConnection, claimed_at: dict[int, datetime]) -> set[int]:
+    """Of the deliveries `claimed_at` names, those the organisation answered by since they were claimed.
+
+    One indexed read of the answers to these deliveries (almost always none), compared here: a
+    subquery per row costs a fan-out a fifth of its time on SQLite.
+    """
+    if not claimed_at:
+        return set()
+    query = select(answers.c.delivery_id, answers.c.at).where(answers.c.delivery_id.in_(list(claimed_at)))
+    return {i for i, at in (await conn.execute(query)).all() if at >= claimed_at[i]}
 
 
 def _outcome_params(o: Outcome, now: datetime, answered: Collection[int]) -> dict[str, Any]:
