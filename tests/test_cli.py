@@ -102,6 +102,10 @@ async def test_publish_then_status_and_mailbox_commands(
     shown = run_cli("mailbox", "show", "primary@131016.lg.example", "1", "--dir", root, env=env)
     assert "To: primary@131016.lg.example" in shown.stdout
     assert "LGWAN-ASP経由のサービスに接続できない障害" in shown.stdout
+    # The mail's CRLF line ends are the terminal's line ends, not a control character shown.
+    assert "\\x0d" not in shown.stdout and "\r" not in shown.stdout and shown.stdout.count("\n") > 10
+    raw = run_cli("mailbox", "show", "primary@131016.lg.example", "1", "--raw", "--dir", root, env=env)
+    assert "\\x0d" not in raw.stdout and "Message-ID:" in raw.stdout
     missing = run_cli("mailbox", "show", "primary@131016.lg.example", "2", "--dir", root, env=env)
     assert missing.returncode == 1 and "has 1 message(s)" in missing.stderr
 

@@ -360,7 +360,7 @@ async def _safety_points(
     return link
 
 
-async def test_an_organisation_changes_its_subscription_and_the_change_is_audited(
+async def test_an_address_changes_only_its_own_subscription_and_the_change_is_audited(
     make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
 ) -> None:
     rows = subset(registry_rows, 2)
@@ -368,15 +368,23 @@ async def test_an_organisation_changes_its_subscription_and_the_change_is_audite
     stack = await make_stack(mailbox=mailbox, rows=rows)
     async with api_running(stack.settings) as base, httpx.AsyncClient(base_url=base) as http:
         browser = Browser(http)
+        mine = {x.email: x.id for x in await stack.store.portal.addresses_of(a)}
+        theirs = (await stack.store.portal.addresses_of(b))[0].id
+        security = str(mine[f"security@{a}.lg.example"])
+        # The primary address, which may not read TLP:AMBER, cannot quieten the security address.
         await _signed_in(stack.store, http, f"primary@{a}.lg.example")
         page = await http.get("/portal/settings")
         assert page.status_code == 200 and f"security@{a}.lg.example" in page.text
-        mine = {x.email: x.id for x in await stack.store.portal.addresses_of(a)}
-        theirs = (await stack.store.portal.addresses_of(b))[0].id
-        target = str(mine[f"security@{a}.lg.example"])
+        assert f'name="address" value="{security}"' not in page.text, "only its own form is offered"
+        refused = await browser.post("/portal/settings", address=security, min_severity="critical")
+        assert refused.status_code == 403
+        untouched = await stack.store.portal.address_by_email(f"security@{a}.lg.example")
+        assert untouched is not None and untouched.min_severity == "low"
+
+        await _signed_in(stack.store, http, f"security@{a}.lg.example")
         saved = await browser.post(
             "/portal/settings",
-            address=target,
+            address=security,
             min_severity="high",
             category=["attack", "malware"],
             digest="monthly",
@@ -390,13 +398,13 @@ async def test_an_organisation_changes_its_subscription_and_the_change_is_audite
         assert (changed.digest, changed.low_notices) == ("monthly", "both")
         bad = [
             await browser.post("/portal/settings", address=str(theirs), min_severity="high"),
-            await browser.post("/portal/settings", address=target, min_severity="urgent"),
-            await browser.post("/portal/settings", address=target, min_severity="low", category="crypto"),
-            await browser.post("/portal/settings", address=target, min_severity="low", digest="daily"),
+            await browser.post("/portal/settings", address=security, min_severity="urgent"),
+            await browser.post("/portal/settings", address=security, min_severity="low", category="crypto"),
+            await browser.post("/portal/settings", address=security, min_severity="low", digest="daily"),
         ]
-        assert [r.status_code for r in bad] == [404, 422, 422, 422]
+        assert [r.status_code for r in bad] == [403, 422, 422, 422]
     entries = await stack.store.audit.since()
-    assert [(e.operator, e.action) for e in entries] == [(f"primary@{a}.lg.example", "subscription")]
+    assert [(e.operator, e.action) for e in entries] == [(f"security@{a}.lg.example", "subscription")]
     assert entries[0].detail == {
         "organisation": a,
         "address": f"security@{a}.lg.example",
@@ -406,6 +414,23 @@ async def test_an_organisation_changes_its_subscription_and_the_change_is_audite
         "low_notices": ["auto", "both"],
     }
     assert entries[0].host == "portal 127.0.0.1"
+
+
+async def test_numbers_and_dates_out_of_range_are_refused_naming_the_field(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    rows = subset(registry_rows, 1)
+    stack = await make_stack(mailbox=mailbox, rows=rows)
+    async with api_running(stack.settings) as base, httpx.AsyncClient(base_url=base) as http:
+        browser = Browser(http)
+        await _signed_in(stack.store, http, f"primary@{rows[0].code}.lg.example")
+        for address in ("99999999999999999999", "9" * 5000, "-1", "0", "１２"):
+            refused = await browser.post("/portal/settings", address=address, min_severity="high")
+            assert refused.status_code == 422 and "address" in refused.text, address
+        for query, field in (("until=9999-12-31", "until"), ("since=0001-01-01", "since"), ("since=2026-13-01", "since")):
+            page = await http.get(f"/portal/alerts?{query}")
+            assert page.status_code == 422 and f"{field}:" in page.text, query
+        assert (await http.get("/portal/alerts?since=2026-11-01&until=2026-12-31")).status_code == 200
 
 
 async def _first_event(http: httpx.AsyncClient, path: str) -> dict[str, object]:

@@ -202,10 +202,15 @@ def show(address: str, number: int, html: bool, raw: bool, root: Path | None) ->
     except IndexError as exc:
         fail(str(exc), EXIT_NOT_FOUND)
     if raw:
-        say(msg.as_string(), multiline=True)
+        say(_lines(msg.as_string()), multiline=True)
         return
     for name in ("From", "To", "Subject", "Date", "Message-ID"):
         say(f"{name}: {msg.get(name, '')}")
     say()
     part = msg.get_body(preferencelist=("html",) if html else ("plain",))
-    say(part.get_content() if part is not None else "", multiline=True)
+    say(_lines(part.get_content()) if part is not None else "", multiline=True)
+
+
+def _lines(text: str) -> str:
+    """Mail's CRLF line ends as the terminal's: a CR that ends a line is no control character to show."""
+    return text.replace("\r\n", "\n")

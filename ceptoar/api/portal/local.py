@@ -178,7 +178,7 @@ def signin_mail(s: Settings, address: Address, link: str, minutes: float) -> Ema
     message = EmailMessage()
     message["From"] = formataddr((s.mail_from_name, s.mail_from))
     message["To"] = address.email
-    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Date"] = format_datetime(datetime.now(JST))  # Japan's time, as alerts are dated
     message["Message-ID"] = make_msgid(domain=s.message_id_domain)
     message["Auto-Submitted"] = "auto-generated"
     if address.language == "en":
@@ -202,12 +202,42 @@ def signin_mail(s: Settings, address: Address, link: str, minutes: float) -> Ema
 # --- alerts --------------------------------------------------------------------------------------
 
 
-def _day(text: str | None) -> datetime | None:
-    """A date from a form (YYYY-MM-DD, Japan's day); None when absent or not a date."""
-    try:
-        return datetime.combine(date.fromisoformat(text), datetime.min.time(), JST) if text else None
-    except ValueError:
+class _BadField(ValueError):
+    """A form field or query parameter out of its range: answered 422, naming the field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
+# The days a search may name: an alert older or newer than these does not exist.
+_FIRST_DAY, _LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
+
+
+def _day(field: str, text: str) -> datetime | None:
+    """A date from a form (YYYY-MM-DD, Japan's day); None when absent, `_BadField` if not a date in range."""
+    if not text:
         return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise _BadField(field, "YYYY-MM-DD の形式の日付ではありません") from None
+    if not _FIRST_DAY <= day <= _LAST_DAY:
+        raise _BadField(field, f"{_FIRST_DAY} から {_LAST_DAY} までの日付にしてください")
+    return datetime.combine(day, datetime.min.time(), JST)
+
+
+def _address_id(text: str) -> int:
+    """An address id from a form; `_BadField` unless a positive number the store can hold."""
+    if not text.isascii() or not text.isdigit() or len(text) > 18 or int(text) == 0:
+        raise _BadField("address", "宛先の番号ではありません")
+    return int(text)
+
+
+def _bad(portal: Portal, request: Request, address: Address, exc: _BadField) -> Response:
+    return portal.page(
+        request, "bad_input.html.j2", status=422, address=address, field=exc.field, reason=exc.reason
+    )
 
 
 def _matches(alert: AlertView, language: str, words: list[str], category: str) -> bool:
@@ -234,10 +264,13 @@ async def alert_list(
     address = await _signed_in(request)
     if address is None:
         return _to_signin()
-    until_day = _day(until)
+    try:
+        since_day, until_day = _day("since", since), _day("until", until)
+    except _BadField as exc:
+        return _bad(portal, request, address, exc)
     found = await store.portal.alerts_of(
         address.subscriber_code,
-        since=_day(since),
+        since=since_day,
         until=None if until_day is None else until_day + timedelta(days=1),
     )
     words = q.lower().split()[:10]
@@ -349,8 +382,8 @@ async def settings_page(request: Request, saved: str = "") -> Response:
 
 @router.post("/settings", response_class=HTMLResponse)
 async def settings_save(request: Request) -> Response:
-    """Change one of the organisation's addresses' minimum severity, categories, digest and how low-severity
-    notices come; audited."""
+    """Change the signed-in address's minimum severity, categories, digest and how low-severity notices
+    come; audited. Another address's subscription is not this session's to change (403)."""
     portal, store = portal_of(request)
     form = await read_form(request)
     check_csrf(request, form)
@@ -363,17 +396,24 @@ async def settings_save(request: Request) -> Response:
         "digest": (form.get("digest") or ["none"])[0],
         "low_notices": (form.get("low_notices") or ["auto"])[0],
     }
-    target = (form.get("address") or [""])[0]
+    try:
+        target = _address_id((form.get("address") or [""])[0])
+    except _BadField as exc:
+        return _bad(portal, request, address, exc)
+    if target != address.id:
+        # Each address sets what it receives: another address of the organisation (its designated
+        # security contact, say) is changed only by a session of its own.
+        return portal.page(request, "not_found.html.j2", status=403, address=address)
     bad = (
         fields["min_severity"] not in SEVERITIES
         or not set(fields["categories"]) <= set(CATEGORY_NAMES)
         or fields["digest"] not in DigestKind.__members__.values()
         or fields["low_notices"] not in LowNotices.__members__.values()
     )
-    if bad or not target.isdigit():
+    if bad:
         return portal.page(request, "not_found.html.j2", status=422, address=address)
     who = Actor(operator=address.email, host=f"portal {client_of(request)}")
-    changed = await store.portal.set_subscription(address.subscriber_code, int(target), who=who, **fields)
+    changed = await store.portal.set_subscription(address.subscriber_code, target, who=who, **fields)
     if not changed:
         return portal.page(request, "not_found.html.j2", status=404, address=address)
     return redirect("/portal/settings?saved=1")
