@@ -278,11 +278,16 @@ class Mailer:
                 lambda: self._preload({c.alert_id for c in claimed}), stop=stop, what="load alerts"
             )
             recorder = self._recorder_for(stop)
-            urgent = lane is Lane.CRITICAL
+            urgent, unsent = lane is Lane.CRITICAL, len(claimed)
 
             async def attempt(c: Claimed) -> tuple[Outcome, Retry | None, bool]:
+                nonlocal unsent
                 outcome, retry = await self._attempt(c, urgent=urgent)
-                return outcome, retry, await recorder.record(outcome)
+                unsent -= 1
+                recording = recorder.submit(outcome)
+                if not unsent:
+                    recorder.hurry()  # the batch's last outcome: nothing to wait for
+                return outcome, retry, await recording
 
             results = await asyncio.gather(*(attempt(c) for c in claimed), return_exceptions=True)
         finally:

@@ -4,8 +4,9 @@ A mail the relay accepted is a duplicate-in-waiting until its outcome is
 stored: should the process die first, its lease lapses and another worker
 sends it again. So each outcome is written as soon as it is known, not when
 the slowest send of its batch is done: the first outcome of a group waits
-at most `window` seconds (`record_window`), and what comes meanwhile, or
-while the previous write is under way, goes with it. There is never more
+at most `window` seconds (`record_window`), or until its batch has no send
+left (`hurry`), and what comes meanwhile, or while the previous write is
+under way, goes with it. There is never more
 than one write under way per recorder. Each write costs a few milliseconds
 of the process's time whatever its size, so the window trades what a dead
 process can leave sent but unrecorded (at 0, one mail per SMTP session and
@@ -15,6 +16,7 @@ what arrives during one write) against the fan-out's speed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from ceptoar.store import Outcome
@@ -32,20 +34,29 @@ class Recorder:
         self._window = window
         self._pending: list[tuple[Outcome, asyncio.Future[bool]]] = []
         self._writing: asyncio.Task[None] | None = None
+        # Set when nothing more is coming soon: the group is written without waiting out the window.
+        self._hurry = asyncio.Event()
 
-    async def record(self, outcome: Outcome) -> bool:
-        """Store `outcome` with the next group; True once it is applied, False if its row had moved on."""
+    def hurry(self) -> None:
+        """Write what is pending now: the batch it belongs to has no send left to wait for."""
+        self._hurry.set()
+
+    def submit(self, outcome: Outcome) -> asyncio.Future[bool]:
+        """Store `outcome` with the next group: the future is True once it is applied, False if its row
+        had moved on."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((outcome, done))
         if self._writing is None:
             self._writing = asyncio.create_task(self._drain(), name="mailer-record")
-        return await done
+        return done
 
     async def _drain(self) -> None:
         try:
             while self._pending:
-                if self._window:
-                    await asyncio.sleep(self._window)
+                if self._window and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), self._window)
+                self._hurry.clear()
                 group, self._pending = self._pending, []
                 try:
                     applied = {id(o) for o in await self._write([o for o, _ in group])}
