@@ -400,3 +400,28 @@ async def test_prune_removes_old_returned_mail_but_never_answers(
     assert await stack.store.returns.unmatched() == []
     alert = await stack.store.alerts.resolve("PRUNE-1")
     assert await stack.store.answers.latest(alert.id) == {rows[0].code: "not_affected"}
+
+
+def test_an_exchange_report_marked_auto_replied_is_a_bounce_never_an_auto_reply() -> None:
+    verp = Verp("bounces@ceptoar.example", b"k" * 32)
+    online = (DATA / "sisimai" / "lhost-office365-01.eml").read_bytes()
+    assert b"Auto-Submitted: auto-replied" in online and b"X-MS-Exchange-Message-Is-Ndr" in online
+    report = read_report(online, verp)
+    assert report.kind == "bounce"
+    assert [(r.address, r.action, r.status) for r in report.recipients] == [
+        ("kijitora@example.com", "failed", "5.1.10")
+    ]
+    assert report.recipients[0].diagnostic is not None and "RESOLVER.ADR.RecipientNotFound" in report.recipients[0].diagnostic
+    # Without Exchange's words, a delivery report that names no one is still a bounce, not an auto-reply.
+    bare = EmailMessage()
+    bare["From"], bare["To"], bare["Subject"] = "postmaster@mx.example", "x@ceptoar.example", "Undeliverable: x"
+    bare["Auto-Submitted"] = "auto-replied"
+    bare["X-MS-Exchange-Message-Is-Ndr"] = ""
+    bare.set_content("Your message could not be delivered.")
+    assert read_report(bare.as_bytes(), verp).kind == "bounce"
+    # A real out-of-office notice is still an auto-reply.
+    away = EmailMessage()
+    away["From"], away["To"], away["Subject"] = "a@b.example", "x@ceptoar.example", "自動応答: 不在"
+    away["Auto-Submitted"] = "auto-replied"
+    away.set_content("12月10日まで不在です。")
+    assert read_report(away.as_bytes(), verp).kind == "auto_reply"

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from ceptoar.model.answer import Answer
 from ceptoar.model.states import TRANSITIONS, DeliveryState, allowed, sources
 from ceptoar.registry import RegistryRow
-from ceptoar.store import Outcome
+from ceptoar.store import Outcome, ReturnedMail
 from ceptoar.store.leases import Holder, this_process
 from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory
@@ -140,3 +140,28 @@ async def test_an_outcome_is_written_only_to_a_row_being_sent(
     assert row is not None
     assert bool(applied) == (state is S.SENDING) and allowed(S.SENDING, S.SENT)
     assert row["state"] == (S.SENT if state is S.SENDING else state)
+
+
+async def test_a_bounce_that_comes_back_before_the_send_is_recorded_bounces_it_and_keeps_the_send(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow], db_url: str
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1), database_url=db_url)
+    (delivery, *_) = await _claimed(stack, "RACE-BOUNCE", lease=60.0)
+    kept = await stack.store.returns.record(
+        ReturnedMail(
+            kind="bounce", delivery_id=delivery, token_valid=True, recipient="x@example.jp",
+            status="5.1.1", diagnostic="550 5.1.1 user unknown", subject="Undelivered", message=b"...",
+        )
+    )
+    assert "when its send is recorded" in kept.outcome
+    at = datetime.now(UTC)
+    await stack.store.deliveries.record([Outcome(delivery, S.SENT, 1, 250, "2.0.0 Ok: queued", at)])
+    row = await stack.store.deliveries.get(delivery)
+    assert row is not None
+    assert (row["state"], row["last_code"]) == ("bounced", 250) and row["sent_at"] is not None
+    assert row["last_reply"] == "bounced: 5.1.1 550 5.1.1 user unknown"
+    events = [(e["state"], e["smtp_code"], e["smtp_reply"]) for e in await stack.store.deliveries.events(delivery)]
+    assert events[-2:] == [
+        ("sent", 250, "2.0.0 Ok: queued"),
+        ("bounced", 250, "bounced: 5.1.1 550 5.1.1 user unknown"),
+    ]

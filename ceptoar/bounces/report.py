@@ -8,8 +8,12 @@
   A delayed action is a delay. A report that names no recipient is read
   like a bounce without one.
 - RFC 5965 feedback reports (report-type=feedback-report) are complaints.
+- Microsoft Exchange's reports written for people (`ceptoar.bounces.exchange`)
+  are bounces for each recipient they list.
 - RFC 3834 automatic replies (Auto-Submitted other than `no`, and the
-  headers vacation programs set) are auto-replies, never bounces.
+  headers vacation programs set) are auto-replies, never bounces; a
+  delivery report or an Exchange report is never an auto-reply, whatever
+  its Auto-Submitted says.
 - Other bounces (no DSN, the MTA's own words) are read by the Japanese
   carriers' formats (`ceptoar.bounces.carriers`), then flufl.bounce's
   detectors.
@@ -36,6 +40,7 @@ from typing import Final, Literal
 from flufl.bounce import all_failures
 
 from ceptoar.bounces.carriers import carrier_failures
+from ceptoar.bounces.exchange import exchange_failures, is_exchange_ndr
 from ceptoar.bounces.verp import Token, Verp
 from ceptoar.model.answer import Answer, answer_in
 from ceptoar.text import clean_line
@@ -178,7 +183,9 @@ def _classify(msg: Message) -> tuple[Kind, list[RecipientStatus]]:
             return "delay", recipients
         if recipients:
             return "unknown", recipients  # delivered, relayed or expanded: nothing went wrong
-    if _auto_replied(msg):
+    if exchange := exchange_failures(msg):
+        return "bounce", [RecipientStatus(a, "failed", status, words) for a, status, words in exchange]
+    if _auto_replied(msg) and not _delivery_report(msg, found):
         return "auto_reply", []
     if carried := carrier_failures(msg):
         return "bounce", [RecipientStatus(a, "failed") for a in carried]
@@ -187,7 +194,14 @@ def _classify(msg: Message) -> tuple[Kind, list[RecipientStatus]]:
         failed = [RecipientStatus(_text(a), "failed") for a in sorted(permanent)]
         delayed = [RecipientStatus(_text(a), "delayed") for a in sorted(temporary - permanent)]
         return ("bounce" if permanent else "delay"), failed + delayed
+    if _delivery_report(msg, found):
+        return "bounce", []  # a delivery report that names no recipient we can read: still a bounce
     return "unknown", []
+
+
+def _delivery_report(msg: Message, found: tuple[str, Message] | None) -> bool:
+    """A delivery status report or an Exchange non-delivery report, whatever its Auto-Submitted says."""
+    return (found is not None and found[0] == "delivery-status") or is_exchange_ndr(msg)
 
 
 def _text(address: bytes | str) -> str:

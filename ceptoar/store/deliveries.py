@@ -27,10 +27,20 @@ from ceptoar.store.tables import (
     answers,
     deliveries,
     delivery_events,
+    returned,
     subscribers,
 )
 
-__all__ = ["Claimed", "DeliveryRepo", "Outcome", "claim_in", "claimable", "row_events", "transition_events"]
+__all__ = [
+    "Claimed",
+    "DeliveryRepo",
+    "Outcome",
+    "bounce_reply",
+    "claim_in",
+    "claimable",
+    "row_events",
+    "transition_events",
+]
 
 
 # A delivery with its address and the organisation it belongs to.
@@ -115,6 +125,8 @@ class DeliveryRepo:
         An organisation that answered by this delivery while it was being sent
         (a link from an earlier copy, a reply) has its answer applied here: a
         sent mail ends `acknowledged`, with its send kept (`sent_at`, code, reply).
+        Likewise a bounce that came back before its send was recorded: the
+        mail ends `bounced`, its send time and code kept beside the report's words.
 
         One locked read picks the rows still owned by these attempts, then one
         batched UPDATE and one batched INSERT of events: a row changed
@@ -141,6 +153,8 @@ class DeliveryRepo:
             claimed_at = {i: at for (i, _), at in owned.items()}
             sent = {o.delivery_id for o in applied if o.state is DeliveryState.SENT}
             answered = await _answered_since(conn, claimed_at) & sent
+            reports = await _bounced_since(conn, claimed_at)
+            bounced = {i: why for i, why in reports.items() if i in sent - answered}
             if applied:
                 await conn.execute(
                     update(deliveries)
@@ -156,9 +170,9 @@ class DeliveryRepo:
                             bindparam("b_sent_at", type_=UtcDateTime), deliveries.c.sent_at
                         ),
                     ),
-                    [_outcome_params(o, now, answered) for o in applied],
+                    [_outcome_params(o, now, answered, bounced) for o in applied],
                 )
-                await _record_events(conn, applied, now)
+                await _record_events(conn, applied, now, bounced)
                 if answered:
                     await row_events(
                         conn,
@@ -167,6 +181,8 @@ class DeliveryRepo:
                         now,
                         reply="answered while it was being sent",
                     )
+                if bounced:
+                    await _copied_events(conn, deliveries.c.id.in_(sorted(bounced)))
         return applied
 
     async def expired_leases(self, *, limit: int = 10_000) -> list[tuple[int, str]]:
@@ -385,20 +401,50 @@ async def _answered_since(conn: AsyncConnection, claimed_at: dict[int, datetime]
     return {i for i, at in (await conn.execute(query)).all() if at >= claimed_at[i]}
 
 
-def _outcome_params(o: Outcome, now: datetime, answered: Collection[int]) -> dict[str, Any]:
+async def _bounced_since(conn: AsyncConnection, claimed_at: dict[int, datetime]) -> dict[int, str]:
+    """Of the deliveries `claimed_at` names, those a bounce came back for since they were claimed (the relay
+    accepted the mail and its report came before the send was recorded), with what the bounce said."""
+    if not claimed_at:
+        return {}
+    query = (
+        select(returned.c.delivery_id, returned.c.received_at, returned.c.status, returned.c.diagnostic)
+        .where(returned.c.delivery_id.in_(list(claimed_at)), returned.c.kind == "bounce")
+        .order_by(returned.c.id)
+    )
+    return {
+        i: bounce_reply(status, diagnostic)
+        for i, at, status, diagnostic in (await conn.execute(query)).all()
+        if i is not None and at >= claimed_at[i]
+    }
+
+
+def bounce_reply(status: str | None, diagnostic: str | None) -> str:
+    """What a bounced delivery keeps as its last reply: the report's status and the server's words."""
+    return f"bounced: {status or ''} {diagnostic or ''}".strip()[:2000]
+
+
+def _outcome_params(
+    o: Outcome, now: datetime, answered: Collection[int], bounced: dict[int, str]
+) -> dict[str, Any]:
     sent_at = (o.at or now) if o.state is DeliveryState.SENT else None
-    state = DeliveryState.ACKNOWLEDGED if o.delivery_id in answered else o.state
+    state, reply = o.state, o.reply
+    if o.delivery_id in answered:
+        state = DeliveryState.ACKNOWLEDGED
+    elif o.delivery_id in bounced:
+        state, reply = DeliveryState.BOUNCED, bounced[o.delivery_id]
     return {
         "b_id": o.delivery_id,
         "b_state": state.value,
         "b_code": o.code,
-        "b_reply": o.reply,
+        "b_reply": reply,
         "b_sent_at": sent_at,
         "b_refund": 0 if o.counted else 1,
     }
 
 
-async def _record_events(conn: AsyncConnection, applied: Sequence[Outcome], now: datetime) -> None:
+async def _record_events(
+    conn: AsyncConnection, applied: Sequence[Outcome], now: datetime, bounced: Collection[int] = ()
+) -> None:
     """The events of outcomes just applied to their rows.
 
     A sent row holds all its event says (its reply and when it was
@@ -412,12 +458,15 @@ async def _record_events(conn: AsyncConnection, applied: Sequence[Outcome], now:
     ]
     if notes:
         await conn.execute(insert(delivery_events), notes)
-    sent = [o.delivery_id for o in applied if o.state is DeliveryState.SENT]
+    # A row bounced meanwhile holds the report's words: its `sent` event is built from the outcome.
+    sent = [o.delivery_id for o in applied if o.state is DeliveryState.SENT and o.delivery_id not in bounced]
     if sent:
         # The row may be `acknowledged` already (answered during the send): the event says `sent`.
         sent_state = literal(DeliveryState.SENT.value)
         await _copied_events(conn, deliveries.c.id.in_(sent), at=deliveries.c.sent_at, state=sent_state)
-    others = [_event(o, now) for o in applied if o.state is not DeliveryState.SENT]
+    others = [
+        _event(o, now) for o in applied if o.state is not DeliveryState.SENT or o.delivery_id in bounced
+    ]
     if others:
         await conn.execute(insert(delivery_events), others)
 

@@ -29,7 +29,7 @@ from ceptoar.model.answer import Answer
 from ceptoar.model.escalation import Purpose
 from ceptoar.model.states import DeliveryState, sources
 from ceptoar.store.answers import latest_answers, record_answer
-from ceptoar.store.deliveries import transition_events
+from ceptoar.store.deliveries import bounce_reply, transition_events
 from ceptoar.store.engine import reading
 from ceptoar.store.tables import addresses, answers, deliveries, delivery_events, returned, subscribers
 
@@ -289,7 +289,7 @@ async def _apply(
 ) -> str:
     """What a matched message does to its delivery, said as the outcome kept with it."""
     if mail.kind == "bounce" and row.state in _BOUNCEABLE:
-        said = f"bounced: {mail.status or ''} {mail.diagnostic or ''}".strip()[:2000]
+        said = bounce_reply(mail.status, mail.diagnostic)
         moved = await conn.execute(
             update(deliveries)
             .where(deliveries.c.id == row.id, deliveries.c.state == row.state)
@@ -301,6 +301,8 @@ async def _apply(
             return f"bounce: delivery {row.id} {row.state} → bounced"
     if mail.kind == "bounce" and row.state == DeliveryState.ACKNOWLEDGED:
         return f"bounce: kept; delivery {row.id} stays acknowledged (its mail was read)"
+    if mail.kind == "bounce" and row.state == DeliveryState.SENDING:
+        return f"bounce: kept; delivery {row.id} is bounced when its send is recorded"
     return f"{mail.kind}: kept beside delivery {row.id} ({row.state})"
 
 
