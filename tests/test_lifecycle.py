@@ -5,13 +5,29 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+from contextlib import suppress
+from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 
-from ceptoar.mailbox import count, list_messages, read_message
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import func, select
+
+from ceptoar.mailbox import MaildirHandler, count, list_messages, read_message, start_mailbox
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.registry import RegistryRow
+from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory
-from tests.harness import MailboxServer, cli_env, notice_doc, run_cli_async, running, subset
+from tests.harness import (
+    FaultyMailbox,
+    MailboxServer,
+    Stack,
+    cli_env,
+    notice_doc,
+    run_cli_async,
+    running,
+    subset,
+)
 
 
 def _subjects(root: object, address: str) -> list[str]:
@@ -187,3 +203,73 @@ async def test_test_notices_reach_only_test_subscribers_marked_as_tests(
     assert counts == {"sent": 1}
     assert addresses(mailbox.root) == ["drill@010006.lg.example"]
     assert read_message(mailbox.root, "drill@010006.lg.example", 1)["Subject"].startswith("【試験】")
+
+
+class _SlowBulk(FaultyMailbox):
+    """Takes `delay` seconds over each mail of a medium-severity alert; critical mail goes straight in."""
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.content if isinstance(envelope.content, bytes) else b""
+        if b"\nX-Ceptoar-Severity: medium" in content:
+            await asyncio.sleep(self.delay)
+        filed: str = await MaildirHandler.handle_DATA(self, server, session, envelope)
+        return filed
+
+
+async def _first_mail_after(stack: Stack, ident: str, published: datetime, *, within: float = 30) -> float:
+    """Seconds from `published` to the first mail of `ident` the relay accepted."""
+    for _ in range(int(within / 0.05)):
+        with suppress(LookupError):
+            alert = await stack.store.alerts.resolve(ident)
+            async with stack.store.engine.connect() as conn:
+                first = (
+                    await conn.execute(select(func.min(deliveries.c.sent_at)).where(deliveries.c.alert_id == alert.id))
+                ).scalar()
+            if first is not None:
+                return float((first - published).total_seconds())
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{ident}: no mail within {within}s")
+
+
+async def test_a_critical_notice_behind_a_cancel_waiting_for_mail_in_flight_is_not_held_up(
+    make_stack: StackFactory, tmp_path: Path, registry_rows: list[RegistryRow]
+) -> None:
+    handler = _SlowBulk(tmp_path / "slow")
+    handler.delay = 3.0  # each bulk mail in flight keeps the cancel waiting this long
+    server = await start_mailbox(handler, port=0)
+    mailbox = MailboxServer(handler.root, server.sockets[0].getsockname()[1], handler)
+    rows = subset(registry_rows, 20)
+    stack = await make_stack(mailbox=mailbox, rows=rows, smtp_connections=2, mailer_batch=4)
+    try:
+        async with running(stack.settings):
+            await stack.publish(notice_doc(id="SLOW-1"))
+            await _until_in_flight(stack, "SLOW-1")
+            published = datetime.now(UTC)
+            await stack.publish(notice_doc(id="CRIT-ALONE", severity="critical", title="単独の緊急通知"))
+            alone = await _first_mail_after(stack, "CRIT-ALONE", published)
+
+            await stack.publish(notice_doc(id="CANCEL-SLOW", msg_type="cancel", references=["SLOW-1"]))
+            await asyncio.sleep(0.3)  # the dispatcher has taken the cancel, which now waits for the relay
+            published = datetime.now(UTC)
+            await stack.publish(notice_doc(id="CRIT-BEHIND", severity="critical", title="取消の後の緊急通知"))
+            behind = await _first_mail_after(stack, "CRIT-BEHIND", published)
+            cancel_counts = await stack.wait_settled("CANCEL-SLOW", within=60)
+            original = await stack.store.alerts.counts((await stack.store.alerts.resolve("SLOW-1")).id)
+    finally:
+        server.close()
+        await server.wait_closed()
+    print(f"\nfirst critical mail: {alone:.2f} s alone, {behind:.2f} s behind a waiting cancel")
+    assert behind < handler.delay / 2, f"{behind:.2f} s: the critical notice waited for the cancel"
+    assert behind <= alone + 1.0
+    # The cancel itself still went out once the mail in flight was sent, to those mailed only.
+    assert original.get("cancelled", 0) > 0 and cancel_counts == {"sent": original.get("sent", 0)}
+
+
+async def _until_in_flight(stack: Stack, ident: str, *, within: float = 30) -> None:
+    for _ in range(int(within / 0.05)):
+        with suppress(LookupError):
+            alert = await stack.store.alerts.resolve(ident)
+            if (await stack.store.alerts.counts(alert.id)).get("sending", 0) > 0:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{ident}: nothing in flight within {within}s")

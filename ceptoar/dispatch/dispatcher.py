@@ -21,13 +21,15 @@ Lifecycle: an update or cancel names earlier notices of the same source in
 `references`. One that names an unknown notice is held with the reason. An
 update goes to the original's audience plus new members of it, threaded
 under what each address got before. A cancel marks every unsent delivery
-of the thread `cancelled`, waits for mail in flight, then is planned again:
-it goes only to the addresses that were mailed by then.
+of the thread `cancelled` at once; while mail of the thread is still in
+flight, the cancel waits for it in a task of its own (the notices behind it
+go on), then is planned: it goes only to the addresses that were mailed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from contextlib import aclosing
@@ -47,7 +49,7 @@ from ceptoar.feed.formats import Parsed, payload_text
 from ceptoar.feed.offload import ParserBusy, ParserPool
 from ceptoar.log import get_logger
 from ceptoar.metrics import metrics
-from ceptoar.model.notice import OPERATOR_SOURCE, Notice
+from ceptoar.model.notice import OPERATOR_SOURCE, MsgType, Notice
 from ceptoar.priority import BulkGate
 from ceptoar.retry import Stopping, outlast_outages, pause
 from ceptoar.store import FIRST_ROWS, Claimed, Store, StoredAlert
@@ -80,6 +82,8 @@ class Dispatcher:
         self._rules = rules
         # Off the event loop: this process's mailer keeps sending while a large advisory is checked.
         self._parser = ParserPool(workers=1, timeout=settings.parse_timeout)
+        # Cancels waiting for their thread's mail in flight, each finishing in its own task.
+        self._cancels: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         # Read the registry now: the first notice after a start should not wait for it.
@@ -92,6 +96,8 @@ class Dispatcher:
             while (message := await inbox.next(stop)) is not None:
                 async with self._gate.holding():
                     await self.handle(message, stop)
+            while self._cancels:
+                await asyncio.gather(*self._cancels)
         finally:
             self._parser.close()
 
@@ -101,25 +107,91 @@ class Dispatcher:
                 pass
 
     async def handle(self, message: AbstractIncomingMessage, stop: asyncio.Event) -> None:
-        """Dispatch one notice; never raises for the notice, nor for an outage (it is waited out)."""
+        """Dispatch one notice; never raises for the notice, nor for an outage (it is waited out).
+
+        A cancel whose thread has mail in flight stops the thread's unsent
+        mail at once, then finishes in a task of its own once that mail is
+        sent (`_after_in_flight`): the notices behind it do not wait.
+        """
         with bound_contextvars(amqp_message_id=message.message_id):
             try:
                 parsed = await self._parse(message, stop)
-                await outlast_outages(lambda: self._dispatch(message, parsed), stop=stop, what="dispatch")
+                thread = await outlast_outages(lambda: self._cancelling(parsed), stop=stop, what="cancel")
             except InvalidNotice as exc:
-                log.warning("notice.rejected", field=exc.field, reason=exc.reason)
-                metrics().notices.labels("rejected").inc()
-                await self._refuse(message, stop, reason=str(exc), field=exc.field)
+                await self._rejected(message, stop, exc)
                 return
             except Stopping:
                 await settle(message, ack=False)
                 return
             except Exception as exc:
-                log.exception("notice.internal_error")
-                metrics().notices.labels("failed").inc()
-                await self._refuse(message, stop, reason=f"internal error: {exc!r}")
+                await self._failed(message, stop, exc)
+                return
+        if thread is not None:
+            task = asyncio.create_task(self._after_in_flight(message, parsed, thread, stop), name="cancel")
+            self._cancels.add(task)
+            task.add_done_callback(self._cancels.discard)
+            return
+        await self._complete(message, parsed, stop)
+
+    async def _complete(self, message: AbstractIncomingMessage, parsed: Parsed, stop: asyncio.Event) -> None:
+        """Dispatch a parsed notice and settle its message, whatever comes of it."""
+        with bound_contextvars(amqp_message_id=message.message_id):
+            try:
+                await outlast_outages(lambda: self._dispatch(message, parsed), stop=stop, what="dispatch")
+            except InvalidNotice as exc:
+                await self._rejected(message, stop, exc)
+                return
+            except Stopping:
+                await settle(message, ack=False)
+                return
+            except Exception as exc:
+                await self._failed(message, stop, exc)
                 return
             await settle(message)
+
+    async def _rejected(
+        self, message: AbstractIncomingMessage, stop: asyncio.Event, exc: InvalidNotice
+    ) -> None:
+        log.warning("notice.rejected", field=exc.field, reason=exc.reason)
+        metrics().notices.labels("rejected").inc()
+        await self._refuse(message, stop, reason=str(exc), field=exc.field)
+
+    async def _failed(self, message: AbstractIncomingMessage, stop: asyncio.Event, exc: Exception) -> None:
+        log.exception("notice.internal_error")
+        metrics().notices.labels("failed").inc()
+        await self._refuse(message, stop, reason=f"internal error: {exc!r}")
+
+    async def _cancelling(self, parsed: Parsed) -> str | None:
+        """For a cancel whose thread has mail being sent: stop the thread's unsent mail now and name the
+        thread; None for any other notice (a repeated cancel, too, finds nothing in flight)."""
+        notice = parsed.notice
+        if notice.msg_type is not MsgType.CANCEL:
+            return None
+        thread = await load_thread(self._store, notice)
+        if thread.id is None:
+            return None
+        cancelled = await self._store.threads.cancel(thread.id)
+        if not await self._store.threads.in_flight(thread.id):
+            return None
+        log.info("cancel.waiting_for_in_flight", thread_id=thread.id, deliveries_cancelled=cancelled)
+        return thread.id
+
+    async def _after_in_flight(
+        self, message: AbstractIncomingMessage, parsed: Parsed, thread: str, stop: asyncio.Event
+    ) -> None:
+        """Wait (bounded) for the thread's mail in flight, then store and send the cancel as any notice."""
+        patience = min(self._settings.lease_seconds, 2 * self._settings.smtp_timeout + 5)
+        deadline = time.monotonic() + patience
+        in_flight = self._store.threads.in_flight
+        with contextlib.suppress(Stopping):
+            while await outlast_outages(lambda: in_flight(thread), stop=stop, what="cancel"):
+                if time.monotonic() > deadline or await pause(0.2, stop=stop):
+                    break
+        if stop.is_set():
+            await settle(message, ack=False)  # the next dispatcher finishes it
+            return
+        async with self._gate.holding():
+            await self._complete(message, parsed, stop)
 
     async def _refuse(
         self, message: AbstractIncomingMessage, stop: asyncio.Event, *, reason: str, field: str | None = None
@@ -258,16 +330,10 @@ class Dispatcher:
         return FIRST_ROWS, False
 
     async def _cancel(self, thread: str) -> None:
-        """Stop every unsent delivery of the thread; wait (bounded) for mail in flight."""
+        """Stop every unsent delivery of the thread (mail in flight was waited for, `_after_in_flight`)."""
         cancelled = await self._store.threads.cancel(thread)
-        patience = min(self._settings.lease_seconds, 2 * self._settings.smtp_timeout + 5)
-        deadline = time.monotonic() + patience
         # Another process's mailer owns those rows: the store is the only way to see them finish.
-        sending = await self._store.threads.in_flight(thread)
-        while sending and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            sending = await self._store.threads.in_flight(thread)
-        if sending:
+        if sending := await self._store.threads.in_flight(thread):
             log.error("cancel.in_flight_remaining", thread_id=thread, sending=sending)
         log.info("alert.cancelled", thread_id=thread, deliveries_cancelled=cancelled)
 
