@@ -56,6 +56,9 @@ __all__ = [
 log = get_logger(__name__)
 
 DELIVERY_LIMIT = 10
+# Seconds the broker has to answer a start-up's declarations or a consumer's set-up before the try is
+# given up (a TimeoutError, waited out and tried again like any outage).
+_BROKER_ANSWER = 30.0
 
 
 class Lane(StrEnum):
@@ -278,8 +281,14 @@ class Bus:
         self._connection = await aio_pika.connect_robust(
             self.url, client_properties={"connection_name": name}, timeout=within
         )
-        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-        await self.declare()
+        try:
+            async with asyncio.timeout(_BROKER_ANSWER):
+                self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+                await self.declare()
+        except RuntimeError as exc:  # the connection closed under us: the broker went away meanwhile
+            if "closed" not in str(exc).lower():
+                raise
+            raise ConnectionError(f"the broker connection closed while declaring: {exc}") from exc
 
     @property
     def connected(self) -> bool:
@@ -411,14 +420,26 @@ class Bus:
         )
 
     async def consume(self, queue_name: str, *, prefetch: int) -> Inbox:
-        """Start consuming `queue_name` on its own channel."""
+        """Start consuming `queue_name` on its own channel.
+
+        While the connection is being reopened (the broker restarted, even in
+        the middle of a start-up), this raises ConnectionError, which callers
+        wait out (`ceptoar.retry.outlast_outages`); once consuming, the robust
+        channel resumes by itself after a reconnect.
+        """
         if self._connection is None:
             raise RuntimeError("Bus.connect() has not been called")
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.get_queue(queue_name, ensure=True)
-        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        await queue.consume(inbox.put)
+        try:
+            async with asyncio.timeout(_BROKER_ANSWER):
+                channel = await self._connection.channel()
+                await channel.set_qos(prefetch_count=prefetch)
+                queue = await channel.get_queue(queue_name, ensure=True)
+                inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+                await queue.consume(inbox.put)
+        except RuntimeError as exc:
+            if "closed" not in str(exc).lower():
+                raise
+            raise ConnectionError(f"the broker connection is being reopened: {exc}") from exc
         return Inbox(inbox)
 
     async def queue_depths(self) -> dict[str, int]:

@@ -315,3 +315,44 @@ async def test_serve_started_while_the_database_is_away_waits_for_it(
         serve.terminate()
         assert await asyncio.wait_for(serve.wait(), 60) == 0
         await stack.store.close()
+
+
+@pytest.mark.parametrize("after", [0.3, 1.5, 3.0])
+async def test_a_rabbitmq_restart_during_serve_start_up_is_waited_out(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow], after: float
+) -> None:
+    """The broker goes away `after` seconds into a start-up: connecting, declaring, opening consumers
+    or starting mailer processes. serve waits for it, comes up, and delivers."""
+    rows = subset(registry_rows, 5)
+    stack = await make_stack(mailbox=mailbox, rows=rows)
+    env = {**os.environ, **cli_env(stack.settings)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ceptoar", "serve", "--mailers", "2", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    serve = Serve(proc)
+
+    async def read() -> None:
+        assert proc.stderr is not None
+        async for line in proc.stderr:
+            with suppress(ValueError):
+                serve.events.append(json.loads(line))
+
+    serve.reader = asyncio.create_task(read())
+    try:
+        await asyncio.sleep(after)
+        await _rabbitmqctl("stop_app")
+        await asyncio.sleep(2)
+        await _rabbitmqctl("start_app")
+        await _rabbitmqctl("await_startup")
+        for _ in range(1200):
+            if serve.logged("service.started") or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert proc.returncode is None, f"serve exited with {proc.returncode}: {serve.events[-5:]}"
+        await stack.bus.close()  # the test's own connection was cut too
+        await stack.bus.connect(name="ceptoar-test")
+        await stack.publish(notice_doc(id=f"STARTUP-{after}"))
+        assert await _settled(stack, f"STARTUP-{after}") == {"sent": len(rows)}
+        assert proc.returncode is None
+    finally:
+        assert await _stop_serve(serve) == 0

@@ -91,7 +91,13 @@ class Dispatcher:
             await outlast_outages(self._read_registry, stop=stop, what="read the registry")
         except Stopping:
             return
-        inbox = await self._bus.consume(self._bus.names.notices, prefetch=4)
+        try:
+            inbox = await outlast_outages(
+                lambda: self._bus.consume(self._bus.names.notices, prefetch=4), stop=stop, what="consume"
+            )
+        except Stopping:
+            self._parser.close()
+            return
         try:
             while (message := await inbox.next(stop)) is not None:
                 async with self._gate.holding():

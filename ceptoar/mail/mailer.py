@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections import Counter
 from datetime import UTC, datetime
@@ -125,9 +126,16 @@ class Mailer:
         size = self._settings.mailer_batch
         prefetch = max(2, size // JOB_SIZE + 1) * workers
         loops = []
-        for lane in Lane:
-            inbox = await self._bus.consume(self._bus.names.jobs(lane), prefetch=prefetch)
-            loops += [self._loop(inbox, lane, stop) for _ in range(workers)]
+        try:
+            for lane in Lane:
+                inbox = await outlast_outages(
+                    functools.partial(self._bus.consume, self._bus.names.jobs(lane), prefetch=prefetch),
+                    stop=stop,
+                    what="consume",
+                )
+                loops += [self._loop(inbox, lane, stop) for _ in range(workers)]
+        except Stopping:
+            loops = []  # stopped while the broker was away: nothing was taken
         await asyncio.gather(*loops)
         await self.drain()
         for task in (warming, renewing):
