@@ -40,6 +40,7 @@ from tests.harness import (
     cli_env,
     notice_doc,
     run_cli,
+    run_cli_async,
     running,
     subset,
 )
@@ -120,6 +121,17 @@ async def test_unknown_area_code_is_dead_lettered_naming_the_entry(
         dead = await stack.get_dead()
     assert (dead.headers or {})["x-ceptoar-field"] == "area[1]"
     assert "131016 is not a subscribed local government" in str((dead.headers or {})["x-ceptoar-reason"])
+    # The operator who published it asks after it: the refusal and its reason, not "no such notice".
+    env = cli_env(stack.settings)
+    for ident in ("AREA-1", "nisc:AREA-1"):
+        status = await run_cli_async("status", ident, env=env)
+        assert status.returncode == 1
+        assert "the notice was refused at" in status.stderr and "(field area[1])" in status.stderr
+        assert "131016 is not a subscribed local government" in status.stderr
+    listed = await run_cli_async("alerts", "--rejected", env=env)
+    assert listed.returncode == 0 and "nisc:AREA-1 [area[1]]" in listed.stdout
+    unknown = await run_cli_async("status", "NEVER-SENT", env=env)
+    assert unknown.returncode == 1 and "no alert or notice with id 'NEVER-SENT'" in unknown.stderr
 
 
 async def test_451_then_250_ends_sent_after_a_deferred_event(

@@ -253,7 +253,16 @@ def status(ident: str, as_json: bool, wait: float | None, watch: bool, list_sile
 
     async def _run() -> tuple[AlertStatus, list[Silent]]:
         async with await Store.open(s.db_url) as store:
-            found = await (_watch(store, ident) if watch else _status(store, ident, wait))
+            try:
+                found = await (_watch(store, ident) if watch else _status(store, ident, wait))
+            except UnknownAlert:
+                if refused := await store.rejections.of_notice(ident):
+                    last = refused[0]
+                    field = f" (field {last.field})" if last.field else ""
+                    when = last.at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+                    said = f"{ident}: no alert; the notice was refused at {when}{field}: {last.reason}"
+                    fail(said, EXIT_NOT_FOUND)
+                raise
             silent = await store.returns.silent(found.alert_id or "") if list_silent else []
             return found, silent
 

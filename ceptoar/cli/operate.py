@@ -27,7 +27,7 @@ from ceptoar.model.notice import Severity
 from ceptoar.model.states import MAILED, DeliveryState
 from ceptoar.render import SEVERITY_LABELS
 from ceptoar.report import csv_report, html_report, text_report
-from ceptoar.store import AuditEntry, Pruned, Store
+from ceptoar.store import AuditEntry, Pruned, Rejection, Store
 
 __all__ = ["alerts", "audit", "prune", "report", "resend"]
 
@@ -42,10 +42,14 @@ __all__ = ["alerts", "audit", "prune", "report", "resend"]
     type=click.Choice([s.value for s in Severity]),
     help="Repeatable.",
 )
-def alerts(since: str, severities: tuple[str, ...]) -> None:
+@click.option("--rejected", is_flag=True, help="Instead: notices the dispatcher refused, with why.")
+def alerts(since: str, severities: tuple[str, ...], rejected: bool) -> None:
     """Recent alerts: time, severity, TLP, state, deliveries and title."""
     s = settings()
     when = parse_when(since, datetime.now(UTC), ago=True, naive_is_local=True)
+    if rejected:
+        _list_rejected(s, when)
+        return
 
     async def _list() -> list[tuple[AlertView, AlertStatus]]:
         async with await Store.open(s.db_url) as store:
@@ -61,6 +65,18 @@ def alerts(since: str, severities: tuple[str, ...]) -> None:
             f"{created}  {a.id}  {label} TLP:{a.tlp:<12} {a.state:<9} {sent}/{status.total} sent{trouble}  "
             f"{a.title}"
         )
+
+
+def _list_rejected(s: Settings, when: datetime) -> None:
+    async def _read() -> list[Rejection]:
+        async with await Store.open(s.db_url) as store:
+            return await store.rejections.since(when)
+
+    for r in run(_read()):
+        at = r.at.astimezone().strftime("%Y-%m-%d %H:%M")
+        notice = f"{r.source}:{r.source_id}" if r.source else (r.source_id or "(no id)")
+        field = f" [{r.field}]" if r.field else ""
+        say(f"{at}  {notice}{field}  {r.reason}")
 
 
 # What the alert list points out beside how many were mailed.

@@ -145,27 +145,37 @@ class Dispatcher:
             try:
                 await outlast_outages(lambda: self._dispatch(message, parsed), stop=stop, what="dispatch")
             except InvalidNotice as exc:
-                await self._rejected(message, stop, exc)
+                await self._rejected(message, stop, exc, parsed)
                 return
             except Stopping:
                 await settle(message, ack=False)
                 return
             except Exception as exc:
-                await self._failed(message, stop, exc)
+                await self._failed(message, stop, exc, parsed)
                 return
             await settle(message)
 
     async def _rejected(
-        self, message: AbstractIncomingMessage, stop: asyncio.Event, exc: InvalidNotice
+        self,
+        message: AbstractIncomingMessage,
+        stop: asyncio.Event,
+        exc: InvalidNotice,
+        parsed: Parsed | None = None,
     ) -> None:
         log.warning("notice.rejected", field=exc.field, reason=exc.reason)
         metrics().notices.labels("rejected").inc()
-        await self._refuse(message, stop, reason=str(exc), field=exc.field)
+        await self._refuse(message, stop, reason=str(exc), field=exc.field, parsed=parsed)
 
-    async def _failed(self, message: AbstractIncomingMessage, stop: asyncio.Event, exc: Exception) -> None:
+    async def _failed(
+        self,
+        message: AbstractIncomingMessage,
+        stop: asyncio.Event,
+        exc: Exception,
+        parsed: Parsed | None = None,
+    ) -> None:
         log.exception("notice.internal_error")
         metrics().notices.labels("failed").inc()
-        await self._refuse(message, stop, reason=f"internal error: {exc!r}")
+        await self._refuse(message, stop, reason=f"internal error: {exc!r}", parsed=parsed)
 
     async def _cancelling(self, parsed: Parsed) -> str | None:
         """For a cancel whose thread has mail being sent: stop the thread's unsent mail now and name the
@@ -200,15 +210,29 @@ class Dispatcher:
             await self._complete(message, parsed, stop)
 
     async def _refuse(
-        self, message: AbstractIncomingMessage, stop: asyncio.Event, *, reason: str, field: str | None = None
+        self,
+        message: AbstractIncomingMessage,
+        stop: asyncio.Event,
+        *,
+        reason: str,
+        field: str | None = None,
+        parsed: Parsed | None = None,
     ) -> None:
-        """Dead-letter a refused notice with the reason, mark its HTTP receipt, then ack it.
+        """Dead-letter a refused notice with the reason, mark its HTTP receipt, keep the refusal for
+        `ceptoar status`, then ack it.
 
         The broker's and the store's outages are waited out: a notice the
         endpoint answered 202 must not vanish without its sender being able
         to see why (`GET /v1/notices/{id}`).
         """
+        # Named as the notice names itself; one that could not be read, by its message's id.
+        named = f"{parsed.notice.source}:{parsed.notice.id}" if parsed else message.message_id
+        keep = self._store.rejections.record
         try:
+            # Kept first: whoever sees the dead letter can also find why in the store.
+            await outlast_outages(
+                lambda: keep(message_id=named, reason=reason, field=field), stop=stop, what="keep the refusal"
+            )
             await outlast_outages(
                 lambda: self._bus.dead_letter(message, reason=reason, field=field),
                 stop=stop,

@@ -21,6 +21,7 @@ from ceptoar.store.holds import HoldRepo, NotHeld
 from ceptoar.store.leases import LeaseRepo
 from ceptoar.store.migrations import SchemaOutOfDate
 from ceptoar.store.portal import PortalRepo, Visitor
+from ceptoar.store.rejections import Rejection, RejectionRepo
 from ceptoar.store.retention import Pruned, RetentionRepo
 from ceptoar.store.returns import Bouncing, Returned, ReturnedMail, ReturnsRepo, Silent
 from ceptoar.store.subscribers import ImportResult, RegistryCounts, SubscriberRepo
@@ -48,6 +49,7 @@ __all__ = [
     "PortalRepo",
     "Pruned",
     "RegistryCounts",
+    "Rejection",
     "Returned",
     "ReturnedMail",
     "SchemaOutOfDate",
@@ -71,7 +73,7 @@ class Store:
     `answers` (what organisations answered, by reply or by link),
     `escalations` (the reminders and call lists of silent organisations) and `portal` (operators,
     sign-in links, sessions and what one organisation may read on the portal) and `digests` (the
-    security mail magazine's issues).
+    security mail magazine's issues) and `rejections` (notices the dispatcher refused, and why).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -90,6 +92,7 @@ class Store:
         self.escalations = EscalationRepo(engine)
         self.portal = PortalRepo(engine)
         self.digests = DigestRepo(engine)
+        self.rejections = RejectionRepo(engine)
 
     @classmethod
     async def open(cls, url: str, *, upgrade: bool = False) -> Store:

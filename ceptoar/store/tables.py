@@ -205,6 +205,20 @@ deliveries = Table(
     Index(None, "state", "lease_until"),
 )
 
+# Notices the dispatcher refused after they were accepted (revision 0004), whatever door they came
+# through: each is also dead-lettered, and `ceptoar status` and `ceptoar alerts --rejected` show why.
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False, index=True),
+    # From the message's id (`source:notice-id`, as every door publishes it); none when it had none.
+    Column("source", String(64), nullable=True),
+    Column("source_id", String(128), nullable=True, index=True),
+    Column("reason", Text, nullable=False),
+    Column("field", String(128), nullable=True),
+)
+
 # Sources allowed to post to the HTTP feed endpoint (schema 3). Only a hash
 # of each API key is kept; the signing secret must be kept to check HMACs.
 feeds = Table(
