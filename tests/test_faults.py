@@ -53,8 +53,9 @@ class Serve:
         return [e for e in self.events if e.get("event") == event]
 
 
-async def _start_serve(stack: Stack, *args: str, **env_vars: str) -> Serve:
-    """`ceptoar serve` with `args` (two mailer processes unless told), the stack's settings and `env_vars`."""
+async def _launch_serve(stack: Stack, *args: str, **env_vars: str) -> Serve:
+    """`ceptoar serve` with `args` (two mailer processes unless told), the stack's settings and `env_vars`,
+    its log read as it comes; not waited for."""
     env = {**os.environ, **cli_env(stack.settings), **env_vars}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ceptoar", "serve", *(args or ("--mailers", "2")), env=env,
@@ -69,6 +70,13 @@ async def _start_serve(stack: Stack, *args: str, **env_vars: str) -> Serve:
                 serve.events.append(json.loads(line))
 
     serve.reader = asyncio.create_task(read())
+    return serve
+
+
+async def _start_serve(stack: Stack, *args: str, **env_vars: str) -> Serve:
+    """`_launch_serve`, once it logged that it started."""
+    serve = await _launch_serve(stack, *args, **env_vars)
+    proc = serve.proc
     for _ in range(600):
         if serve.logged("service.started"):
             return serve
@@ -325,19 +333,8 @@ async def test_a_rabbitmq_restart_during_serve_start_up_is_waited_out(
     or starting mailer processes. serve waits for it, comes up, and delivers."""
     rows = subset(registry_rows, 5)
     stack = await make_stack(mailbox=mailbox, rows=rows)
-    env = {**os.environ, **cli_env(stack.settings)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ceptoar", "serve", "--mailers", "2", env=env, stderr=asyncio.subprocess.PIPE
-    )
-    serve = Serve(proc)
-
-    async def read() -> None:
-        assert proc.stderr is not None
-        async for line in proc.stderr:
-            with suppress(ValueError):
-                serve.events.append(json.loads(line))
-
-    serve.reader = asyncio.create_task(read())
+    serve = await _launch_serve(stack)
+    proc = serve.proc
     try:
         await asyncio.sleep(after)
         await _rabbitmqctl("stop_app")

@@ -19,7 +19,7 @@ import re
 from email.message import Message
 from typing import Final
 
-__all__ = ["carrier_failures"]
+__all__ = ["carrier_failures", "first_text"]
 
 _FROM_CARRIER: Final = re.compile(
     r"postmaster@(?:ezweb\.ne\.jp|au\.com)|no-reply@[\w.-]*\.dion\.ne\.jp", re.I
@@ -43,16 +43,19 @@ def _is_carrier(msg: Message) -> bool:
     return hits >= 2
 
 
-def _carrier_text(msg: Message) -> str:
-    """The first text/plain part, decoded (au writes ISO-2022-JP)."""
+def first_text(msg: Message, *, charset: str) -> str:
+    """The report's own first text/plain part, decoded (`charset` when it names none); the returned
+    message's parts are not read."""
     for part in msg.walk():
+        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
+            break
         if part.get_content_type() != "text/plain":
             continue
         raw = part.get_payload(decode=True)
         if not isinstance(raw, bytes):
             return ""
         try:
-            return raw.decode(part.get_content_charset() or "iso-2022-jp", "replace")
+            return raw.decode(part.get_content_charset() or charset, "replace")
         except LookupError:
             return raw.decode("latin-1")
     return ""
@@ -63,7 +66,7 @@ def carrier_failures(msg: Message) -> list[str]:
     if not _is_carrier(msg):
         return []
     found: list[str] = []
-    for line in _carrier_text(msg).splitlines():
+    for line in first_text(msg, charset="iso-2022-jp").splitlines():  # au writes ISO-2022-JP
         if _RETURNED.match(line):
             break
         if m := _RECIPIENT.match(line.rstrip()):

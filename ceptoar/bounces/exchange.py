@@ -26,6 +26,8 @@ import re
 from email.message import Message
 from typing import Final
 
+from ceptoar.bounces.carriers import first_text
+
 __all__ = ["exchange_failures", "is_exchange_ndr"]
 
 _SUBJECT: Final = re.compile(
@@ -91,17 +93,4 @@ def exchange_failures(msg: Message) -> list[tuple[str, str, str | None]]:
 
 
 def _text(msg: Message) -> str:
-    """The report's first text/plain part, decoded (the returned message's parts are not read)."""
-    for part in msg.walk():
-        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
-            break
-        if part.get_content_type() != "text/plain":
-            continue
-        raw = part.get_payload(decode=True)
-        if not isinstance(raw, bytes):
-            return ""
-        try:
-            return raw.decode(part.get_content_charset() or "utf-8", "replace")
-        except LookupError:
-            return raw.decode("latin-1")
-    return ""
+    return first_text(msg, charset="utf-8")
