@@ -278,8 +278,9 @@ class Mailer:
     async def _deliver_once(self, claimed: list[Claimed], stop: asyncio.Event, lane: Lane) -> list[int]:
         """One attempt at each claimed delivery; the ids given back because the relay was away.
 
-        Each outcome is stored as soon as the relay has answered (`Recorder`),
-        so a process that dies leaves unrecorded only what was on the wire.
+        Each outcome is stored within `record_window` of the relay's answer,
+        or as soon as the batch has no send left (`Recorder`), so a process
+        that dies leaves little sent but unrecorded, to be sent again.
         """
         try:
             await outlast_outages(
