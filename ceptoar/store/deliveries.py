@@ -7,7 +7,7 @@ claim changes nothing is a duplicate and must not be sent.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -150,11 +150,15 @@ class DeliveryRepo:
                 ).all()
             }
             applied = [o for o in outcomes if (o.delivery_id, o.attempt) in owned]
-            claimed_at = {i: at for (i, _), at in owned.items()}
-            sent = {o.delivery_id for o in applied if o.state is DeliveryState.SENT}
-            answered = await _answered_since(conn, claimed_at) & sent
-            reports = await _bounced_since(conn, claimed_at)
-            bounced = {i: why for i, why in reports.items() if i in sent - answered}
+            # Only a mail the relay took can have been answered or bounced meanwhile.
+            sent = {
+                o.delivery_id: owned[o.delivery_id, o.attempt]  # when it was claimed
+                for o in applied
+                if o.state is DeliveryState.SENT
+            }
+            answered = await _answered_since(conn, sent)
+            reports = await _bounced_since(conn, sent)
+            bounced = {i: why for i, why in reports.items() if i not in answered}
             if applied:
                 await conn.execute(
                     update(deliveries)
@@ -389,7 +393,7 @@ class DeliveryRepo:
         return [dict(r) for r in rows]
 
 
-async def _answered_since(conn: AsyncConnection, claimed_at: dict[int, datetime]) -> set[int]:
+async def _answered_since(conn: AsyncConnection, claimed_at: Mapping[int, datetime]) -> set[int]:
     """Of the deliveries `claimed_at` names, those the organisation answered by since they were claimed.
 
     One indexed read of the answers to these deliveries (almost always none), compared here: a
@@ -401,7 +405,7 @@ async def _answered_since(conn: AsyncConnection, claimed_at: dict[int, datetime]
     return {i for i, at in (await conn.execute(query)).all() if at >= claimed_at[i]}
 
 
-async def _bounced_since(conn: AsyncConnection, claimed_at: dict[int, datetime]) -> dict[int, str]:
+async def _bounced_since(conn: AsyncConnection, claimed_at: Mapping[int, datetime]) -> dict[int, str]:
     """Of the deliveries `claimed_at` names, those a bounce came back for since they were claimed (the relay
     accepted the mail and its report came before the send was recorded), with what the bounce said."""
     if not claimed_at:
