@@ -111,6 +111,16 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
+    # Processes `ceptoar api` serves HTTP with (the feed endpoint, the answer pages, the portal), on one
+    # port; above one, the store should be PostgreSQL.
+    api_workers: int = Field(1, ge=1, le=64)
+    # The proxies in front whose X-Forwarded-For and X-Forwarded-Proto are believed (addresses or
+    # networks, `*` for any); none by default: the connection's own address is the client's.
+    trusted_proxies: list[str] = Field(default=[])
+    # Answer-page POSTs taken from one client address per minute (LGWAN's gateways carry many
+    # organisations from few addresses) and per answer link per ten minutes.
+    answer_posts_per_client: int = Field(3000, ge=1)
+    answer_posts_per_link: int = Field(10, ge=1)
     # Where the relay delivers what comes back to the return paths; `ceptoar serve` listens there
     # when a port is set (`ceptoar bounces serve` listens on its own).
     bounce_host: str = "127.0.0.1"

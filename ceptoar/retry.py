@@ -47,6 +47,7 @@ __all__ = [
     "is_transient",
     "outlast_outages",
     "pause",
+    "restart_delay",
 ]
 
 log = get_logger(__name__)
@@ -196,3 +197,18 @@ async def pause(seconds: float, *, stop: asyncio.Event) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     return stop.is_set()
+
+
+_RESTART_FIRST, _RESTART_MAX = 1.0, 60.0
+
+
+def restart_delay(previous: float, ran: float) -> float:
+    """Seconds before starting a child again that ran `ran` seconds; `previous` was the last delay.
+
+    A child that keeps dying soon after its start (a relay or database it
+    cannot reach, say) is started ever less often, up to once a minute; one
+    that ran for a minute starts again after the first delay.
+    """
+    if ran >= _RESTART_MAX:
+        return _RESTART_FIRST
+    return min(max(2 * previous, _RESTART_FIRST), _RESTART_MAX)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -24,7 +25,14 @@ from ceptoar.retry import outlast_outages, pause
 from ceptoar.store import Store
 from ceptoar.store.leases import identify
 
-__all__ = ["Components", "install_stop_signals", "open_components", "serve_asgi", "watch_parent"]
+__all__ = [
+    "Components",
+    "install_stop_signals",
+    "open_components",
+    "serve_asgi",
+    "uvicorn_options",
+    "watch_parent",
+]
 
 log = get_logger(__name__)
 
@@ -91,10 +99,35 @@ async def _connect(bus: Bus, name: str) -> Bus:
     return bus
 
 
-async def serve_asgi(app: Any, *, host: str, port: int, stop: asyncio.Event) -> None:
+def uvicorn_options(*, trusted_proxies: list[str] | None = None) -> dict[str, Any]:
+    """What every ceptoar HTTP server runs with: quiet, and believing forwarded headers only from
+    the proxies named (uvicorn's own default believes 127.0.0.1)."""
+    return {
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+        # Open event streams (the portal's live counts) are cut after a few seconds at shutdown.
+        "timeout_graceful_shutdown": 5,
+        "proxy_headers": bool(trusted_proxies),
+        "forwarded_allow_ips": list(trusted_proxies or []),
+        "server_header": False,
+    }
+
+
+async def serve_asgi(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    trusted_proxies: list[str] | None = None,
+    shared: bool = False,
+) -> None:
     """Serve an ASGI application with uvicorn on this event loop until `stop` is set.
 
     uvicorn does not handle signals here: the process's stop event decides.
+    `shared`: the port is bound with SO_REUSEPORT, beside other processes
+    serving it, and the kernel spreads new connections evenly among them.
     """
     import uvicorn  # only in the processes that serve HTTP
 
@@ -103,18 +136,22 @@ async def serve_asgi(app: Any, *, host: str, port: int, stop: asyncio.Event) -> 
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    # Open event streams (the portal's live counts) are cut after a few seconds at shutdown.
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
+    config = uvicorn.Config(app, host=host, port=port, **uvicorn_options(trusted_proxies=trusted_proxies))
     server = _Server(config)
-    task = asyncio.create_task(server.serve())
+    sockets = [_shared_socket(host, port)] if shared else None
+    task = asyncio.create_task(server.serve(sockets=sockets))
     await stop.wait()
     server.should_exit = True
     await task
+
+
+def _shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on a port other processes of the same user may listen on too."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock

@@ -49,7 +49,7 @@ from ceptoar.mail.process import open_mailer
 from ceptoar.metrics import metrics
 from ceptoar.model.digest import Schedule
 from ceptoar.priority import BulkGate
-from ceptoar.retry import Stopping, pause
+from ceptoar.retry import Stopping, pause, restart_delay
 from ceptoar.runtime import Components, open_components, serve_asgi
 from ceptoar.store import Actor
 from ceptoar.store.engine import sqlite_file
@@ -62,7 +62,6 @@ __all__ = [
     "Role",
     "parse_roles",
     "reclaim",
-    "restart_delay",
     "run_service",
     "single_serve",
     "sweep",
@@ -266,19 +265,6 @@ async def _reclaim_once(c: Components) -> None:
         log.exception("leases.reclaim_failed")
 
 
-def restart_delay(previous: float, ran: float) -> float:
-    """Seconds before starting a child again that ran `ran` seconds; `previous` was the last delay.
-
-    A child that keeps dying soon after its start (a relay or database it
-    cannot reach, say) is started ever less often, up to once a minute; one
-    that ran for a minute starts again after the first delay.
-    """
-    if ran >= _RESTART_MAX:
-        return _RESTART_FIRST
-    return min(max(2 * previous, _RESTART_FIRST), _RESTART_MAX)
-
-
-_RESTART_FIRST, _RESTART_MAX = 1.0, 60.0
 
 
 async def _mailer_process(stop: asyncio.Event, started: asyncio.Event) -> None:

@@ -26,9 +26,9 @@ from ceptoar.mailbox import count, list_messages
 from ceptoar.mailbox.maildir import addresses
 from ceptoar.model.alert import AlertView
 from ceptoar.registry import RegistryRow
-from ceptoar.retry import RetryPolicy
+from ceptoar.retry import RetryPolicy, restart_delay
 from ceptoar.runtime import open_components
-from ceptoar.service import restart_delay, sweep
+from ceptoar.service import sweep
 from ceptoar.store.tables import deliveries
 from tests.conftest import StackFactory
 from tests.harness import (

@@ -6,8 +6,8 @@ import asyncio
 
 import click
 
-from ceptoar.api import serve_api
-from ceptoar.cli.common import EXIT_NOT_FOUND, fail, run, say, settings
+from ceptoar.api.server import serve_api, supervise_workers
+from ceptoar.cli.common import EXIT_NOT_FOUND, EXIT_UNREACHABLE, fail, run, say, settings
 from ceptoar.feed.cap import cap_source
 from ceptoar.runtime import install_stop_signals
 from ceptoar.store import Feed, NewFeed, Store
@@ -18,17 +18,37 @@ __all__ = ["api", "feeds"]
 @click.command()
 @click.option("--host", default=None, help="Interface (default CEPTOAR_API_HOST, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default CEPTOAR_API_PORT, 8080).")
-def api(host: str | None, port: int | None) -> None:
-    """Run the HTTP feed ingestion endpoint (POST /v1/notices) until SIGINT or SIGTERM."""
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Processes serving the port (default CEPTOAR_API_WORKERS, 1); above one, use PostgreSQL.",
+)
+@click.option("--worker-of", type=int, default=None, hidden=True, help="A worker of this supervisor's.")
+def api(host: str | None, port: int | None, workers: int | None, worker_of: int | None) -> None:
+    """Run the HTTP application (feed endpoint, answer pages, portal) until SIGINT or SIGTERM."""
     s = settings()
+    host, port, workers = host or s.api_host, port or s.api_port, workers or s.api_workers
 
-    async def _api() -> None:
+    async def _api() -> int:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        say(f"feed endpoint on http://{host or s.api_host}:{port or s.api_port}", err=True)
-        await serve_api(s, stop, host=host or s.api_host, port=port or s.api_port)
+        if workers > 1 and worker_of is None:
+            return await supervise_workers(stop, host=host, port=port, workers=workers)
+        await serve_api(s, stop, host=host, port=port, supervisor=worker_of)
+        return 0
 
-    run(_api())
+    if worker_of is None:
+        say(
+            f"feed endpoint on http://{host}:{port} ({workers} process{'es' if workers > 1 else ''})",
+            err=True,
+        )
+    try:
+        code = run(_api())
+    except OSError as exc:  # the port: taken, or not this host's
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_UNREACHABLE)
+    if code:
+        fail(f"a worker process could not start (exit code {code})", code)
 
 
 @click.group()
