@@ -149,7 +149,7 @@ async def _shape_of(url: str) -> dict[str, object]:
 
 async def _before_alembic(conn: AsyncConnection, *, version: int) -> None:
     """Make a database look as ceptoar left it before Alembic, at schema `version`: without Alembic's
-    table, with a schema_version table, and without the tables and columns later revisions made."""
+    table, with a schema_version table, and without the tables, columns and indexes later revisions made."""
     await conn.execute(text("DROP TABLE alembic_version"))
     baseline = schema_12().tables
     for table in reversed(metadata.sorted_tables):
@@ -159,6 +159,10 @@ async def _before_alembic(conn: AsyncConnection, *, version: int) -> None:
         for column in table.columns:
             if column.name not in baseline[table.name].columns:
                 await conn.execute(text(f"ALTER TABLE {table.name} DROP COLUMN {column.name}"))
+        kept = {i.name for i in baseline[table.name].indexes}
+        for index in table.indexes:
+            if index.name not in kept:
+                await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
     await conn.execute(text("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"))
     await conn.execute(text("INSERT INTO schema_version VALUES (:v, CURRENT_TIMESTAMP)"), {"v": version})
 

@@ -37,6 +37,8 @@ log = get_logger(__name__)
 
 # The largest form an answer page takes: one short field.
 _FORM_MAX: Final = 1024
+# The alerts whose headings the pages keep at once (answers come for the latest few).
+_HEADINGS_KEPT: Final = 256
 _HEADERS: Final = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -75,6 +77,8 @@ class AnswerPages:
         self._links = links
         self._window = timedelta(hours=settings.answer_window_hours)
         self._grace = timedelta(hours=settings.answer_grace_hours)
+        # (alert, language) -> (title, severity label); an alert's notice never changes.
+        self._headings: dict[tuple[str, str], tuple[str, str]] = {}
         self._env = Environment(
             loader=FileSystemLoader(settings.templates_dir or default_templates_dir()),
             autoescape=True,
@@ -98,14 +102,30 @@ class AnswerPages:
             target.alert_created_at, target.alert_expires_at, window=self._window, grace=self._grace
         )
 
+    async def _heading(self, store: Store, alert_id: str, lang: str) -> tuple[str, str]:
+        """An alert's title and severity label in `lang`: read once, as every answer page shows them."""
+        key = (alert_id, lang)
+        known = self._headings.get(key)
+        if known is not None:
+            return known
+        alert = await store.alerts.get(alert_id)
+        if alert is None:
+            return "", ""
+        title = Notice.model_validate(alert.notice).text_for(lang).title
+        heading = title, SEVERITY_LABELS[lang][alert.severity]
+        if len(self._headings) >= _HEADINGS_KEPT:
+            self._headings.clear()
+        self._headings[key] = heading
+        return heading
+
     async def page(self, store: Store, target: AnswerTarget, *, recorded: str | None = None) -> _Page:
         lang = target.language if target.language in LANGUAGES else "ja"
-        alert = await store.alerts.get(target.alert_id)
+        title, severity_label = await self._heading(store, target.alert_id, lang)
         until = self.valid_until(target)
         return _Page(
             alert=target.alert_id,
-            title="" if alert is None else Notice.model_validate(alert.notice).text_for(lang).title,
-            severity_label="" if alert is None else SEVERITY_LABELS[lang][alert.severity],
+            title=title,
+            severity_label=severity_label,
             organisation=target.organisation,
             current=target.answer,
             recorded=recorded,

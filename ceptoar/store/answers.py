@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ceptoar.model.answer import Answer
@@ -28,6 +28,34 @@ __all__ = ["AnswerRepo", "AnswerTarget", "Answered", "record_answer"]
 # The states an organisation's first answer moves to `acknowledged`. Not `sending`: the attempt's
 # outcome is still to be written, and it applies the answer (`DeliveryRepo.record`).
 _ANSWERABLE: Final = tuple(s for s in sources(DeliveryState.ACKNOWLEDGED) if s is not DeliveryState.SENDING)
+
+# The delivery an answer link names, with its alert, organisation and the organisation's latest answer;
+# built once, as every answer page asks it.
+_LATEST: Final = (
+    select(answers.c.answer)
+    .where(answers.c.alert_id == deliveries.c.alert_id, answers.c.subscriber_code == subscribers.c.code)
+    .order_by(answers.c.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_TARGET: Final = (
+    select(
+        deliveries.c.id,
+        deliveries.c.attempts,
+        deliveries.c.state,
+        addresses.c.language,
+        deliveries.c.alert_id,
+        alerts.c.created_at,
+        alerts.c.expires_at,
+        subscribers.c.code,
+        subscribers.c.name,
+        _LATEST.label("latest"),
+    )
+    .join(alerts, deliveries.c.alert_id == alerts.c.id)
+    .join(addresses, deliveries.c.address_id == addresses.c.id)
+    .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
+    .where(deliveries.c.id == bindparam("delivery_id"))
+)
 
 
 @dataclass(frozen=True)
@@ -66,28 +94,10 @@ class AnswerRepo:
 
     async def target(self, delivery_id: int) -> AnswerTarget | None:
         """The delivery, alert and organisation an answer link names; None if there is no such delivery."""
-        query = (
-            select(
-                deliveries.c.id,
-                deliveries.c.attempts,
-                deliveries.c.state,
-                addresses.c.language,
-                deliveries.c.alert_id,
-                alerts.c.created_at,
-                alerts.c.expires_at,
-                subscribers.c.code,
-                subscribers.c.name,
-            )
-            .join(alerts, deliveries.c.alert_id == alerts.c.id)
-            .join(addresses, deliveries.c.address_id == addresses.c.id)
-            .join(subscribers, addresses.c.subscriber_code == subscribers.c.code)
-            .where(deliveries.c.id == delivery_id)
-        )
         async with reading(self._engine) as conn:
-            row = (await conn.execute(query)).first()
-            if row is None:
-                return None
-            latest = await _latest(conn, row.alert_id, row.code)
+            row = (await conn.execute(_TARGET, {"delivery_id": delivery_id})).first()
+        if row is None:
+            return None
         return AnswerTarget(
             row.id,
             row.attempts,
@@ -98,15 +108,14 @@ class AnswerRepo:
             row.expires_at,
             row.code,
             row.name,
-            latest,
+            row.latest,
         )
 
     async def record(
         self, target: AnswerTarget, answer: Answer, *, via: str, by: str | None = None
     ) -> Answered:
-        """Keep one answer given by `target`'s delivery."""
+        """Keep one answer given by `target`'s delivery (its `answer` read as the one before)."""
         async with self._engine.begin() as conn:
-            previous = await _latest(conn, target.alert_id, target.subscriber_code)
             moved = await record_answer(
                 conn,
                 delivery_id=target.delivery_id,
@@ -118,7 +127,7 @@ class AnswerRepo:
                 by=by,
                 now=datetime.now(UTC),
             )
-        return Answered(answer, moved, previous)
+        return Answered(answer, moved, target.answer)
 
     async def latest(self, alert_id: str) -> dict[str, str]:
         """Per organisation (its code), its latest answer to an alert."""
@@ -167,13 +176,3 @@ async def latest_answers(conn: AsyncConnection, alert_id: str) -> dict[str, str]
     """Per organisation, its latest answer to an alert."""
     query = select(answers.c.subscriber_code, answers.c.answer).where(answers.c.alert_id == alert_id)
     return {code: answer for code, answer in (await conn.execute(query.order_by(answers.c.id))).all()}
-
-
-async def _latest(conn: AsyncConnection, alert_id: str, code: str) -> str | None:
-    query = (
-        select(answers.c.answer)
-        .where(answers.c.alert_id == alert_id, answers.c.subscriber_code == code)
-        .order_by(answers.c.id.desc())
-        .limit(1)
-    )
-    return (await conn.execute(query)).scalar()

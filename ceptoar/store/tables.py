@@ -283,6 +283,8 @@ answers = Table(
     Column("via", String(8), nullable=False),
     # The address that answered (a reply's From); none for a link.
     Column("by", String(320), nullable=True),
+    # An organisation's latest answer to an alert, which every answer page shows (revision 0005).
+    Index("ix_answers_alert_organisation", "alert_id", "subscriber_code", "id"),
 )
 
 # Each organisation's escalation steps per alert (schema 11): at most one of each, however many
@@ -353,6 +355,20 @@ signin_links = Table(
     Column("expires_at", UtcDateTime, nullable=False),
     Column("used_at", UtcDateTime, nullable=True),
     Index(None, "address_id", "created_at"),
+)
+
+# Operators' sign-in attempts (revision 0005), counted by name and client in the database so that
+# every API process limits guessing alike; a success is kept to know the operator's own clients.
+signin_attempts = Table(
+    "signin_attempts",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("client", String(64), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Index(None, "name", "at"),
+    Index(None, "client", "at"),
 )
 
 # Signed-in portal visitors (revision 0002): an address of a local government, or an operator.
