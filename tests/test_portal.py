@@ -104,13 +104,16 @@ class Browser:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
 
-    async def csrf(self) -> str:
-        if "ceptoar_csrf" not in self.http.cookies:
-            await self.http.get("/portal/signin")
-        return str(self.http.cookies["ceptoar_csrf"])
+    async def csrf(self, area: str = "/portal") -> str:
+        """The token a form of `area` (`/portal` or `/ops`) carries for this browser and its session."""
+        page = await self.http.get(f"{area}/signin", follow_redirects=True)
+        found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert found is not None, page.text
+        return found.group(1)
 
     async def post(self, path: str, **fields: str | list[str]) -> httpx.Response:
-        return await self.http.post(path, data={"csrf": await self.csrf(), **fields})
+        area = "/ops" if path.startswith("/ops") else "/portal"
+        return await self.http.post(path, data={"csrf": await self.csrf(area), **fields})
 
 
 async def _signed_in(store: Store, http: httpx.AsyncClient, email: str) -> None:
@@ -560,14 +563,30 @@ async def test_behind_tls_the_cookies_are_secure_and_hsts_is_sent(
         form = await http.get("/ops/signin")
         assert "Secure" in form.headers["set-cookie"] and "SameSite=lax" in form.headers["set-cookie"]
         assert form.headers["strict-transport-security"] == "max-age=31536000"
-        csrf = form.cookies["ceptoar_csrf"]
+        # Over TLS each cookie is a __Host- cookie: Secure, for this host, path /.
+        assert form.headers["set-cookie"].startswith("__Host-ceptoar_csrf=")
+        browser = form.cookies["__Host-ceptoar_csrf"]
         # Over plain HTTP the client would not send a Secure cookie back: give it by hand.
-        http.cookies.set("ceptoar_csrf", csrf, path="/")
+        http.cookies.set("__Host-ceptoar_csrf", browser, path="/")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None and csrf.group(1) != browser  # the form's token is not the cookie
         signed = await http.post(
-            "/ops/signin", data={"csrf": csrf, "name": "carol", "key": "a key for carol"}
+            "/ops/signin", data={"csrf": csrf.group(1), "name": "carol", "key": "a key for carol"}
         )
         assert signed.status_code == 303
         cookie = signed.headers["set-cookie"]
-        assert (
-            "ceptoar_ops=" in cookie and "Secure" in cookie and "HttpOnly" in cookie and "Path=/ops" in cookie
-        )
+        assert cookie.startswith("__Host-ceptoar_ops=")
+        assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/;" in cookie and "Domain" not in cookie
+        session = signed.cookies["__Host-ceptoar_ops"]
+        http.cookies.set("__Host-ceptoar_ops", session, path="/")
+        assert (await http.get("/ops/alerts")).status_code == 200
+        # The sign-in form's token, bound to no session, is no good for the signed-in session's forms.
+        stale = await http.post("/ops/signout", data={"csrf": csrf.group(1)})
+        assert stale.status_code == 403
+        page = await http.get("/ops/alerts")
+        fresh = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert fresh is not None and fresh.group(1) != csrf.group(1)
+        # A cookie set without the prefix (by another host of the domain, say) opens nothing.
+        http.cookies.clear()
+        http.cookies.set("ceptoar_ops", session, path="/ops")
+        assert (await http.get("/ops/alerts", follow_redirects=False)).status_code == 303

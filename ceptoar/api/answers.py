@@ -5,10 +5,12 @@ answer buttons, and records nothing: mail scanners and link previews fetch
 every link in a mail. POST (the buttons; form field `answer`) records the
 answer, the first one moving the delivery to `acknowledged`. A link whose
 MAC does not hold is 404; one past its alert's life plus the grace period
-is 410 and records nothing.
+is 410 and records nothing; more answers by one link, or from one client
+address, than the settings allow is 429 and records nothing.
 
-The pages carry no script, are never cached or indexed, and send no
-referrer: the link is the credential.
+The pages carry no script and no inline style (their stylesheet is the
+portal's `answer.css`), are never cached or indexed, and send no referrer:
+the link is the credential.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from ceptoar.api.portal.security import RateLimit, client_of
 from ceptoar.bounces.links import AnswerLinks, link_valid_until
 from ceptoar.config import Settings
 from ceptoar.log import get_logger
@@ -45,7 +48,7 @@ _HEADERS: Final = {
     "X-Robots-Tag": "noindex, nofollow",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "default-src 'none'; style-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
 }
@@ -66,6 +69,8 @@ class _Page:
     current: str | None = None
     recorded: str | None = None
     expired: bool = False
+    # Too many answers came by this link or from this client lately: nothing was recorded.
+    limited: bool = False
     valid_until: str = ""
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -75,6 +80,10 @@ class AnswerPages:
 
     def __init__(self, settings: Settings, links: AnswerLinks) -> None:
         self._links = links
+        # Answers posted per link and per client address (in this process; LGWAN's gateways carry
+        # many organisations from one address, so the second limit is wide).
+        self.per_link = RateLimit(settings.answer_posts_per_link, 600)
+        self.per_client = RateLimit(settings.answer_posts_per_client, 60)
         self._window = timedelta(hours=settings.answer_window_hours)
         self._grace = timedelta(hours=settings.answer_grace_hours)
         # (alert, language) -> (title, severity label); an alert's notice never changes.
@@ -173,6 +182,14 @@ async def answer(request: Request, token: str) -> HTMLResponse:
     pages, store, target = opened
     if datetime.now(UTC) > pages.valid_until(target):
         return pages.html(await pages.page(store, target), language=target.language, status=410)
+    client = client_of(request)
+    if pages.per_client.exceeded(client) or not pages.per_link.allow(token):
+        log.warning("answer.limited", delivery_id=target.delivery_id, client=client)
+        page = replace(await pages.page(store, target), limited=True)
+        response = pages.html(page, language=target.language, status=429)
+        response.headers["Retry-After"] = "60"
+        return response
+    pages.per_client.allow(client)
     given = await _answer_of(request)
     if given is None:
         page = await pages.page(store, target)

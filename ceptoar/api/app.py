@@ -34,6 +34,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ceptoar import __version__
 from ceptoar.api.answers import AnswerPages
@@ -291,6 +292,34 @@ async def _publish(ctx: Context, body: bytes, parsed: Parsed, feed: Feed) -> Non
         ) from exc
 
 
+# What a request's headers may hold in all: a browser's, with its cookies, fits in a few KiB.
+HEADERS_MAX = 16 * 1024
+HEADER_COUNT_MAX = 100
+
+
+class HeaderLimits:
+    """ASGI middleware: 431 for a request whose headers are too many or too large, before any route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            size = sum(len(name) + len(value) + 4 for name, value in headers)
+            if size > HEADERS_MAX or len(headers) > HEADER_COUNT_MAX:
+                body = ErrorBody(
+                    error=ErrorDetail(
+                        code="headers_too_large",
+                        message=f"the request's headers are {size} bytes in {len(headers)} fields; "
+                        f"the limit is {HEADERS_MAX} bytes in {HEADER_COUNT_MAX}",
+                    )
+                )
+                await JSONResponse(body.model_dump(), 431)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     """The ingestion API; opens its own store unless one is given."""
 
@@ -314,6 +343,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         version=__version__,
         description=__doc__,
         lifespan=lifespan,
+        # No Swagger UI or ReDoc: their pages need inline script and assets from a public CDN,
+        # unreachable on LGWAN and outside the CSP the portal keeps. The schema is /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.exception_handler(ApiError)
@@ -328,6 +361,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.answer_pages = AnswerPages.from_settings(settings)
     app.include_router(answer_router)
     install_portal(app, settings)
+    app.add_middleware(HeaderLimits)  # the outermost: added last
     return app
 
 

@@ -20,7 +20,7 @@ from ceptoar.store.feeds import Feed, FeedRepo, NewFeed
 from ceptoar.store.holds import HoldRepo, NotHeld
 from ceptoar.store.leases import LeaseRepo
 from ceptoar.store.migrations import SchemaOutOfDate
-from ceptoar.store.portal import PortalRepo, Visitor
+from ceptoar.store.portal import Operator, PortalRepo, Visitor
 from ceptoar.store.rejections import Rejection, RejectionRepo
 from ceptoar.store.retention import Pruned, RetentionRepo
 from ceptoar.store.returns import Bouncing, Returned, ReturnedMail, ReturnsRepo, Silent
@@ -45,6 +45,7 @@ __all__ = [
     "Listed",
     "NewFeed",
     "NotHeld",
+    "Operator",
     "Outcome",
     "PortalRepo",
     "Pruned",

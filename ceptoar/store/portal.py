@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,11 +29,27 @@ from ceptoar.store.tables import (
     deliveries,
     operators,
     portal_sessions,
+    signin_attempts,
     signin_links,
     subscribers,
 )
 
-__all__ = ["Address", "Operator", "PortalRepo", "Visitor"]
+# How much longer than failures a successful sign-in is remembered, to know an operator's own clients.
+_KNOWN_CLIENT_KEPT: Final = timedelta(days=30)
+
+__all__ = ["Address", "Attempts", "Operator", "PortalRepo", "Visitor"]
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """Operators' failed sign-ins since a moment, as every API process counts them."""
+
+    # By this name from this client, by any name from this client, and by this name from anywhere.
+    pair: int
+    client: int
+    name: int
+    # Whether this client signed in as this name before (within the remembered period).
+    known_client: bool
 
 
 @dataclass(frozen=True)
@@ -152,6 +168,45 @@ class PortalRepo:
         async with reading(self._engine) as conn:
             rows = (await conn.execute(select(operators).order_by(operators.c.name))).all()
         return [Operator(r.name, r.key_hash, r.created_at, r.disabled_at) for r in rows]
+
+    async def signin_attempts(
+        self, name: str, client: str, *, since: datetime, known_since: datetime
+    ) -> Attempts:
+        """The failed sign-ins since `since`, and whether `client` signed in as `name` since `known_since`."""
+        failed = signin_attempts.c.ok.is_(False) & (signin_attempts.c.at >= since)
+        by_name, by_client = signin_attempts.c.name == name, signin_attempts.c.client == client
+        counted = func.count()
+        async with reading(self._engine) as conn:
+            pair = (await conn.execute(select(counted).where(failed, by_name, by_client))).scalar_one()
+            from_client = (await conn.execute(select(counted).where(failed, by_client))).scalar_one()
+            for_name = (await conn.execute(select(counted).where(failed, by_name))).scalar_one()
+            known = await conn.execute(
+                select(signin_attempts.c.id)
+                .where(
+                    signin_attempts.c.ok.is_(True), by_name, by_client, signin_attempts.c.at >= known_since
+                )
+                .limit(1)
+            )
+            return Attempts(pair, from_client, for_name, known.first() is not None)
+
+    async def record_signin(
+        self, name: str, client: str, *, ok: bool, now: datetime, forget_before: datetime
+    ) -> None:
+        """Keep one sign-in attempt; forget failures older than `forget_before` (successes last longer)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(signin_attempts).values(at=now, name=name, client=client, ok=ok))
+            await conn.execute(
+                delete(signin_attempts).where(
+                    signin_attempts.c.at < forget_before, signin_attempts.c.ok.is_(False)
+                )
+            )
+            if ok:
+                await conn.execute(
+                    delete(signin_attempts).where(
+                        signin_attempts.c.at < forget_before - _KNOWN_CLIENT_KEPT,
+                        signin_attempts.c.name == name,
+                    )
+                )
 
     # --- sign-in links and sessions -----------------------------------------------------------------
 

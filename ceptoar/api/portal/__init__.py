@@ -20,7 +20,12 @@ from ceptoar.config import Settings
 __all__ = ["install"]
 
 _STATIC: Final = Path(__file__).parent / "static"
-_TYPES: Final = {"portal.css": "text/css; charset=utf-8", "portal.js": "text/javascript; charset=utf-8"}
+_TYPES: Final = {
+    "portal.css": "text/css; charset=utf-8",
+    "portal.js": "text/javascript; charset=utf-8",
+    # The answer pages' own stylesheet (`ceptoar.api.answers`).
+    "answer.css": "text/css; charset=utf-8",
+}
 
 
 def install(app: FastAPI, settings: Settings) -> None:

@@ -27,7 +27,15 @@ from ceptoar.api.portal.pages import (
     sign_out,
     visitor_in,
 )
-from ceptoar.api.portal.security import check_csrf, client_of, hashed, new_token, read_form, set_cookie
+from ceptoar.api.portal.security import (
+    ORG_COOKIE,
+    check_csrf,
+    client_of,
+    hashed,
+    new_token,
+    read_form,
+    set_cookie,
+)
 from ceptoar.config import Settings
 from ceptoar.log import get_logger
 from ceptoar.mail.pool import SmtpPool
@@ -44,7 +52,6 @@ __all__ = ["ORG_COOKIE", "router", "visible"]
 
 log = get_logger(__name__)
 
-ORG_COOKIE: Final = "ceptoar_portal"
 _PAGE: Final = 50
 ANSWER_NAMES: Final = {a.value: a.label for a in Answer}
 

@@ -22,7 +22,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from ceptoar.api.portal.pages import Portal, portal_of, redirect, sign_out, visitor_in
-from ceptoar.api.portal.security import check_csrf, client_of, hashed, new_token, read_form, set_cookie
+from ceptoar.api.portal.security import (
+    OPS_COOKIE,
+    check_csrf,
+    client_of,
+    hashed,
+    new_token,
+    read_form,
+    set_cookie,
+)
 from ceptoar.api.portal.tiles import COLUMNS, ROWS, TILES, share_class
 from ceptoar.bus import Bus, lane_for
 from ceptoar.compose import build_notice
@@ -35,13 +43,12 @@ from ceptoar.model.alert import AlertView
 from ceptoar.model.escalation import Step
 from ceptoar.model.states import MAILED, AlertState, DeliveryState
 from ceptoar.registry.prefectures import PREFECTURES
-from ceptoar.store import Actor, Store
+from ceptoar.store import Actor, Operator, Store
 
 __all__ = ["ACTIONS", "OPS_COOKIE", "hash_key", "router", "snapshot"]
 
 log = get_logger(__name__)
 
-OPS_COOKIE: Final = "ceptoar_ops"
 # The alerts the list shows, and how far back.
 _LIST: Final = 50
 _LIST_DAYS: Final = 30
@@ -79,6 +86,25 @@ def _key_matches(key_hash: str, key: str) -> bool:
         return False
 
 
+# Failed keys counted over this window: per name and client, per client, and per name from anywhere
+# (which a client that signed in as that operator before is not held to).
+_FAILURES_WINDOW: Final = timedelta(minutes=15)
+_FAILURES_PAIR, _FAILURES_CLIENT, _FAILURES_NAME = 5, 20, 20
+# Each failure of a name from one client makes its next answer that much slower, up to the largest.
+_SLOWER_BY, _SLOWEST = 0.25, 2.0
+
+
+async def _key_checks(portal: Portal, account: Operator | None, key: str) -> bool:
+    """Whether `key` is the account's; the same work, off the event loop, for no account or a disabled one."""
+    if portal.dummy_hash is None:
+        portal.dummy_hash = await asyncio.to_thread(hash_key, new_token())
+    usable = account is not None and account.disabled_at is None
+    against = account.key_hash if account is not None else portal.dummy_hash
+    async with portal.verifying:  # each check takes 64 MiB: a few at once
+        matches = await asyncio.to_thread(_key_matches, against, key)
+    return usable and matches
+
+
 async def _operator(request: Request) -> str | None:
     visitor = await visitor_in(request, OPS_COOKIE)
     return None if visitor is None else visitor.operator
@@ -102,28 +128,33 @@ async def signin_form(request: Request) -> Response:
 
 @router.post("/signin", response_class=HTMLResponse)
 async def signin(request: Request) -> Response:
-    """Sign an operator in with its name and key; failed keys are limited per name and per client."""
+    """Sign an operator in with its name and key; failed keys are counted by name and by client."""
     portal, store = portal_of(request)
     form = await read_form(request)
     check_csrf(request, form)
     name = (form.get("name") or [""])[0].strip()[:64]
     key = (form.get("key") or [""])[0]
-    by_name, by_client, client = portal.failures_by_name, portal.failures_by_client, client_of(request)
-    if by_name.exceeded(name) or by_client.exceeded(client):
-        log.warning("portal.operator_limited", operator=name, client=client)
+    client, now = client_of(request)[:64], datetime.now(UTC)
+    tried = await store.portal.signin_attempts(
+        name, client, since=now - _FAILURES_WINDOW, known_since=now - timedelta(days=30)
+    )
+    guessing_name = tried.name >= _FAILURES_NAME and not tried.known_client
+    if tried.pair >= _FAILURES_PAIR or tried.client >= _FAILURES_CLIENT or guessing_name:
+        log.warning("portal.operator_limited", operator=name, client=client, failures=tried.pair)
         return portal.page(request, "ops_signin.html.j2", status=429, failed=False, limited=True)
     account = await store.portal.operator(name) if name else None
-    if account is None or account.disabled_at is not None or not _key_matches(account.key_hash, key):
-        by_name.allow(name)
-        by_client.allow(client)
+    ok = await _key_checks(portal, account, key)
+    await store.portal.record_signin(name, client, ok=ok, now=now, forget_before=now - _FAILURES_WINDOW)
+    if not ok:
         log.warning("portal.operator_refused", operator=name, client=client)
+        await asyncio.sleep(min(_SLOWER_BY * (tried.pair + 1), _SLOWEST))
         return portal.page(request, "ops_signin.html.j2", status=401, failed=True, limited=False)
     session = new_token()
     hours = portal.session_hours
     await store.portal.start_session(
         hashed(session), expires_at=datetime.now(UTC) + timedelta(hours=hours), operator=name
     )
-    log.info("portal.operator_signed_in", operator=name, client=client_of(request))
+    log.info("portal.operator_signed_in", operator=name, client=client)
     response = redirect("/ops/alerts")
     set_cookie(response, request, OPS_COOKIE, session, path="/ops", max_age=int(hours * 3600))
     return response

@@ -11,7 +11,17 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from ceptoar.api.portal.security import CSRF_FIELD, RateLimit, check_csrf, csrf_token, hashed, read_form
+from ceptoar.api.portal.security import (
+    CSRF_FIELD,
+    CSRF_PURPOSE,
+    RateLimit,
+    check_csrf,
+    cookie_of,
+    csrf_token,
+    delete_cookie,
+    hashed,
+    read_form,
+)
 from ceptoar.config import Settings
 from ceptoar.model.notice import Severity
 from ceptoar.registry.prefectures import PREFECTURES
@@ -44,16 +54,19 @@ class Portal:
     settings: Settings
     env: Environment
     renderer: Renderer
+    # The key of the forms' CSRF tokens (`ceptoar.api.portal.security`).
+    csrf_key: bytes
     # A local government's session lasts a working day; an operator's too.
     session_hours: float = 12.0
     link_minutes: float = 15.0
     # Sign-in links mailed to one address within link_window, at most.
     links_per_address: int = 3
     link_window: timedelta = timedelta(minutes=15)
-    # Sign-in forms posted per client address, and operators' failed keys per name and per client.
+    # Sign-in forms posted per client address (operators' failed keys are counted in the database).
     signin_requests: RateLimit = field(default_factory=lambda: RateLimit(10, 600))
-    failures_by_name: RateLimit = field(default_factory=lambda: RateLimit(5, 900))
-    failures_by_client: RateLimit = field(default_factory=lambda: RateLimit(20, 900))
+    # Operators' keys checked at once, and what a name without an account is checked against.
+    verifying: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    dummy_hash: str | None = None
     # Sign-in links being made and mailed after their form was answered (kept so that the tasks are
     # not collected), made one at a time.
     sending: set[asyncio.Task[None]] = field(default_factory=set)
@@ -74,7 +87,7 @@ class Portal:
             sender=settings.mail_from,
             sender_name=settings.mail_from_name,
         )
-        return cls(settings, env, renderer)
+        return cls(settings, env, renderer, settings.derived_key(CSRF_PURPOSE))
 
     def page(self, request: Request, name: str, *, status: int = 200, **values: Any) -> HTMLResponse:
         """Template `name` with what every page shows, as an HTML answer."""
@@ -106,7 +119,7 @@ def redirect(path: str) -> RedirectResponse:
 
 async def visitor_in(request: Request, cookie: str) -> Visitor | None:
     """Who holds the session whose token the cookie `cookie` carries, if anyone does."""
-    token = request.cookies.get(cookie)
+    token = cookie_of(request, cookie)
     if not token:
         return None
     _, store = portal_of(request)
@@ -117,11 +130,11 @@ async def sign_out(request: Request, cookie: str, *, path: str, then: str) -> Re
     """End the session in `cookie` (a form with the CSRF token asked it) and go to `then`."""
     _, store = portal_of(request)
     check_csrf(request, await read_form(request))
-    token = request.cookies.get(cookie)
+    token = cookie_of(request, cookie)
     if token:
         await store.portal.end_session(hashed(token))
     response = redirect(then)
-    response.delete_cookie(cookie, path=path)
+    delete_cookie(response, request, cookie, path=path)
     return response
 
 

@@ -4,12 +4,17 @@
   and nothing from elsewhere, no framing, no referrer (a sign-in link is a
   credential), no caching, no indexing; HSTS when served over TLS.
 - Session cookies hold a random token (only its SHA-256 is stored), are
-  HttpOnly, SameSite=Lax, scoped to their part of the site, and Secure
-  over TLS (the request's, or an https CEPTOAR_PUBLIC_URL: a proxy in
-  front terminates TLS).
-- CSRF: every form carries the value of the `ceptoar_csrf` cookie (a
-  random token, HttpOnly, SameSite=Lax); a POST whose form lacks it or
-  differs, or whose Origin is another site's, is refused with 403.
+  HttpOnly and SameSite=Lax. Over TLS (the request's, or an https
+  CEPTOAR_PUBLIC_URL: a proxy in front terminates TLS) every cookie is
+  Secure and named `__Host-…` (so no other host or path can set it);
+  over plain HTTP, in development, each is scoped to its part of the site.
+- CSRF: the `ceptoar_csrf` cookie holds a random value for the browser;
+  every form carries an HMAC, under a key of the service's, of that value
+  and of the session cookies the request carries, so a token is good for
+  one browser's one session only. A POST whose form lacks it or differs,
+  whose Origin (or Sec-Fetch-Site) is another site's, or that carries a
+  session and comes from an opaque origin (`Origin: null`) that is not
+  one of our own pages, is refused with 403.
 - Rate limits count per client address and per account in this process
   (`RateLimit`); sign-in links are also counted per address in the
   database, so several hosts together mail no more.
@@ -33,13 +38,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = [
     "CSRF_COOKIE",
     "CSRF_FIELD",
+    "CSRF_PURPOSE",
     "FORM_MAX",
+    "OPS_COOKIE",
+    "ORG_COOKIE",
+    "SESSION_COOKIES",
     "Forbidden",
     "RateLimit",
     "SecureHeaders",
+    "bound_csrf",
     "check_csrf",
     "client_of",
+    "cookie_name",
+    "cookie_of",
     "csrf_token",
+    "delete_cookie",
     "hashed",
     "new_token",
     "read_form",
@@ -47,6 +60,12 @@ __all__ = [
 ]
 
 CSRF_COOKIE: Final = "ceptoar_csrf"
+# The sessions' cookies: an operator's, and a local government's address's.
+OPS_COOKIE: Final = "ceptoar_ops"
+ORG_COOKIE: Final = "ceptoar_portal"
+SESSION_COOKIES: Final = (OPS_COOKIE, ORG_COOKIE)
+# What the CSRF tokens' key is derived for (`Settings.derived_key`).
+CSRF_PURPOSE: Final = "portal-csrf"
 CSRF_FIELD: Final = "csrf"
 # The largest form a portal page takes (the settings form is the largest).
 FORM_MAX: Final = 16 * 1024
@@ -93,26 +112,54 @@ def _tls(scope: Scope) -> bool:
     return scope.get("scheme") == "https" or bool(public and public.startswith("https:"))
 
 
+def cookie_name(request: Request, name: str) -> str:
+    """A cookie's name as this request's site uses it: `__Host-NAME` over TLS."""
+    return f"__Host-{name}" if is_tls(request) else name
+
+
+def cookie_of(request: Request, name: str) -> str | None:
+    """The value of the cookie `name` (as `cookie_name` names it) the request carries."""
+    return request.cookies.get(cookie_name(request, name))
+
+
 def set_cookie(
     response: Response, request: Request, name: str, value: str, *, path: str, max_age: int | None
 ) -> None:
+    """Set a session cookie; over TLS as `__Host-NAME`, which must have the path `/`."""
+    tls = is_tls(request)
     response.set_cookie(
-        name,
+        cookie_name(request, name),
         value,
         max_age=max_age,
-        path=path,
+        path="/" if tls else path,
         httponly=True,
-        secure=is_tls(request),
+        secure=tls,
         samesite="lax",
     )
 
 
+def delete_cookie(response: Response, request: Request, name: str, *, path: str) -> None:
+    response.delete_cookie(cookie_name(request, name), path="/" if is_tls(request) else path)
+
+
+def bound_csrf(key: bytes, browser: str, sessions: list[str]) -> str:
+    """The CSRF token for the browser value `browser` and the session tokens it holds (in order)."""
+    given = "\0".join([browser, *sessions]).encode("utf-8", "surrogateescape")
+    return hmac.new(key, given, hashlib.sha256).hexdigest()
+
+
+def _csrf_for(request: Request, browser: str) -> str:
+    key: bytes = request.app.state.portal.csrf_key
+    return bound_csrf(key, browser, [cookie_of(request, c) or "" for c in SESSION_COOKIES])
+
+
 def csrf_token(request: Request) -> str:
-    """The CSRF token forms on this page carry: the visitor's cookie, or a new one the page sets."""
-    token = request.cookies.get(CSRF_COOKIE)
-    if token is None or len(token) < 32:
-        token = request.state.new_csrf = new_token()
-    return token
+    """The CSRF token forms on this page carry: bound to the visitor's browser cookie (a new one the
+    page sets, if it has none) and to its sessions."""
+    browser = cookie_of(request, CSRF_COOKIE)
+    if browser is None or len(browser) < 32:
+        browser = request.state.new_csrf = new_token()
+    return _csrf_for(request, browser)
 
 
 class SecureHeaders:
@@ -141,9 +188,8 @@ class SecureHeaders:
                 new_csrf = scope.get("state", {}).get("new_csrf")
                 if new_csrf is not None:
                     cookie = Response()
-                    cookie.set_cookie(
-                        CSRF_COOKIE, new_csrf, path="/", httponly=True, secure=tls, samesite="lax"
-                    )
+                    name = f"__Host-{CSRF_COOKIE}" if tls else CSRF_COOKIE
+                    cookie.set_cookie(name, new_csrf, path="/", httponly=True, secure=tls, samesite="lax")
                     headers.append("set-cookie", cookie.headers["set-cookie"])
             await send(message)
 
@@ -164,15 +210,26 @@ async def read_form(request: Request) -> dict[str, list[str]]:
 
 
 def check_csrf(request: Request, form: dict[str, list[str]]) -> None:
-    """Refuse a POST whose form does not carry the visitor's CSRF token, or that another site sent."""
+    """Refuse a POST whose form does not carry the CSRF token of the visitor's browser and sessions,
+    or that another site, or an opaque origin with a session, sent."""
     origin = request.headers.get("origin")
-    if origin and origin != "null":
+    site = request.headers.get("sec-fetch-site")
+    if site == "cross-site":
+        raise Forbidden("a form from another site was refused")
+    if origin == "null":
+        # A browser sends `Origin: null` for our own pages' forms too, as they send no referrer; it then
+        # says `Sec-Fetch-Site: same-origin`. A sandboxed frame or a data: URL elsewhere does not.
+        if site != "same-origin" and any(cookie_of(request, c) for c in SESSION_COOKIES):
+            raise Forbidden("a form from an opaque origin (Origin: null) was refused")
+    elif origin:
         theirs = urlsplit(origin)
         if (theirs.scheme, theirs.netloc) != (request.url.scheme, request.url.netloc):
             raise Forbidden(f"a form from another site ({origin}) was refused")
-    cookie = request.cookies.get(CSRF_COOKIE, "")
+    browser = cookie_of(request, CSRF_COOKIE) or ""
     given = form.get(CSRF_FIELD, [""])
-    if not cookie or len(given) != 1 or not hmac.compare_digest(cookie.encode(), given[0].encode()):
+    expected = _csrf_for(request, browser).encode()
+    matches = len(given) == 1 and hmac.compare_digest(expected, given[0].encode("utf-8", "replace"))
+    if not browser or not matches:
         raise Forbidden("the form's CSRF token is missing or wrong: reload the page and try again")
 
 
