@@ -109,6 +109,21 @@ async def test_publish_then_status_and_mailbox_commands(
     missing = run_cli("mailbox", "show", "primary@131016.lg.example", "2", "--dir", root, env=env)
     assert missing.returncode == 1 and "has 1 message(s)" in missing.stderr
 
+    # Published again: said to be a duplicate at once, and sent to no one.
+    again = await run_cli_async("publish", str(sample), env=env)
+    assert again.returncode == 0 and "already received as alert" in again.stderr
+    assert "it would not be sent again" in run_cli("validate", str(sample), env=env).stdout
+    # An area code the registry does not have is refused before anything is published.
+    unknown = dict(json.loads(sample.read_text(encoding="utf-8")), id="NISC-2026-1128-999", area=["139998"])
+    wrong = stack.settings.var_dir / "unknown-area.json"
+    wrong.write_text(json.dumps(unknown, ensure_ascii=False), encoding="utf-8")
+    for command in ("validate", "publish"):
+        refused = await run_cli_async(command, str(wrong), env=env)
+        assert refused.returncode == 2, refused
+        assert "139998 is not a subscribed local government" in refused.stderr and refused.stdout == ""
+    assert "nothing was published" in refused.stderr
+    assert (await stack.store.alerts.existing("nisc", "NISC-2026-1128-999")) is None
+
 
 def test_classify_explains_the_level_and_the_rules(
     make_settings: Callable[..., Settings], tmp_path: Path

@@ -30,7 +30,7 @@ from ceptoar.cli.db import db
 from ceptoar.cli.digest import digest
 from ceptoar.cli.dkim import dkim
 from ceptoar.cli.escalate import escalate
-from ceptoar.cli.feed import content_type_of, validate
+from ceptoar.cli.feed import admitted, content_type_of, read_notice, validate
 from ceptoar.cli.mailbox import mailbox
 from ceptoar.cli.operate import alerts, audit, prune, report, resend
 from ceptoar.cli.operators import operators
@@ -147,9 +147,14 @@ def publish(file: Path) -> None:
     """Publish a notice (JSON, CAP 1.2 or CSAF 2.0) to the feed exchange; print its id once confirmed.
 
     The notice goes as a national feed's does (`ceptoar.client.Publisher`):
-    checked first, persistent, confirmed, and refused if no queue takes it.
+    checked first (against the registry and the alerts already made too, when the store can be
+    reached), persistent, confirmed, and refused if no queue takes it.
     """
     s = settings()
+    _, parsed = read_notice(file)
+    stored = admitted(file, parsed, then="; nothing was published")
+    if stored is not None:
+        say(f"{file}: already received as alert {stored.alert_id}; it is not sent again", err=True)
     try:
         with Publisher(s.amqp_url, prefix=s.prefix) as feed:
             published = feed.publish(file.read_bytes(), content_type=content_type_of(file))
