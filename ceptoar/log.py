@@ -39,6 +39,28 @@ def configure_logging(*, fmt: str = "auto", level: str = "info") -> None:
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    _route_libraries(renderer, json_out=json_out, level=level)
+
+
+def _route_libraries(renderer: Any, *, json_out: bool, level: str) -> None:
+    """The libraries' own log records (aio-pika's lost connection, uvicorn's errors) in the same form as
+    ceptoar's lines: one JSON object each off a terminal, never a bare traceback between them."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                *((structlog.processors.format_exc_info,) if json_out else ()),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # The libraries say much at info; their warnings and errors are what an operator needs.
+    root.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 def _printable_values(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -104,6 +104,8 @@ def uvicorn_options(*, trusted_proxies: list[str] | None = None) -> dict[str, An
     the proxies named (uvicorn's own default believes 127.0.0.1)."""
     return {
         "log_level": "warning",
+        # uvicorn's records go to the process's own log set-up (`ceptoar.log`): JSON lines off a terminal.
+        "log_config": None,
         "access_log": False,
         "lifespan": "on",
         # Open event streams (the portal's live counts) are cut after a few seconds at shutdown.

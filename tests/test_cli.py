@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,3 +179,29 @@ def test_validate_shows_what_a_document_becomes(
     refused = run_cli("validate", str(REPO / "tests/data/cap/nws-hydrologic-outlook-cap11.xml"), env=env)
     assert refused.returncode == 2 and "CAP 1.1 is not accepted" in refused.stderr
     assert refused.stdout == ""
+
+
+def test_the_libraries_log_records_are_lines_of_the_same_json_log(tmp_path: Path) -> None:
+    script = (
+        "import logging\n"
+        "from ceptoar.log import configure_logging, get_logger\n"
+        "configure_logging(fmt='json', level='info')\n"
+        "get_logger('ceptoar.test').info('ours', n=1)\n"
+        "logging.getLogger('aiormq.connection').warning('Connection %s lost', 'amqp://broker')\n"
+        "try:\n"
+        "    raise ConnectionResetError('reset by peer')\n"
+        "except ConnectionResetError:\n"
+        "    logging.getLogger('aio_pika.robust_connection').exception('Connection attempt failed')\n"
+        "logging.getLogger('aiormq').info('chatter an operator does not need')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(x["event"], x["level"]) for x in lines] == [
+        ("ours", "info"),
+        ("Connection amqp://broker lost", "warning"),
+        ("Connection attempt failed", "error"),
+    ]
+    assert lines[1]["logger"] == "aiormq.connection"
+    assert "ConnectionResetError: reset by peer" in lines[2]["exception"]
