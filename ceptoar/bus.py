@@ -277,9 +277,11 @@ class Bus:
             await bus.close()
 
     async def connect(self, *, name: str = "ceptoar", within: float | None = None) -> None:
-        """Connect (giving up after `within` seconds), open the publisher channel, declare the topology."""
+        """Connect (giving up after `within` seconds, or the broker's usual 30 s to answer), open the
+        publisher channel, declare the topology. A broker that takes the connection and never answers
+        is an outage like one that refuses it."""
         self._connection = await aio_pika.connect_robust(
-            self.url, client_properties={"connection_name": name}, timeout=within
+            self.url, client_properties={"connection_name": name}, timeout=within or _BROKER_ANSWER
         )
         try:
             async with asyncio.timeout(_BROKER_ANSWER):

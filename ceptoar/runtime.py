@@ -27,6 +27,7 @@ from ceptoar.store.leases import identify
 
 __all__ = [
     "Components",
+    "finish_within",
     "install_stop_signals",
     "open_components",
     "serve_asgi",
@@ -157,3 +158,29 @@ def _shared_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(False)
     return sock
+
+
+async def finish_within(work: asyncio.Task[Any], stop: asyncio.Event, *, grace: float, what: str) -> None:
+    """Wait for `work`; once `stop` is set, give it `grace` seconds to finish what it holds, then cancel it,
+    and end the process if even that does not return (a peer that never answers a close).
+
+    A stopping process must stop: one its parent can no longer stop would hold its claims forever.
+    """
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not work.done():
+        done, _ = await asyncio.wait({work}, timeout=grace)
+        if not done:
+            log.warning("process.stop_overdue", work=what, grace=grace)
+            work.cancel()
+            done, _ = await asyncio.wait({work}, timeout=_CANCEL_GRACE)
+            if not done:
+                log.error("process.stop_forced", work=what)
+                os._exit(1)
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+
+
+# How long cancelled work may take to unwind before the process ends without it.
+_CANCEL_GRACE = 5.0

@@ -353,3 +353,33 @@ async def test_a_rabbitmq_restart_during_serve_start_up_is_waited_out(
         assert proc.returncode is None
     finally:
         assert await _stop_serve(serve) == 0
+
+
+async def test_a_mailer_process_stops_on_sigterm_while_the_broker_takes_connections_and_never_answers(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow]
+) -> None:
+    stack = await make_stack(mailbox=mailbox, rows=subset(registry_rows, 1))
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the handshake, answers nothing, until the client goes
+        writer.close()
+
+    hole = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = hole.sockets[0].getsockname()[1]
+    env = {**os.environ, **cli_env(stack.settings), "CEPTOAR_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{port}/"}
+    mailer = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ceptoar.mail", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await asyncio.sleep(3)
+        assert mailer.returncode is None
+        mailer.send_signal(signal.SIGTERM)
+        # Within the broker's 30 s to answer the connection, not never.
+        _, err = await asyncio.wait_for(mailer.communicate(), 45)
+        assert mailer.returncode == 0, err
+    finally:
+        if mailer.returncode is None:
+            mailer.kill()
+            await mailer.wait()
+        hole.close()

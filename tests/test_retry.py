@@ -11,6 +11,7 @@ import sqlalchemy.exc
 
 from ceptoar.errors import PermanentDeliveryError, RelayUnavailable, TemporaryDeliveryError
 from ceptoar.retry import GiveUp, Retry, RetryPolicy, Stopping, is_transient, outlast_outages
+from ceptoar.runtime import finish_within
 
 
 class _Orig(Exception):
@@ -112,3 +113,29 @@ async def test_outlast_outages_gives_the_work_back_when_stopping() -> None:
 
     with pytest.raises(Stopping):
         await outlast_outages(down, stop=stop, what="t")
+
+
+async def test_work_that_outlives_its_grace_after_a_stop_is_cancelled() -> None:
+    stop = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()  # never notices the stop
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    work = asyncio.create_task(stubborn())
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    await asyncio.wait_for(finish_within(work, stop, grace=0.1, what="test"), 5)
+    assert cancelled.is_set() and work.cancelled()
+
+    # Work that finishes within its grace is waited for, and its error is its own.
+    async def finishing() -> None:
+        await stop.wait()
+        await asyncio.sleep(0.05)
+        raise ValueError("its own")
+
+    with pytest.raises(ValueError, match="its own"):
+        await finish_within(asyncio.create_task(finishing()), stop, grace=5, what="test")

@@ -3,7 +3,9 @@
 It works the same job queues as the service's own mailer and imports only
 what sending needs. It writes one line, `ready`, on stdout once it consumes,
 and stops cleanly on SIGTERM or SIGINT, or once the process that started
-it is gone (killed outright, it could not stop its children).
+it is gone (killed outright, it could not stop its children): its batches
+in flight finish, within twice the SMTP timeout and ten seconds, after
+which it stops without them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ceptoar.mail.pool import SmtpPool
 from ceptoar.priority import BulkGate
 from ceptoar.render import Renderer
 from ceptoar.retry import Stopping
-from ceptoar.runtime import Components, install_stop_signals, open_components, watch_parent
+from ceptoar.runtime import Components, finish_within, install_stop_signals, open_components, watch_parent
 
 __all__ = ["main", "open_mailer", "run_mailer"]
 
@@ -71,7 +73,8 @@ async def _main(settings: Settings) -> None:
     if ready.is_set():
         sys.stdout.write("ready\n")
         sys.stdout.flush()
-    await work
+    # Batches in flight get the time of their sends and their record; nothing holds the process longer.
+    await finish_within(work, stop, grace=2 * settings.smtp_timeout + 10, what="mailer")
     stop.set()
     await watching
 
