@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ from typing import Any
 from ceptoar.model.alert import AlertView
 from ceptoar.model.answer import Answer
 from ceptoar.registry.prefectures import PREFECTURE_NAMES
+from ceptoar.text import fit, width
 
 __all__ = ["COLUMNS", "PrefectureShare", "csv_report", "html_report", "prefecture_shares", "text_report"]
 
@@ -95,13 +97,21 @@ def _time(value: datetime | None) -> str:
 
 
 def text_report(rows: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width table for the terminal, then the share answered per prefecture."""
+    """For the terminal: the summary first (deliveries by state, the share answered per prefecture),
+    then one line per recipient, columns aligned by display width (a Japanese name counts two a
+    character)."""
     table = [list(COLUMNS), *(_row(r) for r in rows)]
-    widths = [min(max(len(row[i]) for row in table), 40) for i in range(len(COLUMNS))]
+    widths = [min(max(width(row[i]) for row in table), _WIDEST) for i in range(len(COLUMNS))]
     recipients = "\n".join(
-        "  ".join(cell[:40].ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table
+        "  ".join(fit(cell, w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table
     )
-    return f"{recipients}\n\n{_shares_text(rows)}"
+    states = Counter(str(r["state"]) for r in rows)
+    summary = f"{len(rows)} deliveries: " + ", ".join(f"{state} {n}" for state, n in states.most_common())
+    return f"{summary}\n\n{_shares_text(rows)}\n\n{recipients}"
+
+
+# The widest a column of the terminal report grows, in display columns.
+_WIDEST = 40
 
 
 def csv_report(rows: Sequence[dict[str, Any]]) -> str:

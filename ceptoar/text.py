@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["clean_line", "clean_text", "printable", "unsafe_in_id"]
+__all__ = ["clean_line", "clean_text", "columns", "fit", "printable", "unsafe_in_id", "width"]
 
 # Bidirectional controls: they reorder what is displayed around them.
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -55,3 +55,26 @@ def printable(value: object, *, multiline: bool = False) -> str:
 
 
 _LINE_BREAKS = str.maketrans({"\n": " ", "\r": " ", "\t": " ", "\v": " ", "\f": " ", "\x85": " "})
+
+
+def columns(c: str) -> int:
+    """The display columns of one character: two for a wide or full-width one (Japanese)."""
+    return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+
+
+def width(line: str) -> int:
+    """The display columns of a line: wide and full-width characters count two."""
+    return sum(columns(c) for c in line)
+
+
+def fit(text: str, cells: int) -> str:
+    """`text` cut to at most `cells` display columns (with `…` where cut) and padded to exactly that."""
+    if width(text) > cells:
+        kept, used = [], 0
+        for c in text:
+            if used + columns(c) > cells - 1:
+                break
+            kept.append(c)
+            used += columns(c)
+        text = "".join(kept) + "…"
+    return text + " " * (cells - width(text))

@@ -6,10 +6,13 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ceptoar.config import Settings
 from ceptoar.registry import RegistryRow, write_registry
+from ceptoar.report import text_report
+from ceptoar.text import width
 from tests.conftest import StackFactory
 from tests.harness import (
     REPO,
@@ -205,3 +208,29 @@ def test_the_libraries_log_records_are_lines_of_the_same_json_log(tmp_path: Path
     ]
     assert lines[1]["logger"] == "aiormq.connection"
     assert "ConnectionResetError: reset by peer" in lines[2]["exception"]
+
+
+def test_the_terminal_report_puts_its_summary_first_and_aligns_japanese_names() -> None:
+    now = datetime(2026, 12, 8, 1, 2, 3, tzinfo=UTC)
+    rows = [
+        {
+            "code": code, "name": name, "email": f"primary@{code}.lg.example", "role": "primary",
+            "state": state, "attempts": 1, "last_code": 250, "last_reply": "ok", "created_at": now,
+            "sent_at": now, "updated_at": now, "prefecture": code[:2], "answer": None,
+        }
+        for code, name, state in [
+            ("011002", "札幌市", "sent"),
+            ("012025", "函館市", "sent"),
+            ("130001", "東京都", "failed"),
+            ("999999", "Long Name Town of Somewhere Far Away In The North Country", "sent"),
+        ]
+    ]  # fmt: skip
+    lines = text_report(rows).splitlines()
+    assert lines[0] == "4 deliveries: sent 3, failed 1"
+    assert lines[2] == "prefecture  answered  share"
+    table = lines[lines.index("") + 1 + lines[lines.index("") + 1 :].index("") + 1 :]
+    assert table[0].startswith("code    organisation")
+    # Every column starts at the same display column whatever the names are written in.
+    starts = {width(line.split("primary@")[0]) for line in table[1:]}
+    assert len(starts) == 1, table
+    assert "…" in table[-1] and "Far Away In The North Country" not in table[-1]

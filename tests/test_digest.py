@@ -25,10 +25,10 @@ from ceptoar.model.alert import AlertView
 from ceptoar.model.digest import JST, DigestKind, Period, Schedule, low_in_digest, low_one_by_one
 from ceptoar.registry import RegistryRow
 from ceptoar.render import Renderer, default_templates_dir
-from ceptoar.render.check import width
 from ceptoar.render.digest import DigestMail, wrap_columns
 from ceptoar.store import Store
 from ceptoar.store.tables import alerts, deliveries
+from ceptoar.text import width
 from tests.conftest import StackFactory, screenshots
 from tests.harness import (
     MailboxServer,

@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 from ceptoar.render import default_templates_dir
-from ceptoar.render.check import html_problems, width
+from ceptoar.render.check import html_problems
+from ceptoar.text import width
 from tests.harness import run_cli
 
 

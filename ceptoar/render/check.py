@@ -28,9 +28,10 @@ from ceptoar.feed.formats import parse_any
 from ceptoar.model.alert import AlertView
 from ceptoar.model.escalation import Purpose
 from ceptoar.model.notice import LANGUAGES, Notice
-from ceptoar.render.digest import DigestMail, columns
+from ceptoar.render.digest import DigestMail
 from ceptoar.render.mail import SEVERITY_LABELS, Renderer
 from ceptoar.store.digests import DIGEST_SOURCE
+from ceptoar.text import width
 
 __all__ = ["Finding", "check_templates", "html_problems", "width"]
 
@@ -66,11 +67,6 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.level}: {self.where}: {self.message}"
-
-
-def width(line: str) -> int:
-    """Display columns: wide and full-width characters count two."""
-    return sum(columns(c) for c in line)
 
 
 class _Nesting(HTMLParser):

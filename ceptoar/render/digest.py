@@ -8,7 +8,6 @@ script; a `javascript:` link is not made one.
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cache
@@ -20,8 +19,9 @@ if TYPE_CHECKING:
     from markdown_it import MarkdownIt
 from ceptoar.model.notice import Category
 from ceptoar.render.labels import CATEGORY_NAMES, SEVERITY_LABELS
+from ceptoar.text import columns
 
-__all__ = ["DigestMail", "columns", "digest_context", "wrap_columns"]
+__all__ = ["DigestMail", "digest_context", "wrap_columns"]
 
 _JST: Final = timezone(timedelta(hours=9), "JST")
 
@@ -82,11 +82,6 @@ def _item(item: dict[str, Any], lang: str) -> dict[str, Any]:
 
 
 _ASCII_WORD: Final = "".join(chr(i) for i in range(33, 127))
-
-
-def columns(c: str) -> int:
-    """The display columns of one character: two for a wide or full-width one."""
-    return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
 
 
 def wrap_columns(text: str, width: int = 72) -> str:
