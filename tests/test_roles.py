@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
@@ -109,3 +110,27 @@ async def _jobs(stack: Stack) -> list[int]:
         ids += job_delivery_ids(message.body)
     await channel.close()
     return ids
+
+
+@pytest.mark.postgres
+async def test_four_serves_started_at_the_same_instant_all_come_up_and_deliver_ten_times_over(
+    make_stack: StackFactory, mailbox: MailboxServer, registry_rows: list[RegistryRow], pg_url: str
+) -> None:
+    rows = subset(registry_rows, 2)
+    stack = await make_stack(mailbox=mailbox, rows=rows, database_url=pg_url)
+    env = cli_env(stack.settings)
+    for round_ in range(10):
+        # Each declares the same exchanges and queues, opens its consumers and starts its mailer at once.
+        starts = [serving(env, "--mailers", "1") for _ in range(4)]
+        entered = await asyncio.gather(*(s.__aenter__() for s in starts), return_exceptions=True)
+        try:
+            failed = [e for e in entered if isinstance(e, BaseException)]
+            assert not failed, f"round {round_}: {failed}"
+            notice = f"FOUR-{round_}"
+            await stack.publish(notice_doc(id=notice, area=[]))
+            assert await stack.wait_settled(notice) == {"sent": len(rows)}, f"round {round_}"
+        finally:
+            for s, e in zip(starts, entered, strict=True):
+                if not isinstance(e, BaseException):
+                    await s.__aexit__(None, None, None)
+    assert count(mailbox.root) == 10 * len(rows)
