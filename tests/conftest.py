@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
-import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -17,7 +15,6 @@ import asyncpg
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from ceptoar.api import serve_api
 from ceptoar.bus import Bus
 from ceptoar.config import Settings
 from ceptoar.mailbox import start_mailbox
@@ -31,10 +28,10 @@ from tests.harness import (
     MailboxServer,
     Relay,
     Stack,
+    api_in_thread,
     delete_topology,
     free_port,
     start_mailbox_process,
-    wait_for_port,
 )
 
 RETRY_DELAYS = [0.2, 0.4]
@@ -208,27 +205,14 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, di
         database_url=f"sqlite+aiosqlite:///{root / 'api.db'}",
         retry_delays=RETRY_DELAYS,
     )
-    port, ready = free_port(), threading.Event()
-    found: dict[str, Any] = {}
 
-    async def main() -> None:
-        async with await Store.open(config.db_url) as store:
-            await store.subscribers.import_rows(read_registry(REPO / "subscribers" / "registry.csv"))
-            new = await store.feeds.add("nisc", sources=["cap@nisc.example", "www.bsi.bund.de", "s@x.example"])
-        stop = asyncio.Event()
-        found.update(key=new.key, loop=asyncio.get_running_loop(), stop=stop)
-        task = asyncio.create_task(serve_api(config, stop, host="127.0.0.1", port=port))
-        await wait_for_port(port, unless=task)
-        ready.set()
-        await task
+    async def prepare(store: Store) -> str:
+        await store.subscribers.import_rows(read_registry(REPO / "subscribers" / "registry.csv"))
+        new = await store.feeds.add("nisc", sources=["cap@nisc.example", "www.bsi.bund.de", "s@x.example"])
+        return new.key
 
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-    thread.start()
-    assert ready.wait(30), "the API did not start"
-    yield f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {found['key']}"}
-    found["loop"].call_soon_threadsafe(found["stop"].set)
-    thread.join(30)
-    asyncio.run(delete_topology(config.prefix, config.retry_delays))
+    with api_in_thread(config, prepare) as (base, key):
+        yield base, {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture

@@ -8,20 +8,23 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import select, update
 
+from ceptoar.api.server import serve_api
 from ceptoar.bus import Bus
 from ceptoar.bus import delete_topology as delete_prefix
 from ceptoar.config import Settings
@@ -32,6 +35,7 @@ from ceptoar.model.notice import Format
 from ceptoar.registry import RegistryRow
 from ceptoar.service import run_service
 from ceptoar.store import Store, StoredAlert
+from ceptoar.store.tables import deliveries
 
 REPO = Path(__file__).resolve().parents[1]
 AMQP_URL = os.environ.get("CEPTOAR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -43,6 +47,62 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+T = TypeVar("T")
+
+
+@contextmanager
+def api_in_thread(settings: Settings, prepare: Callable[[Store], Awaitable[T]]) -> Iterator[tuple[str, T]]:
+    """`ceptoar api` for real (uvicorn on loopback) in a thread of its own, for synchronous tests that drive
+    it (schemathesis, hypothesis): `prepare` fills the store first; yields the base URL and what it gave.
+    The application stops, and the settings' queues and exchanges are deleted, on exit."""
+    port, ready = free_port(), threading.Event()
+    found: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with await Store.open(settings.db_url) as store:
+            found["prepared"] = await prepare(store)
+        stop = asyncio.Event()
+        found.update(loop=asyncio.get_running_loop(), stop=stop)
+        task = asyncio.create_task(serve_api(settings, stop, host="127.0.0.1", port=port))
+        await wait_for_port(port, unless=task)
+        ready.set()
+        await task
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(60), "the API did not start"
+    try:
+        yield f"http://127.0.0.1:{port}", found["prepared"]
+    finally:
+        found["loop"].call_soon_threadsafe(found["stop"].set)
+        thread.join(30)
+        asyncio.run(delete_topology(settings.prefix, settings.retry_delays))
+
+
+async def sent_to_all(store: Store, doc: dict[str, Any]) -> tuple[str, list[int]]:
+    """An alert made from `doc` for every address of the store's registry, each delivery marked sent
+    by the relay (code 250), as a finished fan-out leaves it: its id and its deliveries' ids."""
+    payload = json.dumps(doc, ensure_ascii=False)
+    candidates = await store.subscribers.candidates()
+    stored = await store.alerts.create(
+        notice=parse_notice(payload),
+        payload=payload,
+        fmt="json",
+        severity=doc.get("severity", "medium"),
+        rules=["test"],
+        audience=[c.address_id for c in candidates],
+        message_id_domain="ceptoar.example",
+    )
+    now = datetime.now(UTC)
+    mine = deliveries.c.alert_id == stored.alert_id
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(deliveries).where(mine).values(state="sent", attempts=1, sent_at=now, last_code=250)
+        )
+        ids = (await conn.execute(select(deliveries.c.id).where(mine).order_by(deliveries.c.id))).scalars()
+        return stored.alert_id, list(ids)
 
 
 def notice_doc(**overrides: Any) -> dict[str, Any]:
@@ -319,8 +379,6 @@ async def wait_for_port(port: int, *, unless: asyncio.Task[None] | None = None, 
 @asynccontextmanager
 async def api_running(settings: Settings, *, port: int | None = None) -> AsyncIterator[str]:
     """`ceptoar api` on loopback (a free port unless given); yields its base URL."""
-    from ceptoar.api import serve_api
-
     port = port or free_port()
     stop = asyncio.Event()
     task = asyncio.create_task(serve_api(settings, stop, host="127.0.0.1", port=port))

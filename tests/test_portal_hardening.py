@@ -4,24 +4,22 @@ origins, answer-link limits, header limits, forwarded addresses, and no Swagger 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from ceptoar.api.portal.ops import _key_checks, hash_key
 from ceptoar.api.portal.pages import Portal
 from ceptoar.bounces.links import AnswerLinks
 from ceptoar.config import Settings
-from ceptoar.feed import parse_notice
 from ceptoar.registry import RegistryRow
 from ceptoar.store import Actor, Operator, Store
-from ceptoar.store.tables import answers, deliveries
+from ceptoar.store.tables import answers
 from tests.conftest import StackFactory
-from tests.harness import MailboxServer, api_running, notice_doc, subset
+from tests.harness import MailboxServer, api_running, notice_doc, sent_to_all, subset
 
 PUBLIC_URL = "https://ceptoar.lg.example"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -37,29 +35,6 @@ async def _form_token(http: httpx.AsyncClient, path: str) -> str:
 async def _sign_in(http: httpx.AsyncClient, name: str, key: str) -> int:
     token = await _form_token(http, "/ops/signin")
     return (await http.post("/ops/signin", data={"csrf": token, "name": name, "key": key})).status_code
-
-
-async def _sent_alert(store: Store) -> tuple[str, list[int]]:
-    """An alert to every address, all sent; its id and its deliveries."""
-    payload = json.dumps(notice_doc(id=f"HARD-{time.time_ns()}", title="回答の上限"), ensure_ascii=False)
-    candidates = await store.subscribers.candidates()
-    stored = await store.alerts.create(
-        notice=parse_notice(payload),
-        payload=payload,
-        fmt="json",
-        severity="high",
-        rules=["test"],
-        audience=[c.address_id for c in candidates],
-        message_id_domain="ceptoar.example",
-    )
-    now = datetime.now(UTC)
-    async with store.engine.begin() as conn:
-        mine = deliveries.c.alert_id == stored.alert_id
-        await conn.execute(
-            update(deliveries).where(mine).values(state="sent", attempts=1, sent_at=now, last_code=250)
-        )
-        ids = (await conn.execute(select(deliveries.c.id).where(mine).order_by(deliveries.c.id))).scalars()
-        return stored.alert_id, list(ids)
 
 
 async def _answers(store: Store) -> int:
@@ -192,7 +167,7 @@ async def test_answer_pages_are_limited_per_link_and_per_client_and_carry_no_inl
         answer_posts_per_link=3,
         answer_posts_per_client=8,
     )
-    _, ids = await _sent_alert(stack.store)
+    _, ids = await sent_to_all(stack.store, notice_doc(id=f"HARD-{time.time_ns()}", severity="high"))
     links = AnswerLinks.from_settings(stack.settings)
     assert links is not None
     paths = [f"/answer/{links.token(i)}" for i in ids]
@@ -233,7 +208,7 @@ async def test_forwarded_addresses_are_believed_only_from_the_proxies_named(
         answer_posts_per_client=1,
         trusted_proxies=["127.0.0.1"],
     )
-    _, ids = await _sent_alert(stack.store)
+    _, ids = await sent_to_all(stack.store, notice_doc(id=f"HARD-{time.time_ns()}", severity="high"))
     links = AnswerLinks.from_settings(stack.settings)
     assert links is not None
     async with api_running(stack.settings) as base, httpx.AsyncClient(base_url=base) as http:

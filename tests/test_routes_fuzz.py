@@ -14,9 +14,7 @@ address of a small registry.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,20 +26,16 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, update
 
 from ceptoar.api import create_app
 from ceptoar.api.portal.ops import ACTIONS, hash_key
 from ceptoar.api.portal.security import CSRF_COOKIE, CSRF_PURPOSE, OPS_COOKIE, ORG_COOKIE, bound_csrf, hashed
-from ceptoar.api.server import serve_api
 from ceptoar.bounces.links import AnswerLinks, UnsubscribeLinks
 from ceptoar.config import Settings
-from ceptoar.feed import parse_notice
 from ceptoar.registry import read_registry
 from ceptoar.store import Actor, Store
-from ceptoar.store.tables import deliveries
 from tests.conftest import RETRY_DELAYS
-from tests.harness import AMQP_URL, REPO, delete_topology, free_port, subset, wait_for_port
+from tests.harness import AMQP_URL, REPO, api_in_thread, free_port, notice_doc, sent_to_all, subset
 
 # The fields the portal's forms have, and one no form has.
 FORM_FIELDS = (
@@ -107,86 +101,38 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         # Nothing listens there: sign-in mails fail, as a relay that is away would make them.
         smtp_url=f"smtp://127.0.0.1:{free_port()}",
     )
-    port, ready = free_port(), threading.Event()
-    found: dict[str, Any] = {}
+    answers, unsubscribe = AnswerLinks.from_settings(config), UnsubscribeLinks.from_settings(config)
+    assert answers is not None and unsubscribe is not None
 
-    async def main() -> None:
-        async with await Store.open(config.db_url) as store:
-            rows = subset(read_registry(REPO / "subscribers" / "registry.csv"), 3)
-            await store.subscribers.import_rows(rows)
-            feed = await store.feeds.add("nisc", sources=["nisc"])
-            payload = json.dumps(
-                {
-                    "schema": "ceptoar.notice/1", "source": "nisc", "id": "FUZZ-1",
-                    "sent": datetime.now(UTC).isoformat(), "title": "経路の検査", "summary": "検査",
-                    "body": "検査", "category": "vulnerability", "severity": "high", "tlp": "CLEAR",
-                },
-                ensure_ascii=False,
-            )  # fmt: skip
-            candidates = await store.subscribers.candidates()
-            stored = await store.alerts.create(
-                notice=parse_notice(payload),
-                payload=payload,
-                fmt="json",
-                severity="high",
-                rules=["test"],
-                audience=[c.address_id for c in candidates],
-                message_id_domain="ceptoar.example",
-            )
-            async with store.engine.begin() as conn:
-                mine = deliveries.c.alert_id == stored.alert_id
-                await conn.execute(
-                    update(deliveries).where(mine).values(state="sent", attempts=1, last_code=250)
-                )
-                delivery = (await conn.execute(select(deliveries.c.id).where(mine).limit(1))).scalar_one()
-            until = datetime.now(UTC) + timedelta(hours=2)
-            await store.portal.add_operator("fuzz", hash_key("the fuzzer's key"), who=Actor("test"))
-            ops, org, link = (
-                f"o{uuid.uuid4().hex}" * 2,
-                f"p{uuid.uuid4().hex}" * 2,
-                f"l{uuid.uuid4().hex}" * 2,
-            )
-            await store.portal.start_session(hashed(ops), expires_at=until, operator="fuzz")
-            address = candidates[0].address_id
-            await store.portal.start_session(hashed(org), expires_at=until, address_id=address)
-            await store.portal.add_link(
-                address,
-                hashed(link),
-                expires_at=until,
-                since=datetime.now(UTC) - timedelta(hours=1),
-                most=100,
-            )
-        answers, unsubscribe = AnswerLinks.from_settings(config), UnsubscribeLinks.from_settings(config)
-        assert answers is not None and unsubscribe is not None
-        stop = asyncio.Event()
-        found.update(
-            loop=asyncio.get_running_loop(),
-            stop=stop,
-            site=Site(
-                base=f"http://127.0.0.1:{port}",
-                feed_key=feed.key,
-                alert_id=stored.alert_id,
-                answer_token=answers.token(delivery),
-                signin_token=link,
-                unsubscribe_token=unsubscribe.token(address),
-                address_id=address,
-                ops_session=ops,
-                org_session=org,
-                csrf_key=config.derived_key(CSRF_PURPOSE),
-            ),
+    async def prepare(store: Store) -> Site:
+        await store.subscribers.import_rows(subset(read_registry(REPO / "subscribers" / "registry.csv"), 3))
+        feed = await store.feeds.add("nisc", sources=["nisc"])
+        alert_id, delivered = await sent_to_all(
+            store, notice_doc(id="FUZZ-1", title="経路の検査", severity="high")
         )
-        task = asyncio.create_task(serve_api(config, stop, host="127.0.0.1", port=port))
-        await wait_for_port(port, unless=task)
-        ready.set()
-        await task
+        until = datetime.now(UTC) + timedelta(hours=2)
+        await store.portal.add_operator("fuzz", hash_key("the fuzzer's key"), who=Actor("test"))
+        ops, org, link = (f"{kind}{uuid.uuid4().hex}" * 2 for kind in "opl")
+        await store.portal.start_session(hashed(ops), expires_at=until, operator="fuzz")
+        address = (await store.subscribers.candidates())[0].address_id
+        await store.portal.start_session(hashed(org), expires_at=until, address_id=address)
+        since = datetime.now(UTC) - timedelta(hours=1)
+        await store.portal.add_link(address, hashed(link), expires_at=until, since=since, most=100)
+        return Site(
+            base="",
+            feed_key=feed.key,
+            alert_id=alert_id,
+            answer_token=answers.token(delivered[0]),
+            signin_token=link,
+            unsubscribe_token=unsubscribe.token(address),
+            address_id=address,
+            ops_session=ops,
+            org_session=org,
+            csrf_key=config.derived_key(CSRF_PURPOSE),
+        )
 
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-    thread.start()
-    assert ready.wait(60), "the application did not start"
-    yield found["site"]
-    found["loop"].call_soon_threadsafe(found["stop"].set)
-    thread.join(30)
-    asyncio.run(delete_topology(config.prefix, config.retry_delays))
+    with api_in_thread(config, prepare) as (base, prepared):
+        yield dataclasses.replace(prepared, base=base)
 
 
 def _real(site: Site, name: str) -> list[str]:
