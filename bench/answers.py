@@ -24,53 +24,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import asyncpg  # noqa: E402
-from sqlalchemy import func, select, update  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
+from bench.cluster import drop_database, new_database  # noqa: E402
 from bench.fanout import free_port  # noqa: E402
+from bench.portal import notice, sent_to_all  # noqa: E402
 from ceptoar.bounces.links import AnswerLinks  # noqa: E402
 from ceptoar.config import Settings  # noqa: E402
-from ceptoar.feed import parse_notice  # noqa: E402
 from ceptoar.registry import read_registry  # noqa: E402
 from ceptoar.store import Store  # noqa: E402
 from ceptoar.store.tables import answers, deliveries  # noqa: E402
 
-PG_ADMIN = os.environ.get("CEPTOAR_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 # The answer link and the answer posted: the form a person submits.
 ANSWER_FORM = b"answer=not_affected"
-
-
-def _notice() -> str:
-    return json.dumps(
-        {
-            "schema": "ceptoar.notice/1",
-            "source": "nisc",
-            "id": f"BENCH-ANSWERS-{time.time_ns()}",
-            "sent": datetime.now(UTC).isoformat(),
-            "title": "VPN装置の脆弱性を悪用した攻撃について",
-            "summary": "VPN装置の既知の脆弱性を悪用した侵入が複数の組織で確認されています。",
-            "body": "対象の装置を使用している場合は、修正版への更新と侵害有無の確認を行ってください。\n" * 20,
-            "category": "vulnerability",
-            "severity": "critical",
-            "tlp": "CLEAR",
-        },
-        ensure_ascii=False,
-    )
 
 
 async def _prepare(url: str) -> tuple[str, list[int]]:
@@ -79,34 +57,7 @@ async def _prepare(url: str) -> tuple[str, list[int]]:
     try:
         if not await store.subscribers.candidates():
             await store.subscribers.import_rows(read_registry(REPO / "subscribers" / "registry.csv"))
-        candidates = await store.subscribers.candidates()
-        payload = _notice()
-        stored = await store.alerts.create(
-            notice=parse_notice(payload),
-            payload=payload,
-            fmt="json",
-            severity="critical",
-            rules=["sender-critical"],
-            audience=[c.address_id for c in candidates],
-            message_id_domain="ceptoar.example",
-        )
-        now = datetime.now(UTC)
-        async with store.engine.begin() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.alert_id == stored.alert_id)
-                .values(
-                    state="sent", attempts=1, sent_at=now, updated_at=now, last_code=250, last_reply="250 ok"
-                )
-            )
-            ids = (
-                await conn.execute(
-                    select(deliveries.c.id)
-                    .where(deliveries.c.alert_id == stored.alert_id)
-                    .order_by(deliveries.c.id)
-                )
-            ).scalars()
-            return stored.alert_id, list(ids)
+        return await sent_to_all(store, notice("ANSWERS", "critical"), "critical")
     finally:
         await store.close()
 
@@ -239,20 +190,6 @@ def _serve(workers: int, port: int, env: dict[str, str]) -> subprocess.Popen[byt
     raise RuntimeError(f"ceptoar api --workers {workers} did not answer within 60 s")
 
 
-async def _database() -> tuple[str, str]:
-    name = f"ceptoar_answers_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    return name, PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-
-
-async def _drop(name: str) -> None:
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await admin.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -267,7 +204,7 @@ def main() -> None:
     made = None
     url = args.database_url
     if url is None:
-        made, url = asyncio.run(_database())
+        made, url = asyncio.run(new_database("answers"))
     print(f"{os.cpu_count()} cores; {args.clients} clients at once, each GET then POST of one answer link")
     print(
         f"{'workers':>7} {'answers':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'answers/s':>10}  "
@@ -318,7 +255,7 @@ def main() -> None:
             print(last)
     finally:
         if made is not None:
-            asyncio.run(_drop(made))
+            asyncio.run(drop_database(made))
 
 
 if __name__ == "__main__":

@@ -210,15 +210,16 @@ def processes(commands: list[tuple[list[str], dict[str, str]]], log: Path) -> It
                 proc.wait(timeout=120)
 
 
-async def _database() -> tuple[str, str]:
-    name = f"ceptoar_cluster_{uuid.uuid4().hex[:8]}"
+async def new_database(kind: str) -> tuple[str, str]:
+    """A new PostgreSQL database for one bench run: its name and its URL."""
+    name = f"ceptoar_{kind}_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f"CREATE DATABASE {name}")
     await admin.close()
     return name, PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
 
 
-async def _drop(name: str) -> None:
+async def drop_database(name: str) -> None:
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     await admin.close()
@@ -238,7 +239,7 @@ async def one_run(kill_at: float, *, kill: bool = True) -> Run:
     os.chmod(root, 0o755)
     cluster = Cluster(root / "rabbitmq")
     balancer = Balancer(NODE_PORTS)
-    name, db_url = await _database()
+    name, db_url = await new_database("cluster")
     mailbox_port = free_port()
     env = {
         **os.environ,
@@ -263,7 +264,7 @@ async def one_run(kill_at: float, *, kill: bool = True) -> Run:
             return await _fan_out(cluster, env, root / "mailbox", kill_at, kill)
     finally:
         cluster.stop()
-        await _drop(name)
+        await drop_database(name)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
-from sqlalchemy import update  # noqa: E402
+from sqlalchemy import select, update  # noqa: E402
 
 from bench.fanout import free_port  # noqa: E402
 from ceptoar.api.portal.security import hashed, new_token  # noqa: E402
@@ -52,22 +52,48 @@ ANSWERED_SHARE = 0.4
 FAILED = 25
 
 
-def _notice() -> str:
+def notice(bench: str, severity: str) -> str:
+    """The benches' alert: a long Japanese advisory to every address, under a new id."""
     return json.dumps(
         {
             "schema": "ceptoar.notice/1",
             "source": "nisc",
-            "id": f"BENCH-PORTAL-{time.time_ns()}",
+            "id": f"BENCH-{bench}-{time.time_ns()}",
             "sent": datetime.now(UTC).isoformat(),
             "title": "VPN装置の脆弱性を悪用した攻撃について",
             "summary": "VPN装置の既知の脆弱性を悪用した侵入が複数の組織で確認されています。",
             "body": "対象の装置を使用している場合は、修正版への更新と侵害有無の確認を行ってください。\n" * 20,
             "category": "vulnerability",
-            "severity": "high",
+            "severity": severity,
             "tlp": "CLEAR",
         },
         ensure_ascii=False,
     )
+
+
+async def sent_to_all(store: Store, payload: str, severity: str) -> tuple[str, list[int]]:
+    """The alert `payload` makes, stored for every address as the dispatcher does, every delivery then
+    marked sent by the relay: its id and its deliveries' ids."""
+    candidates = await store.subscribers.candidates()
+    stored = await store.alerts.create(
+        notice=parse_notice(payload),
+        payload=payload,
+        fmt="json",
+        severity=severity,
+        rules=[f"sender-{severity}"],
+        audience=[c.address_id for c in candidates],
+        message_id_domain="ceptoar.example",
+    )
+    now = datetime.now(UTC)
+    mine = deliveries.c.alert_id == stored.alert_id
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(deliveries)
+            .where(mine)
+            .values(state="sent", attempts=1, sent_at=now, updated_at=now, last_code=250, last_reply="250 ok")
+        )
+        ids = (await conn.execute(select(deliveries.c.id).where(mine).order_by(deliveries.c.id))).scalars()
+        return stored.alert_id, list(ids)
 
 
 async def _prepare(url: str) -> tuple[str, str, str]:
@@ -76,26 +102,9 @@ async def _prepare(url: str) -> tuple[str, str, str]:
     try:
         await store.subscribers.import_rows(read_registry(REPO / "subscribers" / "registry.csv"))
         candidates = await store.subscribers.candidates()
-        payload = _notice()
-        stored = await store.alerts.create(
-            notice=parse_notice(payload),
-            payload=payload,
-            fmt="json",
-            severity="high",
-            rules=["sender-high"],
-            audience=[c.address_id for c in candidates],
-            message_id_domain="ceptoar.example",
-        )
-        alert_id = stored.alert_id
+        alert_id, _ = await sent_to_all(store, notice("PORTAL", "high"), "high")
         now = datetime.now(UTC)
         async with store.engine.begin() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.alert_id == alert_id)
-                .values(
-                    state="sent", attempts=1, sent_at=now, updated_at=now, last_code=250, last_reply="250 ok"
-                )
-            )
             failed = [c.address_id for c in candidates[-FAILED:]]
             await conn.execute(
                 update(deliveries)
