@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 from ceptoar.bus import Bus
 from ceptoar.config import Settings
 from ceptoar.log import get_logger
-from ceptoar.retry import outlast_outages, pause
+from ceptoar.retry import outlast_outages, pause, restart_delay
 from ceptoar.store import Store
 from ceptoar.store.leases import identify
 
@@ -29,9 +30,10 @@ __all__ = [
     "Components",
     "finish_within",
     "install_stop_signals",
+    "keep_child",
     "open_components",
     "serve_asgi",
-    "uvicorn_options",
+    "stop_child",
     "watch_parent",
 ]
 
@@ -100,23 +102,6 @@ async def _connect(bus: Bus, name: str) -> Bus:
     return bus
 
 
-def uvicorn_options(*, trusted_proxies: list[str] | None = None) -> dict[str, Any]:
-    """What every ceptoar HTTP server runs with: quiet, and believing forwarded headers only from
-    the proxies named (uvicorn's own default believes 127.0.0.1)."""
-    return {
-        "log_level": "warning",
-        # uvicorn's records go to the process's own log set-up (`ceptoar.log`): JSON lines off a terminal.
-        "log_config": None,
-        "access_log": False,
-        "lifespan": "on",
-        # Open event streams (the portal's live counts) are cut after a few seconds at shutdown.
-        "timeout_graceful_shutdown": 5,
-        "proxy_headers": bool(trusted_proxies),
-        "forwarded_allow_ips": list(trusted_proxies or []),
-        "server_header": False,
-    }
-
-
 async def serve_asgi(
     app: Any,
     *,
@@ -139,7 +124,22 @@ async def serve_asgi(
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    config = uvicorn.Config(app, host=host, port=port, **uvicorn_options(trusted_proxies=trusted_proxies))
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        # uvicorn's records go to the process's own log set-up (`ceptoar.log`): JSON lines off a terminal.
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        # Open event streams (the portal's live counts) are cut after a few seconds at shutdown.
+        timeout_graceful_shutdown=5,
+        # Forwarded headers are believed only from the proxies named (uvicorn's own default: 127.0.0.1).
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=list(trusted_proxies or []),
+        server_header=False,
+    )
     server = _Server(config)
     sockets = [_shared_socket(host, port)] if shared else None
     task = asyncio.create_task(server.serve(sockets=sockets))
@@ -184,3 +184,51 @@ async def finish_within(work: asyncio.Task[Any], stop: asyncio.Event, *, grace: 
 
 # How long cancelled work may take to unwind before the process ends without it.
 _CANCEL_GRACE = 5.0
+
+
+Child = asyncio.subprocess.Process
+
+
+async def keep_child(
+    start: Callable[[], Awaitable[Child]],
+    stop: asyncio.Event,
+    *,
+    exited: str,
+    first: Child | None = None,
+    kill_after: float | None = None,
+) -> None:
+    """Keep one child process running until `stop`, started again each time it dies (ever less often
+    while it keeps dying soon, `restart_delay`); `exited` is the event logged then. At `stop` the child
+    gets SIGTERM, and SIGKILL if it has not finished `kill_after` seconds later (never, when None).
+    `first` is a child already started."""
+    delay, proc = 0.0, first
+    while True:
+        began = time.monotonic()
+        if proc is None:
+            if stop.is_set():
+                return
+            proc = await start()
+        ended = asyncio.ensure_future(proc.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({ended, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not ended.done():
+            await stop_child(proc, kill_after=kill_after)
+            return
+        delay = restart_delay(delay, time.monotonic() - began)
+        log.error(exited, pid=proc.pid, code=proc.returncode, restart_in=delay)
+        if await pause(delay, stop=stop):
+            return
+        proc = None
+
+
+async def stop_child(proc: Child, *, kill_after: float | None = None) -> None:
+    """SIGTERM the child if it still runs and wait for it; SIGKILL it after `kill_after` seconds."""
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), kill_after)
+    except TimeoutError:
+        log.error("process.child_killed", pid=proc.pid, after=kill_after)
+        proc.kill()
+        await proc.wait()

@@ -49,8 +49,8 @@ from ceptoar.mail.process import open_mailer
 from ceptoar.metrics import metrics
 from ceptoar.model.digest import Schedule
 from ceptoar.priority import BulkGate
-from ceptoar.retry import Stopping, pause, restart_delay
-from ceptoar.runtime import Components, open_components, serve_asgi
+from ceptoar.retry import Stopping, pause
+from ceptoar.runtime import Components, keep_child, open_components, serve_asgi
 from ceptoar.store import Actor
 from ceptoar.store.engine import sqlite_file
 from ceptoar.store.leases import heartbeat
@@ -269,28 +269,20 @@ async def _reclaim_once(c: Components) -> None:
 
 async def _mailer_process(stop: asyncio.Event, started: asyncio.Event) -> None:
     """Keep one `python -m ceptoar.mail` child running until `stop`; it inherits the environment."""
-    delay = 0.0
+
+    async def start() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ceptoar.mail", stdout=asyncio.subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        if (await proc.stdout.readline()).strip() == b"ready":
+            log.info("mailer.process_started", pid=proc.pid)
+        started.set()
+        return proc
+
     try:
-        while not stop.is_set():
-            began = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ceptoar.mail", stdout=asyncio.subprocess.PIPE
-            )
-            assert proc.stdout is not None
-            if (await proc.stdout.readline()).strip() == b"ready":
-                log.info("mailer.process_started", pid=proc.pid)
-            started.set()
-            exited = asyncio.ensure_future(proc.wait())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not exited.done():
-                proc.terminate()
-                await exited
-                return
-            delay = restart_delay(delay, time.monotonic() - began)
-            log.error("mailer.process_exited", pid=proc.pid, code=proc.returncode, restart_in=delay)
-            await pause(delay, stop=stop)
+        # The child stops by itself once its batches in flight are done (`ceptoar.mail.process`).
+        await keep_child(start, stop, exited="mailer.process_exited")
     finally:
         started.set()
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import time
 
 from ceptoar.api.app import create_app
 from ceptoar.config import Settings
 from ceptoar.log import get_logger
-from ceptoar.retry import pause, restart_delay
-from ceptoar.runtime import serve_asgi, watch_parent
+from ceptoar.retry import pause
+from ceptoar.runtime import keep_child, serve_asgi, stop_child, watch_parent
 
 __all__ = ["serve_api", "supervise_workers"]
 
@@ -31,6 +30,8 @@ log = get_logger(__name__)
 # A worker that exits by itself sooner than this after the start stops the whole start: its port,
 # settings or database are wrong for every worker alike.
 _START_GRACE = 5.0
+# How long a stopped worker may take to finish its requests before it is killed.
+_STOP_WITHIN = 30.0
 
 
 async def serve_api(
@@ -65,11 +66,17 @@ async def supervise_workers(stop: asyncio.Event, *, host: str, port: int, worker
     first = [await _start(command) for _ in range(workers)]
     failed = await _failed_start(first, stop)
     if failed is not None:
-        await _stop_all(first)
+        await asyncio.gather(*(stop_child(proc, kill_after=_STOP_WITHIN) for proc in first))
         return failed
     log.info("api.workers_started", workers=workers, pids=[p.pid for p in first])
-    kept = [asyncio.create_task(_keep(command, proc, stop)) for proc in first]
-    await asyncio.gather(*kept)
+    await asyncio.gather(
+        *(
+            keep_child(
+                lambda: _start(command), stop, exited="api.worker_exited", first=proc, kill_after=_STOP_WITHIN
+            )
+            for proc in first
+        )
+    )
     return 0
 
 
@@ -89,35 +96,3 @@ async def _failed_start(procs: list[asyncio.subprocess.Process], stop: asyncio.E
                 return proc.returncode or 1
         await pause(0.1, stop=stop)
     return None
-
-
-async def _keep(command: list[str], proc: asyncio.subprocess.Process, stop: asyncio.Event) -> None:
-    """Keep one worker running until `stop`, starting it again each time it dies."""
-    delay, began = 0.0, time.monotonic()
-    while True:
-        exited = asyncio.ensure_future(proc.wait())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not exited.done():
-            await _stop_all([proc])
-            return
-        delay = restart_delay(delay, time.monotonic() - began)
-        log.error("api.worker_exited", pid=proc.pid, code=proc.returncode, restart_in=delay)
-        if await pause(delay, stop=stop):
-            return
-        proc, began = await _start(command), time.monotonic()
-
-
-async def _stop_all(procs: list[asyncio.subprocess.Process]) -> None:
-    """SIGTERM each worker still running; SIGKILL one that has not finished its requests in 30 s."""
-    for proc in procs:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            log.error("api.worker_killed", pid=proc.pid)
-            proc.kill()
-            await proc.wait()
