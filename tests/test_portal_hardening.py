@@ -69,7 +69,7 @@ async def test_failed_keys_are_counted_in_the_database_across_processes_and_spar
         now = datetime.now(UTC)
         for n in range(25):
             await stack.store.portal.record_signin(
-                "alice", f"198.51.100.{n}", ok=False, now=now, forget_before=now - timedelta(minutes=15)
+                "alice", f"198.51.100.{n}", ok=False, now=now, window=timedelta(minutes=15)
             )
         # Her own client still signs her in; a client she never used is held off for a while.
         assert await _sign_in(first, "alice", "the key of alice") == 303

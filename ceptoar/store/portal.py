@@ -34,7 +34,7 @@ from ceptoar.store.tables import (
     subscribers,
 )
 
-# How much longer than failures a successful sign-in is remembered, to know an operator's own clients.
+# How long a successful sign-in is remembered, to know an operator's own clients.
 _KNOWN_CLIENT_KEPT: Final = timedelta(days=30)
 
 __all__ = ["Address", "Attempts", "Operator", "PortalRepo", "Visitor"]
@@ -169,42 +169,43 @@ class PortalRepo:
             rows = (await conn.execute(select(operators).order_by(operators.c.name))).all()
         return [Operator(r.name, r.key_hash, r.created_at, r.disabled_at) for r in rows]
 
-    async def signin_attempts(
-        self, name: str, client: str, *, since: datetime, known_since: datetime
-    ) -> Attempts:
-        """The failed sign-ins since `since`, and whether `client` signed in as `name` since `known_since`."""
-        failed = signin_attempts.c.ok.is_(False) & (signin_attempts.c.at >= since)
+    async def signin_attempts(self, name: str, client: str, *, now: datetime, window: timedelta) -> Attempts:
+        """The failed sign-ins within `window` before `now`, and whether `client` signed in as `name` within
+        the remembered period: one read."""
         by_name, by_client = signin_attempts.c.name == name, signin_attempts.c.client == client
-        counted = func.count()
+        failed = signin_attempts.c.ok.is_(False) & (signin_attempts.c.at >= now - window)
+        known = (
+            signin_attempts.c.ok.is_(True)
+            & by_name
+            & by_client
+            & (signin_attempts.c.at >= now - _KNOWN_CLIENT_KEPT)
+        )
+        query = select(
+            func.count().filter(failed & by_name & by_client),
+            func.count().filter(failed & by_client),
+            func.count().filter(failed & by_name),
+            func.count().filter(known),
+        ).where(by_name | by_client)
         async with reading(self._engine) as conn:
-            pair = (await conn.execute(select(counted).where(failed, by_name, by_client))).scalar_one()
-            from_client = (await conn.execute(select(counted).where(failed, by_client))).scalar_one()
-            for_name = (await conn.execute(select(counted).where(failed, by_name))).scalar_one()
-            known = await conn.execute(
-                select(signin_attempts.c.id)
-                .where(
-                    signin_attempts.c.ok.is_(True), by_name, by_client, signin_attempts.c.at >= known_since
-                )
-                .limit(1)
-            )
-            return Attempts(pair, from_client, for_name, known.first() is not None)
+            pair, from_client, for_name, signed_in = (await conn.execute(query)).one()
+        return Attempts(pair, from_client, for_name, signed_in > 0)
 
     async def record_signin(
-        self, name: str, client: str, *, ok: bool, now: datetime, forget_before: datetime
+        self, name: str, client: str, *, ok: bool, now: datetime, window: timedelta
     ) -> None:
-        """Keep one sign-in attempt; forget failures older than `forget_before` (successes last longer)."""
+        """Keep one sign-in attempt; forget failures older than `window`, successes older than the
+        remembered period."""
         async with self._engine.begin() as conn:
             await conn.execute(insert(signin_attempts).values(at=now, name=name, client=client, ok=ok))
             await conn.execute(
                 delete(signin_attempts).where(
-                    signin_attempts.c.at < forget_before, signin_attempts.c.ok.is_(False)
+                    signin_attempts.c.at < now - window, signin_attempts.c.ok.is_(False)
                 )
             )
             if ok:
                 await conn.execute(
                     delete(signin_attempts).where(
-                        signin_attempts.c.at < forget_before - _KNOWN_CLIENT_KEPT,
-                        signin_attempts.c.name == name,
+                        signin_attempts.c.at < now - _KNOWN_CLIENT_KEPT, signin_attempts.c.name == name
                     )
                 )
 

@@ -87,7 +87,7 @@ def _key_matches(key_hash: str, key: str) -> bool:
 
 
 # Failed keys counted over this window: per name and client, per client, and per name from anywhere
-# (which a client that signed in as that operator before is not held to).
+# (which a client that signed in as that operator before, `ceptoar.store.portal`, is not held to).
 _FAILURES_WINDOW: Final = timedelta(minutes=15)
 _FAILURES_PAIR, _FAILURES_CLIENT, _FAILURES_NAME = 5, 20, 20
 # Each failure of a name from one client makes its next answer that much slower, up to the largest.
@@ -135,16 +135,14 @@ async def signin(request: Request) -> Response:
     name = (form.get("name") or [""])[0].strip()[:64]
     key = (form.get("key") or [""])[0]
     client, now = client_of(request)[:64], datetime.now(UTC)
-    tried = await store.portal.signin_attempts(
-        name, client, since=now - _FAILURES_WINDOW, known_since=now - timedelta(days=30)
-    )
+    tried = await store.portal.signin_attempts(name, client, now=now, window=_FAILURES_WINDOW)
     guessing_name = tried.name >= _FAILURES_NAME and not tried.known_client
     if tried.pair >= _FAILURES_PAIR or tried.client >= _FAILURES_CLIENT or guessing_name:
         log.warning("portal.operator_limited", operator=name, client=client, failures=tried.pair)
         return portal.page(request, "ops_signin.html.j2", status=429, failed=False, limited=True)
     account = await store.portal.operator(name) if name else None
     ok = await _key_checks(portal, account, key)
-    await store.portal.record_signin(name, client, ok=ok, now=now, forget_before=now - _FAILURES_WINDOW)
+    await store.portal.record_signin(name, client, ok=ok, now=now, window=_FAILURES_WINDOW)
     if not ok:
         log.warning("portal.operator_refused", operator=name, client=client)
         await asyncio.sleep(min(_SLOWER_BY * (tried.pair + 1), _SLOWEST))
