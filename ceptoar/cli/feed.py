@@ -11,6 +11,7 @@ import click
 import sqlalchemy.exc
 
 from ceptoar.cli.common import EXIT_BAD_INPUT, fail, json_line, say, settings
+from ceptoar.config import Settings
 from ceptoar.dispatch.admission import admit
 from ceptoar.errors import InvalidNotice
 from ceptoar.feed.formats import Parsed, parse_any
@@ -35,12 +36,11 @@ def read_notice(file: Path) -> tuple[bytes, Parsed]:
         fail(f"{file}: {exc}", EXIT_BAD_INPUT)
 
 
-def admitted(file: Path, parsed: Parsed, *, then: str) -> StoredAlert | None:
+def admitted(s: Settings, file: Path, parsed: Parsed, *, then: str) -> StoredAlert | None:
     """What the dispatcher will say of the notice, asked of the store if it can be reached: exit 2 naming
     the field it would refuse (an area code no subscribed local government has, an expiry past, an id
     used before with another sent time); the alert already made from it, if any. `then` ends the
     refusal's message (what did not happen)."""
-    s = settings()
 
     async def _admit() -> StoredAlert | None:
         async with await Store.open(s.db_url) as store:
@@ -75,7 +75,7 @@ def describe(parsed: Parsed) -> dict[str, Any]:
 def validate(file: Path, as_json: bool) -> None:
     """Check a notice (ceptoar JSON, CAP 1.2 or CSAF 2.0) and show it normalised; publishes nothing."""
     _, parsed = read_notice(file)
-    stored = admitted(file, parsed, then="")
+    stored = admitted(settings(), file, parsed, then="")
     doc = describe(parsed)
     if stored is not None:
         doc["already_received_as"] = stored.alert_id

@@ -152,7 +152,7 @@ def publish(file: Path) -> None:
     """
     s = settings()
     _, parsed = read_notice(file)
-    stored = admitted(file, parsed, then="; nothing was published")
+    stored = admitted(s, file, parsed, then="; nothing was published")
     if stored is not None:
         say(f"{file}: already received as alert {stored.alert_id}; it is not sent again", err=True)
     try:

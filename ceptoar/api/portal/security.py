@@ -114,7 +114,11 @@ def _tls(scope: Scope) -> bool:
 
 def cookie_name(request: Request, name: str) -> str:
     """A cookie's name as this request's site uses it: `__Host-NAME` over TLS."""
-    return f"__Host-{name}" if is_tls(request) else name
+    return _named(name, tls=is_tls(request))
+
+
+def _named(name: str, *, tls: bool) -> str:
+    return f"__Host-{name}" if tls else name
 
 
 def cookie_of(request: Request, name: str) -> str | None:
@@ -188,7 +192,7 @@ class SecureHeaders:
                 new_csrf = scope.get("state", {}).get("new_csrf")
                 if new_csrf is not None:
                     cookie = Response()
-                    name = f"__Host-{CSRF_COOKIE}" if tls else CSRF_COOKIE
+                    name = _named(CSRF_COOKIE, tls=tls)
                     cookie.set_cookie(name, new_csrf, path="/", httponly=True, secure=tls, samesite="lax")
                     headers.append("set-cookie", cookie.headers["set-cookie"])
             await send(message)
