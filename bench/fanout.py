@@ -344,12 +344,15 @@ class Running:
         await self.bus.publish_notice(json.dumps(doc, ensure_ascii=False).encode(), fmt="json", key=None)
         return at
 
-    async def alert(self, notice_id: str) -> AlertView:
-        while True:
+    async def alert(self, notice_id: str, *, within: float = 120) -> AlertView:
+        """The alert the service made of the notice, once it has; a RuntimeError after `within` seconds."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
             try:
                 return await self.store.alerts.resolve(notice_id)
             except LookupError:
                 await asyncio.sleep(0.005)
+        raise RuntimeError(f"the service made no alert of notice {notice_id} within {within} s")
 
     async def sent(self, alert_id: str) -> int:
         return (await self.store.alerts.counts(alert_id)).get("sent", 0)

@@ -256,13 +256,14 @@ async def test_a_red_alert_is_released_only_to_the_addresses_named_and_audited(
     env = _env(stack)
     async with running(stack.settings):
         await stack.publish(notice_doc(id="RED-REL", tlp="RED", title="限定共有"))
-        while True:
-            try:
-                if (await stack.store.alerts.resolve("RED-REL")).state == "held":
-                    break
-            except LookupError:
-                pass
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(60):  # the dispatcher holds it within a minute, or the test fails
+            while True:
+                try:
+                    if (await stack.store.alerts.resolve("RED-REL")).state == "held":
+                        break
+                except LookupError:
+                    pass
+                await asyncio.sleep(0.05)
         refused = await run_cli_async("release", "RED-REL", "--yes", env=env)
         dry = await run_cli_async("release", "RED-REL", "--to", first_org, "--dry-run", env=env)
         done = await run_cli_async("release", "RED-REL", "--to", first_org, "--to", named, "--yes", env=env)
