@@ -39,8 +39,9 @@ DOCKER = REPO / "docker"
 SCHEMA = REPO / "tests" / "data" / "compose" / "compose-spec.json"
 # What the compose file's ${VAR} interpolation is given here (the test's own secrets).
 SECRETS = {
-    "RABBITMQ_PASSWORD": secrets.token_urlsafe(12),
-    "POSTGRES_PASSWORD": secrets.token_urlsafe(12),
+    # A letter first: one that began with `-` would be read as an option by rabbitmqctl add_user.
+    "RABBITMQ_PASSWORD": "p" + secrets.token_urlsafe(12),
+    "POSTGRES_PASSWORD": "p" + secrets.token_urlsafe(12),
     "CEPTOAR_SECRET_KEY": "kYQ1sOqmZ0l5d6vJ3bXh1p9rT2wF8eN4cA7uG0iL5sM=",
 }
 
